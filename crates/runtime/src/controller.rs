@@ -1,0 +1,225 @@
+//! Runs a [`Reconciler`] over kube's `Controller`: per-object exponential backoff on errors,
+//! metrics, a tracing span and a Warning event per failure, leader gating, graceful shutdown.
+use futures::{StreamExt, future::BoxFuture};
+use kube::{
+    Resource, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{Action, Config},
+    },
+};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::{context::Context, informer::Informable, metrics::Metrics, shutdown::Shutdown};
+
+/// An error a reconcile can return: it names its own metric label and Event reason.
+pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
+    /// Bounded label for `capstan_reconcile_errors_by_reason_total`.
+    fn metric_label(&self) -> &'static str;
+
+    /// The reason of the Warning event published for this error, or `None` for errors that say
+    /// nothing to the object's owner (e.g. a transient network failure).
+    fn event_reason(&self) -> Option<&'static str> {
+        Some("ReconcileFailed")
+    }
+}
+
+/// The part of a controller that is about its kind.
+pub trait Reconciler: Send + Sync + 'static {
+    type Object: Informable;
+    type Error: ReconcileError;
+
+    /// The controller's name in metrics, logs and events (`capstan-<name>`).
+    const NAME: &'static str;
+
+    /// Brings the world in line with `obj`. Must be idempotent and must not write when nothing
+    /// changed (use [`Context::apply`]).
+    fn reconcile(&self, obj: Arc<Self::Object>, ctx: &Context) -> impl Future<Output = Result<Action, Self::Error>> + Send;
+}
+
+/// A controller ready to run: kube's `Controller` with its triggers, and the reconciler.
+pub struct ControllerDef<R: Reconciler> {
+    pub controller: Controller<R::Object>,
+    pub reconciler: R,
+}
+
+/// Backoff after a failed reconcile: doubles per consecutive failure of the same object.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorBackoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for ErrorBackoff {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(500), max: Duration::from_secs(300) }
+    }
+}
+
+impl ErrorBackoff {
+    pub fn delay(&self, consecutive_failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(consecutive_failures.saturating_sub(1));
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the runtime hands to `run`: settings shared by all controllers of a manager.
+#[derive(Clone)]
+pub struct RunSettings {
+    pub client: kube::Client,
+    pub metrics: Metrics,
+    pub shutdown: Shutdown,
+    pub leader: watch::Receiver<bool>,
+    pub concurrency: u16,
+    pub backoff: ErrorBackoff,
+    pub instance: Option<String>,
+}
+
+struct Runner<R: Reconciler> {
+    reconciler: R,
+    context: Context,
+    metrics: Metrics,
+    leader: watch::Receiver<bool>,
+    backoff: ErrorBackoff,
+    failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+/// Turns a controller definition into the future that runs it until shutdown.
+pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFuture<'static, ()> {
+    let metrics = settings.metrics.clone();
+    metrics.register_controller(R::NAME);
+    let runner = Arc::new(Runner {
+        context: Context::new(settings.client.clone(), R::NAME, metrics.clone(), settings.instance.clone()),
+        reconciler: def.reconciler,
+        metrics,
+        leader: settings.leader.clone(),
+        backoff: settings.backoff,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let became_leader = became_leader(settings.leader.clone());
+    let shutdown = settings.shutdown.clone();
+    let controller = def
+        .controller
+        .with_config(Config::default().concurrency(settings.concurrency))
+        .reconcile_all_on(became_leader)
+        .graceful_shutdown_on(async move { shutdown.draining().await });
+    Box::pin(async move {
+        controller
+            .run(
+                |obj, runner: Arc<Runner<R>>| async move { runner.reconcile(obj).await },
+                |obj, error, runner| runner.error_policy(&obj, error),
+                runner,
+            )
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    // Reconcile errors were already logged with their object; these are the
+                    // controller's own (a trigger watch failing, an object missing from the cache).
+                    tracing::debug!(controller = R::NAME, %error, "controller event");
+                }
+            })
+            .await;
+        tracing::info!(controller = R::NAME, "controller stopped");
+    })
+}
+
+/// Fires once each time this manager becomes leader, so objects seen while following (and
+/// skipped) are reconciled. Not at start: the informers' initial list triggers everything then.
+fn became_leader(mut leader: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let was_leader = *leader.borrow_and_update();
+    futures::stream::unfold((leader, was_leader), |(mut leader, mut was_leader)| async move {
+        loop {
+            leader.changed().await.ok()?;
+            let is_leader = *leader.borrow_and_update();
+            let fire = is_leader && !was_leader;
+            was_leader = is_leader;
+            if fire {
+                return Some(((), (leader, was_leader)));
+            }
+        }
+    })
+}
+
+impl<R: Reconciler> Runner<R> {
+    async fn reconcile(&self, obj: Arc<R::Object>) -> Result<Action, R::Error> {
+        if !*self.leader.borrow() {
+            // Followers keep their caches warm but never write.
+            return Ok(Action::await_change());
+        }
+        let key = object_key(obj.as_ref());
+        let span = tracing::info_span!("reconcile", controller = R::NAME, namespace = %key.0, name = %key.1);
+        self.metrics.reconcile_started(R::NAME);
+        let started = Instant::now();
+        let result = self.reconciler.reconcile(obj.clone(), &self.context).instrument(span.clone()).await;
+        let elapsed = started.elapsed();
+        match &result {
+            Ok(action) => {
+                self.metrics.reconcile_finished(R::NAME, elapsed, Ok(*action != Action::await_change()));
+                lock(&self.failures).remove(&key);
+                span.in_scope(|| tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "reconciled"));
+            }
+            Err(error) => {
+                self.metrics.reconcile_finished(R::NAME, elapsed, Err(error.metric_label()));
+                span.in_scope(|| tracing::warn!(%error, "reconcile failed"));
+                if let Some(reason) = error.event_reason() {
+                    self.context
+                        .events()
+                        .warning(&obj.object_ref(&()), reason, "Reconcile", error.to_string())
+                        .instrument(span)
+                        .await;
+                }
+            }
+        }
+        result
+    }
+
+    fn error_policy(&self, obj: &R::Object, _error: &R::Error) -> Action {
+        let mut failures = lock(&self.failures);
+        let count = failures.entry(object_key(obj)).or_insert(0);
+        *count = count.saturating_add(1);
+        Action::requeue(self.backoff.delay(*count))
+    }
+}
+
+fn object_key(obj: &impl Resource) -> (String, String) {
+    (obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_failure_up_to_the_cap() {
+        let backoff = ErrorBackoff { initial: Duration::from_millis(500), max: Duration::from_secs(300) };
+        assert_eq!(backoff.delay(1), Duration::from_millis(500));
+        assert_eq!(backoff.delay(2), Duration::from_secs(1));
+        assert_eq!(backoff.delay(5), Duration::from_secs(8));
+        assert_eq!(backoff.delay(20), Duration::from_secs(300));
+        assert_eq!(backoff.delay(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[tokio::test]
+    async fn became_leader_fires_on_each_rising_edge_only() {
+        let (tx, rx) = watch::channel(false);
+        let stream = became_leader(rx);
+        let mut stream = std::pin::pin!(stream);
+        tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), stream.next()).await.expect("fires when leadership is gained");
+        tx.send_replace(false);
+        let nothing = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
+        assert!(nothing.is_err(), "losing leadership must not trigger reconciles");
+        tx.send_replace(true);
+        tokio::time::timeout(Duration::from_secs(1), stream.next()).await.expect("fires again after regaining");
+    }
+}

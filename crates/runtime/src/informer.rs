@@ -1,0 +1,194 @@
+//! One watch and one cache per kind, shared by every controller that needs that kind.
+//!
+//! kube's own shared streams (`reflect_shared`) forward only applied objects, so a controller
+//! built on them never hears that a Pod or an owned Deployment was deleted. These informers fan
+//! out every change — applied and deleted objects, and after a re-list the objects that vanished
+//! while the watch was down — to each subscriber over a bounded channel (back-pressure, never a
+//! dropped trigger).
+use futures::{Stream, StreamExt, future::BoxFuture};
+use kube::{
+    Api, Client, Resource,
+    core::NamespaceResourceScope,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use std::{
+    any::{Any, TypeId},
+    collections::{HashMap, HashSet},
+    fmt::Debug,
+    sync::{Arc, Mutex},
+};
+use tokio::sync::mpsc;
+
+use crate::readiness::Readiness;
+
+/// How many changes a subscriber may lag behind before the informer waits for it.
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// Kinds an informer can watch: namespaced, statically typed Kubernetes objects.
+pub trait Informable:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+impl<K> Informable for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+}
+
+/// A controller's view of one shared informer: the cache, and a stream of changed objects.
+pub struct Subscription<K: Informable> {
+    store: Store<K>,
+    changes: mpsc::Receiver<Arc<K>>,
+}
+
+impl<K: Informable> Subscription<K> {
+    /// The shared cache; complete once the informer has listed everything.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Every object that was created, changed or deleted (a deleted object arrives as last seen).
+    pub fn into_stream(self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        futures::stream::unfold(self.changes, |mut rx| async move { rx.recv().await.map(|obj| (obj, rx)) })
+    }
+}
+
+type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
+
+struct Entry<K: Informable> {
+    store: Store<K>,
+    subscribers: Subscribers<K>,
+}
+
+/// The registry of informers. Controllers subscribe while the manager is assembled; [`start`]
+/// then turns every registered kind into one running watch.
+///
+/// [`start`]: Informers::start
+pub struct Informers {
+    client: Client,
+    namespace: Option<String>,
+    readiness: Readiness,
+    entries: HashMap<(TypeId, String), Box<dyn Any + Send>>,
+    drivers: Vec<BoxFuture<'static, ()>>,
+}
+
+impl Informers {
+    pub fn new(client: Client, namespace: Option<String>, readiness: Readiness) -> Self {
+        Self { client, namespace, readiness, entries: HashMap::new(), drivers: Vec::new() }
+    }
+
+    /// Subscribes to all objects of `K` in the manager's scope.
+    pub fn subscribe<K: Informable>(&mut self) -> Subscription<K> {
+        self.subscribe_with(watcher::Config::default())
+    }
+
+    /// Subscribes to the objects of `K` that `config`'s selectors match. Subscribers with the same
+    /// selectors share one watch and one cache.
+    pub fn subscribe_with<K: Informable>(&mut self, config: watcher::Config) -> Subscription<K> {
+        let key = (
+            TypeId::of::<K>(),
+            format!("{:?}|{:?}", config.label_selector, config.field_selector),
+        );
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<Entry<K>>()) {
+            lock(&entry.subscribers).push(tx);
+            return Subscription { store: entry.store.clone(), changes: rx };
+        }
+        let writer = Writer::<K>::default();
+        let store = writer.as_reader();
+        let subscribers: Subscribers<K> = Arc::new(Mutex::new(vec![tx]));
+        let api = match &self.namespace {
+            Some(ns) => Api::<K>::namespaced(self.client.clone(), ns),
+            None => Api::<K>::all(self.client.clone()),
+        };
+        let gate = self.readiness.gate(format!("informer {}", kind_name::<K>(&config)));
+        self.drivers.push(Box::pin(drive(api, config, writer, subscribers.clone(), gate)));
+        self.entries.insert(key, Box::new(Entry { store: store.clone(), subscribers }));
+        Subscription { store, changes: rx }
+    }
+
+    /// The watches to run, one per registered kind and selector.
+    pub fn start(self) -> Vec<BoxFuture<'static, ()>> {
+        self.drivers
+    }
+}
+
+fn kind_name<K: Informable>(config: &watcher::Config) -> String {
+    match &config.label_selector {
+        Some(selector) => format!("{}/{} ({selector})", K::group(&()), K::plural(&())),
+        None => format!("{}/{}", K::group(&()), K::plural(&())),
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking subscriber cannot leave the list half-written, so a poisoned lock is still valid.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn drive<K: Informable>(
+    api: Api<K>,
+    config: watcher::Config,
+    mut writer: Writer<K>,
+    subscribers: Subscribers<K>,
+    gate: crate::readiness::Gate,
+) {
+    let store = writer.as_reader();
+    // Managed fields are most of an object's size and no controller reads them.
+    let events = watcher(api, config)
+        .default_backoff()
+        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
+    let mut events = std::pin::pin!(events);
+    let mut before_relist: Vec<Arc<K>> = Vec::new();
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        if matches!(event, watcher::Event::Init) {
+            before_relist = store.state();
+        }
+        writer.apply_watcher_event(&event);
+        let changed: Vec<Arc<K>> = match event {
+            watcher::Event::Apply(obj) => store.get(&ObjectRef::from_obj(&obj)).into_iter().collect(),
+            watcher::Event::Delete(obj) => vec![Arc::new(obj)],
+            watcher::Event::InitDone => {
+                gate.ready();
+                let now = store.state();
+                let present: HashSet<ObjectRef<K>> = now.iter().map(|o| ObjectRef::from_obj(o.as_ref())).collect();
+                let vanished = std::mem::take(&mut before_relist)
+                    .into_iter()
+                    .filter(|o| !present.contains(&ObjectRef::from_obj(o.as_ref())));
+                now.into_iter().chain(vanished).collect()
+            }
+            watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
+        };
+        if changed.is_empty() {
+            continue;
+        }
+        let senders: Vec<_> = lock(&subscribers).clone();
+        for obj in changed {
+            for sender in &senders {
+                // A closed receiver is a controller that has stopped; the others still listen.
+                let _ = sender.send(obj.clone()).await;
+            }
+        }
+    }
+}
+
+/// A cache that fills from an in-memory list, for unit tests of mappers and builders.
+pub fn store_from<K: Informable>(objects: impl IntoIterator<Item = K>) -> Store<K> {
+    let (reader, mut writer) = reflector::store::<K>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for obj in objects {
+        writer.apply_watcher_event(&watcher::Event::InitApply(obj));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    reader
+}

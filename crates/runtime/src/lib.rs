@@ -1,0 +1,36 @@
+//! The runtime every capstan controller shares.
+//!
+//! A controller crate describes its kind, what it watches and how it reconciles; this crate owns
+//! everything else: the shared informers ([`informer`]), the wiring over kube's `Controller`
+//! ([`controller`]), server-side apply that skips no-op writes ([`apply`]), status conditions
+//! ([`conditions`]), events, Prometheus metrics, the admin server (`/metrics`, `/healthz`,
+//! `/readyz`), leader election and graceful shutdown ([`manager`]).
+
+pub mod admin;
+pub mod apply;
+pub mod args;
+pub mod client;
+pub mod conditions;
+pub mod context;
+pub mod controller;
+pub mod error;
+pub mod events;
+pub mod informer;
+pub mod labels;
+pub mod manager;
+pub mod metrics;
+pub mod readiness;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testing;
+
+pub use apply::FIELD_MANAGER;
+pub use args::RuntimeArgs;
+pub use context::Context;
+pub use controller::{ControllerDef, ReconcileError, Reconciler};
+pub use error::Error;
+pub use informer::{Informers, Subscription};
+pub use manager::Manager;
+
+/// Re-exported so controller crates name one version of kube's runtime types.
+pub use kube::runtime::controller::Action;

@@ -1,0 +1,83 @@
+//! Running a manager inside a test, scoped to the test's namespace, so tests sharing one control
+//! plane never see each other's objects.
+use kube::Client;
+use std::{net::SocketAddr, time::Duration};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+use crate::{Manager, RuntimeArgs, manager::BoundAddrs, shutdown::Shutdown};
+
+pub struct RunningManager {
+    pub addrs: BoundAddrs,
+    shutdown: Shutdown,
+    task: JoinHandle<Result<(), crate::Error>>,
+}
+
+/// Starts a manager watching only `namespace`, with the controllers `add` registers, and admin
+/// endpoints on free loopback ports.
+pub async fn spawn_manager(client: Client, namespace: &str, add: impl FnOnce(&mut Manager)) -> Result<RunningManager, crate::Error> {
+    let args = RuntimeArgs {
+        namespace: Some(namespace.to_owned()),
+        metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..RuntimeArgs::default()
+    };
+    let mut manager = Manager::new(client, args)?;
+    add(&mut manager);
+    let shutdown = manager.shutdown();
+    let (bound_tx, bound_rx) = oneshot::channel();
+    let task = tokio::spawn(manager.run(move |addrs| {
+        let _ = bound_tx.send(addrs);
+    }));
+    let addrs = match bound_rx.await {
+        Ok(addrs) => addrs,
+        // The manager ended before binding: its own error says why.
+        Err(_) => return Err(task.await.map_err(|e| crate::Error::Config(e.to_string()))?.err().unwrap_or(crate::Error::Config("manager stopped before binding".into()))),
+    };
+    Ok(RunningManager { addrs, shutdown, task })
+}
+
+impl RunningManager {
+    /// Drains and waits (bounded) for the manager to stop.
+    pub async fn stop(self) -> Result<(), crate::Error> {
+        self.shutdown.trigger();
+        match tokio::time::timeout(Duration::from_secs(30), self.task).await {
+            Ok(joined) => joined.map_err(|e| crate::Error::Config(e.to_string()))?,
+            Err(_) => Err(crate::Error::Config("manager did not stop within 30 s of shutdown".into())),
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with `what`.
+/// Prints how long it took, so slow runs show in the test log rather than as flakes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            eprintln!("[{:>6} ms] {what}", started.elapsed().as_millis());
+            return value;
+        }
+        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A plain HTTP/1.0 GET against a loopback admin endpoint: (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    let mut stream = tokio::net::TcpStream::connect(target).await?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP response: {response:.80}")))?;
+    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}

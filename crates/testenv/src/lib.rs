@@ -1,0 +1,26 @@
+//! A real local Kubernetes control plane for capstan's tests and `cargo xtask dev`: etcd,
+//! kube-apiserver and kube-controller-manager (v1.20.2) as local processes, in the spirit of
+//! controller-runtime's envtest. No scheduler and no kubelet, so Pods stay Pending.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), capstan_testenv::Error> {
+//! use capstan_testenv::ControlPlane;
+//! let control_plane = ControlPlane::shared();
+//! let client = control_plane.client().await;
+//! let namespace = control_plane.namespace(&client, "my-test").await?;
+//! # let _ = namespace; Ok(()) }
+//! ```
+//!
+//! Binaries come from [`assets::locate`]; `cargo xtask envtest` provisions them. Set
+//! `CAPSTAN_TESTENV_KEEP=1` to keep a control plane's logs and kubeconfig after it stops.
+
+mod api;
+pub mod assets;
+mod certs;
+mod control_plane;
+mod error;
+pub mod process;
+mod random;
+
+pub use control_plane::{ControlPlane, Options};
+pub use error::Error;
