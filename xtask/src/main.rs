@@ -1,1 +1,38 @@
-fn main(){}
+//! capstan's workflows: `cargo xtask <task>`. A thin layer over cargo and `capstan-testenv`.
+
+mod cmd;
+mod crds;
+mod dev;
+mod envtest;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "capstan's development workflows")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make sure the local control plane's binaries (etcd, kube-apiserver,
+    /// kube-controller-manager v1.20.2) are provisioned.
+    Envtest,
+    /// The one test command: fmt check, clippy -D warnings, provisioning when needed, all tests.
+    Test,
+    /// Regenerate deploy/crds/ from `capstan-manager crds`.
+    Crds,
+    /// Run a local control plane with the CRDs, the manager and samples/; Ctrl-C stops it all.
+    Dev(dev::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Envtest => envtest::ensure().map(|_| ()),
+        Task::Test => test::run(),
+        Task::Crds => crds::run(),
+        Task::Dev(args) => dev::run(args),
+    }
+}

@@ -268,11 +268,18 @@ impl ControlPlane {
 
         // The apiserver retries etcd on its own, so both start at once. The controller-manager
         // gives up if the apiserver is not healthy within seconds, so it waits its turn.
+        let started = Instant::now();
         control_plane.launch(Component::Etcd)?;
         control_plane.launch(Component::KubeApiserver)?;
         control_plane.wait_apiserver_ready()?;
+        let apiserver_ready = started.elapsed();
         control_plane.launch(Component::KubeControllerManager)?;
         control_plane.wait_controller_manager_ready()?;
+        eprintln!(
+            "capstan-testenv: kube-apiserver ready after {:.2}s, kube-controller-manager {:.2}s later",
+            apiserver_ready.as_secs_f64(),
+            (started.elapsed() - apiserver_ready).as_secs_f64()
+        );
         Ok(control_plane)
     }
 
@@ -506,7 +513,7 @@ impl ControlPlane {
 
     /// Stops every process and removes the files. Takes no lock it would wait for, because it also
     /// runs at process exit, when another thread may have been stopped holding one.
-    fn shutdown(&self) {
+    fn shutdown(&self, grace: Duration) {
         let mut guards: Vec<_> = self
             .processes
             .iter()
@@ -519,7 +526,7 @@ impl ControlPlane {
             .collect();
         let mut children: Vec<&mut Child> =
             guards.iter_mut().filter_map(|g| g.as_mut()).collect();
-        process::terminate(&mut children, STOP_GRACE);
+        process::terminate(&mut children, grace);
         drop(children);
         for guard in &mut guards {
             guard.take();
@@ -542,7 +549,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(STOP_GRACE);
     }
 }
 
@@ -558,7 +565,8 @@ impl fmt::Debug for ControlPlane {
 
 extern "C" fn stop_shared() {
     if let Some(Ok(control_plane)) = SHARED.get() {
-        control_plane.shutdown();
+        // Nothing outlives the process, so a graceful stop would only delay the test binary's exit.
+        control_plane.shutdown(Duration::ZERO);
     }
 }
 

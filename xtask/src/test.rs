@@ -1,0 +1,83 @@
+//! `cargo xtask test`: the one command CI and people run. Phases run in order and stop at the first
+//! failure; each one's wall time is printed, since the CI budget is counted in them.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+use crate::{cmd, envtest};
+
+pub fn run() -> anyhow::Result<()> {
+    let mut phases = Phases::default();
+    let result = (|| {
+        phases.run("fmt", || {
+            cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
+        })?;
+        phases.run("clippy", || {
+            cmd::run(cmd::cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        })?;
+        phases.run("envtest", || envtest::ensure().map(|_| ()))?;
+        // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
+        // process per test would start over and over.
+        phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))
+    })();
+    phases.print_summary(result.is_ok());
+    result
+}
+
+#[derive(Default)]
+struct Phases {
+    done: Vec<(&'static str, Duration, bool)>,
+}
+
+impl Phases {
+    fn run(
+        &mut self,
+        name: &'static str,
+        phase: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        eprintln!("==> {name}");
+        let started = Instant::now();
+        let result = phase();
+        let took = started.elapsed();
+        eprintln!(
+            "==> {name}: {} in {}",
+            if result.is_ok() { "ok" } else { "FAILED" },
+            format_duration(took)
+        );
+        self.done.push((name, took, result.is_ok()));
+        result.with_context(|| format!("phase `{name}` failed"))
+    }
+
+    fn print_summary(&self, passed: bool) {
+        let total: Duration = self.done.iter().map(|(_, took, _)| *took).sum();
+        eprintln!();
+        eprintln!("{:<10} {:>9}  result", "phase", "time");
+        for (name, took, ok) in &self.done {
+            let result = if *ok { "ok" } else { "FAILED" };
+            eprintln!("{name:<10} {:>9}  {result}", format_duration(*took));
+        }
+        eprintln!(
+            "{:<10} {:>9}  {}",
+            "total",
+            format_duration(total),
+            if passed { "passed" } else { "failed" }
+        );
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs >= 60.0 {
+        format!("{}m{:04.1}s", (secs / 60.0).floor(), secs % 60.0)
+    } else {
+        format!("{secs:.1}s")
+    }
+}
