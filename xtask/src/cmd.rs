@@ -47,5 +47,6 @@ pub fn display(command: &Command) -> String {
 
 /// Whether `program` is on PATH.
 pub fn on_path(program: &str) -> bool {
-    env::var_os("PATH").is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    env::var_os("PATH")
+        .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -56,7 +56,8 @@ pub fn ensure() -> anyhow::Result<Assets> {
             .arg(&script)
             .env("CAPSTAN_ENVTEST_DIR", &cache),
     )?;
-    let found = assets::locate().context("the provisioning script finished, yet binaries are missing")?;
+    let found =
+        assets::locate().context("the provisioning script finished, yet binaries are missing")?;
     Ok(found)
 }
 

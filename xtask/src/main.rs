@@ -6,10 +6,12 @@ mod dev;
 mod envtest;
 mod test;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "capstan's development workflows")]
+#[command(bin_name = "cargo xtask", about = "capstan's development workflows")]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -28,11 +30,23 @@ enum Task {
     Dev(dev::Args),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().task {
+fn main() -> ExitCode {
+    let result = match Cli::parse().task {
         Task::Envtest => envtest::ensure().map(|_| ()),
         Task::Test => test::run(),
         Task::Crds => crds::run(),
         Task::Dev(args) => dev::run(args),
+    };
+    // Printed by hand: anyhow's own report would add a backtrace of xtask whenever
+    // RUST_BACKTRACE is set, which only buries the message.
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
     }
 }

@@ -26,7 +26,9 @@ pub fn run() -> anyhow::Result<()> {
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
         // process per test would start over and over.
-        phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))
+        phases.run("test", || {
+            cmd::run(cmd::cargo().args(["test", "--workspace"]))
+        })
     })();
     phases.print_summary(result.is_ok());
     result

@@ -5,7 +5,7 @@
 //! out every change — applied and deleted objects, and after a re-list the objects that vanished
 //! while the watch was down — to each subscriber over a bounded channel (back-pressure, never a
 //! dropped trigger).
-use futures::{Stream, StreamExt, future::BoxFuture};
+use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use kube::{
     Api, Client, Resource,
     core::NamespaceResourceScope,
@@ -74,11 +74,19 @@ pub struct Informers {
     readiness: Readiness,
     entries: HashMap<(TypeId, String), Box<dyn Any + Send>>,
     drivers: Vec<BoxFuture<'static, ()>>,
+    synced: Vec<BoxFuture<'static, ()>>,
+}
+
+/// The running side of [`Informers`]: the watches to spawn, and a future that resolves once every
+/// cache has been filled by its first list.
+pub struct Started {
+    pub drivers: Vec<BoxFuture<'static, ()>>,
+    pub synced: BoxFuture<'static, ()>,
 }
 
 impl Informers {
     pub fn new(client: Client, namespace: Option<String>, readiness: Readiness) -> Self {
-        Self { client, namespace, readiness, entries: HashMap::new(), drivers: Vec::new() }
+        Self { client, namespace, readiness, entries: HashMap::new(), drivers: Vec::new(), synced: Vec::new() }
     }
 
     /// Subscribes to all objects of `K` in the manager's scope.
@@ -107,13 +115,20 @@ impl Informers {
         };
         let gate = self.readiness.gate(format!("informer {}", kind_name::<K>(&config)));
         self.drivers.push(Box::pin(drive(api, config, writer, subscribers.clone(), gate)));
+        let synced = store.clone();
+        self.synced.push(Box::pin(async move {
+            // The writer lives as long as its driver; a dropped writer means shutdown anyway.
+            let _ = synced.wait_until_ready().await;
+        }));
         self.entries.insert(key, Box::new(Entry { store: store.clone(), subscribers }));
         Subscription { store, changes: rx }
     }
 
-    /// The watches to run, one per registered kind and selector.
-    pub fn start(self) -> Vec<BoxFuture<'static, ()>> {
-        self.drivers
+    /// The watches to run, one per registered kind and selector. Controllers must not reconcile
+    /// before `synced`: a reconcile that reads a half-filled cache (a Pod not listed yet) would
+    /// write a wrong status.
+    pub fn start(self) -> Started {
+        Started { drivers: self.drivers, synced: Box::pin(futures::future::join_all(self.synced).map(|_| ())) }
     }
 }
 

@@ -97,7 +97,15 @@ impl Manager {
             backoff: ErrorBackoff::default(),
             instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
         };
-        let informer_tasks: Vec<_> = informers.start().into_iter().map(tokio::spawn).collect();
+        let started = informers.start();
+        let informer_tasks: Vec<_> = started.drivers.into_iter().map(tokio::spawn).collect();
+        tokio::select! {
+            () = started.synced => tracing::info!("caches synced"),
+            () = shutdown.draining() => {
+                informer_tasks.iter().for_each(|t| t.abort());
+                return Ok(());
+            }
+        }
         let controllers = future::join_all(controllers.into_iter().map(|run| tokio::spawn(run(settings.clone()))));
 
         let drain_readiness = {

@@ -49,8 +49,12 @@ pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
     let ca = Issuer::new(ca_params, ca_key);
 
     let serving_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut serving_params =
-        CertificateParams::new(SERVING_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
+    let mut serving_params = CertificateParams::new(
+        SERVING_NAMES
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )?;
     serving_params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
@@ -81,7 +85,10 @@ mod tests {
     fn key_material_has_the_pem_block_types_kubernetes_parses() {
         let pki = generate().expect("generating the PKI");
         assert!(pki.ca_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(pki.serving_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(
+            pki.serving_cert_pem
+                .starts_with("-----BEGIN CERTIFICATE-----")
+        );
         assert!(
             pki.service_account_key_pem
                 .starts_with("-----BEGIN PRIVATE KEY-----")

@@ -124,7 +124,8 @@ impl ControlPlane {
     /// start.
     pub fn shared() -> &'static ControlPlane {
         let shared = SHARED.get_or_init(|| {
-            let started = ControlPlane::start(Options { audit_log: true }).map_err(|e| e.to_string());
+            let started =
+                ControlPlane::start(Options { audit_log: true }).map_err(|e| e.to_string());
             if started.is_ok() {
                 process::at_exit(stop_shared);
             }
@@ -132,7 +133,9 @@ impl ControlPlane {
         });
         match shared {
             Ok(control_plane) => control_plane,
-            Err(message) => panic!("capstan-testenv: the shared control plane did not start: {message}"),
+            Err(message) => {
+                panic!("capstan-testenv: the shared control plane did not start: {message}")
+            }
         }
     }
 
@@ -163,10 +166,26 @@ impl ControlPlane {
 
         let pki = certs::generate()?;
         write(&file("ca.crt"), &pki.ca_cert_pem, "the CA certificate")?;
-        write(&file("apiserver.crt"), &pki.serving_cert_pem, "the serving certificate")?;
-        write(&file("apiserver.key"), &pki.serving_key_pem, "the serving key")?;
-        write(&file("sa.key"), &pki.service_account_key_pem, "the service-account key")?;
-        write(&file("sa.pub"), &pki.service_account_public_pem, "the service-account public key")?;
+        write(
+            &file("apiserver.crt"),
+            &pki.serving_cert_pem,
+            "the serving certificate",
+        )?;
+        write(
+            &file("apiserver.key"),
+            &pki.serving_key_pem,
+            "the serving key",
+        )?;
+        write(
+            &file("sa.key"),
+            &pki.service_account_key_pem,
+            "the service-account key",
+        )?;
+        write(
+            &file("sa.pub"),
+            &pki.service_account_public_pem,
+            "the service-account public key",
+        )?;
         write(
             &file("tokens.csv"),
             &format!("{admin_token},admin,admin,\"system:masters\"\n"),
@@ -205,10 +224,16 @@ impl ControlPlane {
             format!("--token-auth-file={}", file("tokens.csv").display()),
             "--authorization-mode=RBAC".to_owned(),
             "--allow-privileged=true".to_owned(),
-            format!("--service-cluster-ip-range={}", certs::SERVICE_CLUSTER_IP_RANGE),
+            format!(
+                "--service-cluster-ip-range={}",
+                certs::SERVICE_CLUSTER_IP_RANGE
+            ),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-key-file={}", file("sa.pub").display()),
-            format!("--service-account-signing-key-file={}", file("sa.key").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                file("sa.key").display()
+            ),
         ];
         let audit_log = if opts.audit_log {
             let policy = file("audit-policy.yaml");
@@ -228,7 +253,10 @@ impl ControlPlane {
             format!("--kubeconfig={}", kubeconfig.display()),
             // Without these two the token controller makes no token Secrets, and the
             // ServiceAccount admission then refuses every Pod.
-            format!("--service-account-private-key-file={}", file("sa.key").display()),
+            format!(
+                "--service-account-private-key-file={}",
+                file("sa.key").display()
+            ),
             format!("--root-ca-file={}", file("ca.crt").display()),
             "--leader-elect=false".to_owned(),
             "--use-service-account-credentials=false".to_owned(),
@@ -255,7 +283,11 @@ impl ControlPlane {
             audit_log,
             launches: [
                 launch(Component::Etcd, &assets.etcd, etcd_args),
-                launch(Component::KubeApiserver, &assets.kube_apiserver, apiserver_args),
+                launch(
+                    Component::KubeApiserver,
+                    &assets.kube_apiserver,
+                    apiserver_args,
+                ),
                 launch(
                     Component::KubeControllerManager,
                     &assets.kube_controller_manager,
@@ -524,8 +556,7 @@ impl ControlPlane {
                 Err(TryLockError::WouldBlock) => None,
             })
             .collect();
-        let mut children: Vec<&mut Child> =
-            guards.iter_mut().filter_map(|g| g.as_mut()).collect();
+        let mut children: Vec<&mut Child> = guards.iter_mut().filter_map(|g| g.as_mut()).collect();
         process::terminate(&mut children, grace);
         drop(children);
         for guard in &mut guards {

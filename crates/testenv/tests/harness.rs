@@ -243,7 +243,10 @@ async fn a_service_account_token_gets_exactly_what_rbac_grants() {
 
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
     accounts
-        .create(&PostParams::default(), &from_json(json!({ "metadata": { "name": "reader" } })))
+        .create(
+            &PostParams::default(),
+            &from_json(json!({ "metadata": { "name": "reader" } })),
+        )
         .await
         .expect("create the ServiceAccount");
     let roles: Api<Role> = Api::namespaced(admin.clone(), &namespace);
