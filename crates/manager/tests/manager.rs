@@ -9,95 +9,12 @@ use kube::{
     Api,
     api::{ObjectMeta, PostParams},
 };
-use std::{
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{path::Path, time::Duration};
+
+mod common;
+use common::{ManagerProcess, audit_len, manager_writes};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A `capstan-manager run` child process and the admin addresses it logged.
-struct ManagerProcess {
-    child: Child,
-    metrics: SocketAddr,
-    health: SocketAddr,
-}
-
-impl ManagerProcess {
-    fn start(kubeconfig: &Path, namespace: &str) -> ManagerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_capstan-manager"))
-            .args(["run", "--namespace", namespace, "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start capstan-manager");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("  manager| {line}");
-                if line.contains("admin server listening") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the manager logs its admin addresses");
-        ManagerProcess { child, metrics: logged_addr(&line, "metrics_addr="), health: logged_addr(&line, "health_addr=") }
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        assert!(status.success());
-        let started = std::time::Instant::now();
-        loop {
-            if let Some(exit) = self.child.try_wait().expect("wait") {
-                assert!(exit.success(), "the manager exits cleanly on SIGTERM: {exit}");
-                eprintln!("manager stopped {:?} after SIGTERM", started.elapsed());
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(20), "the manager did not stop within 20 s of SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn logged_addr(line: &str, key: &str) -> SocketAddr {
-    let start = line.find(key).map(|i| i + key.len()).expect(key);
-    let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    value.trim_matches('"').parse().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
-}
-
-/// Writes (POST, PUT, PATCH, DELETE) by the manager's user agent in the audit log after `offset`.
-fn manager_writes(audit_log: &Path, offset: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(audit_log).expect("read audit log");
-    text[offset.min(text.len())..]
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("capstan-manager/")))
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
-        .collect()
-}
-
-fn audit_len(path: &Path) -> usize {
-    std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
-}
 
 #[tokio::test]
 async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
@@ -107,7 +24,7 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     let audit_log = cp.audit_log_path().expect("the shared control plane keeps an audit log").to_owned();
 
     // Started before its CRDs exist: alive, not ready, and says why.
-    let manager = ManagerProcess::start(cp.kubeconfig_path(), &ns);
+    let manager = ManagerProcess::start(cp.kubeconfig_path(), &["--namespace", &ns]);
     let (code, _) = http_get(manager.health, "/healthz").await.expect("healthz");
     assert_eq!(code, 200);
     let (code, body) = http_get(manager.health, "/readyz").await.expect("readyz");
@@ -159,7 +76,7 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     // A restarted manager lists everything and reconciles every object again: all of it is
     // converged, so it must not send a single write.
     let offset = audit_len(&audit_log);
-    let manager = ManagerProcess::start(cp.kubeconfig_path(), &ns);
+    let manager = ManagerProcess::start(cp.kubeconfig_path(), &["--namespace", &ns]);
     eventually("the restarted manager is ready", WAIT, || async {
         (http_get(manager.health, "/readyz").await.ok()?.0 == 200).then_some(())
     })

@@ -1,7 +1,10 @@
 //! Command-line arguments every manager binary shares; flatten [`RuntimeArgs`] into its own.
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
-use crate::telemetry::LogFormat;
+use crate::{
+    lease::{self, LeaseConfig},
+    telemetry::LogFormat,
+};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct RuntimeArgs {
@@ -24,6 +27,72 @@ pub struct RuntimeArgs {
     /// Reconciles one controller runs at once (different objects only).
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
+
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// Leader election, with controller-runtime's flag names and defaults.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LeaderElectionArgs {
+    /// Elect a leader among replicas; only the leader reconciles (followers keep caches warm).
+    #[arg(long)]
+    pub leader_elect: bool,
+
+    /// Namespace of the Lease (default: the Pod's namespace in-cluster, else `default`).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(long, default_value = "capstan-manager")]
+    pub leader_election_id: String,
+
+    /// How long followers wait after the last renewal they saw before taking over.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+
+    /// How long the leader keeps trying to renew before it stops reconciling.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+impl Default for LeaderElectionArgs {
+    fn default() -> Self {
+        Self {
+            leader_elect: false,
+            leader_election_namespace: None,
+            leader_election_id: "capstan-manager".to_owned(),
+            leader_elect_lease_duration: Duration::from_secs(15),
+            leader_elect_renew_deadline: Duration::from_secs(10),
+            leader_elect_retry_period: Duration::from_secs(2),
+        }
+    }
+}
+
+impl LeaderElectionArgs {
+    /// The Lease settings, or `None` when leader election is off.
+    pub fn lease_config(&self) -> Option<LeaseConfig> {
+        self.leader_elect.then(|| LeaseConfig {
+            name: self.leader_election_id.clone(),
+            namespace: self.leader_election_namespace.clone().unwrap_or_else(pod_namespace),
+            identity: lease::default_identity(),
+            lease_duration: self.leader_elect_lease_duration,
+            renew_deadline: self.leader_elect_renew_deadline,
+            retry_period: self.leader_elect_retry_period,
+        })
+    }
+}
+
+fn pod_namespace() -> String {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .map(|ns| ns.trim().to_owned())
+        .ok()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| "default".to_owned())
 }
 
 impl Default for RuntimeArgs {
@@ -34,6 +103,7 @@ impl Default for RuntimeArgs {
             health_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             log_format: LogFormat::Text,
             concurrency: 16,
+            leader_election: LeaderElectionArgs::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 use kube::{Api, Client, ResourceExt};
 use serde::Serialize;
 use std::fmt::Debug;
+use tokio::sync::watch;
 
 use crate::{
     Error,
@@ -14,15 +15,21 @@ use crate::{
 
 pub struct Context {
     client: Client,
+    leader: watch::Receiver<bool>,
     controller: &'static str,
     events: EventPublisher,
     metrics: Metrics,
 }
 
 impl Context {
-    pub fn new(client: Client, controller: &'static str, metrics: Metrics, instance: Option<String>) -> Self {
+    pub fn new(client: Client, controller: &'static str, metrics: Metrics, instance: Option<String>, leader: watch::Receiver<bool>) -> Self {
         let events = EventPublisher::new(client.clone(), controller, instance);
-        Self { client, controller, events, metrics }
+        Self { client, leader, controller, events, metrics }
+    }
+
+    /// Writes are refused once leadership is lost, even by a reconcile that started as leader.
+    fn ensure_leader(&self) -> Result<(), Error> {
+        if *self.leader.borrow() { Ok(()) } else { Err(Error::NotLeader) }
     }
 
     pub fn client(&self) -> &Client {
@@ -42,6 +49,7 @@ impl Context {
     where
         K: Informable + Serialize,
     {
+        self.ensure_leader()?;
         let namespace = desired.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
         let outcome = apply::apply(&api, desired, current).await?;
@@ -55,6 +63,7 @@ impl Context {
         K: Informable,
         S: Serialize + Debug,
     {
+        self.ensure_leader()?;
         let namespace = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
         let outcome = apply::apply_status(&api, obj, current, status).await?;

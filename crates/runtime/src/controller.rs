@@ -96,7 +96,7 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     let metrics = settings.metrics.clone();
     metrics.register_controller(R::NAME);
     let runner = Arc::new(Runner {
-        context: Context::new(settings.client.clone(), R::NAME, metrics.clone(), settings.instance.clone()),
+        context: Context::new(settings.client.clone(), R::NAME, metrics.clone(), settings.instance.clone(), settings.leader.clone()),
         reconciler: def.reconciler,
         metrics,
         leader: settings.leader.clone(),

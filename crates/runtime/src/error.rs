@@ -21,6 +21,8 @@ pub enum Error {
     LeaderElection(String),
     #[error("client configuration: {0}")]
     Config(String),
+    #[error("not the leader: writes are refused")]
+    NotLeader,
 }
 
 impl Error {
@@ -35,6 +37,7 @@ impl Error {
             Error::Metrics(_) => "metrics",
             Error::LeaderElection(_) => "leader_election",
             Error::Config(_) => "config",
+            Error::NotLeader => "not_leader",
         }
     }
 }

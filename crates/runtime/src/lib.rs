@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod informer;
 pub mod labels;
+pub mod lease;
 pub mod manager;
 pub mod metrics;
 pub mod readiness;

@@ -9,6 +9,7 @@ use crate::{
     admin, client,
     controller::{self, ControllerDef, ErrorBackoff, Reconciler, RunSettings},
     informer::Informers,
+    lease::LeaderElector,
     metrics::Metrics,
     readiness::Readiness,
     shutdown::Shutdown,
@@ -37,6 +38,7 @@ pub struct BoundAddrs {
 impl Manager {
     pub fn new(client: Client, args: RuntimeArgs) -> Result<Self, Error> {
         let readiness = Readiness::new();
+        let leader_elect = args.leader_election.leader_elect;
         Ok(Self {
             informers: Informers::new(client.clone(), args.namespace.clone(), readiness.clone()),
             client,
@@ -44,7 +46,8 @@ impl Manager {
             readiness,
             metrics: Metrics::new()?,
             shutdown: Shutdown::new(),
-            leader: watch::channel(true).0,
+            // Without leader election this process is the only writer from the start.
+            leader: watch::channel(!leader_elect).0,
             controllers: Vec::new(),
             served_checks: Vec::new(),
             names: Vec::new(),
@@ -90,7 +93,7 @@ impl Manager {
 
         let settings = RunSettings {
             client,
-            metrics,
+            metrics: metrics.clone(),
             shutdown: shutdown.clone(),
             leader: leader.subscribe(),
             concurrency: args.concurrency.max(1),
@@ -106,6 +109,20 @@ impl Manager {
                 return Ok(());
             }
         }
+        // Campaign only with warm caches: a new leader reconciles at once.
+        let (stop_elector, elector_stopped) = tokio::sync::oneshot::channel::<()>();
+        let elector = match args.leader_election.lease_config() {
+            Some(config) => {
+                tracing::info!(lease = %config.name, namespace = %config.namespace, identity = %config.identity, "leader election on");
+                metrics.set_leader(&config.name, false);
+                let elector = LeaderElector::new(settings.client.clone(), config)?;
+                let stopped = async move {
+                    let _ = elector_stopped.await;
+                };
+                Some(tokio::spawn(elector.run(leader.clone(), metrics.clone(), stopped)))
+            }
+            None => None,
+        };
         let controllers = future::join_all(controllers.into_iter().map(|run| tokio::spawn(run(settings.clone()))));
 
         let drain_readiness = {
@@ -124,7 +141,19 @@ impl Manager {
         for task in informer_tasks {
             task.abort();
         }
-        drop(leader);
+        // Only now that no reconcile runs may a successor start writing.
+        leader.send_replace(false);
+        let _ = stop_elector.send(());
+        if let Some(elector) = elector {
+            match elector.await {
+                Ok(mut elector) => {
+                    if let Err(error) = elector.release().await {
+                        tracing::warn!(%error, "could not release the lease; a successor waits for it to expire");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "leader election task failed"),
+            }
+        }
         tracing::info!("manager stopped");
         Ok(())
     }

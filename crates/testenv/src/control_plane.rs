@@ -5,7 +5,10 @@ use std::{
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Mutex, MutexGuard, OnceLock, PoisonError, TryLockError},
+    sync::{
+        Mutex, MutexGuard, OnceLock, PoisonError, TryLockError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -31,6 +34,8 @@ const DIR_PREFIX: &str = "capstan-testenv-";
 const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Set to keep the temp dir (logs, kubeconfig, certificates) after the control plane stops.
 const KEEP_ENV: &str = "CAPSTAN_TESTENV_KEEP";
+/// A kept temp dir holds this file, which tells the stale-dir sweep to leave it alone.
+const KEPT_MARKER: &str = "KEPT";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Component {
@@ -91,6 +96,8 @@ pub struct ControlPlane {
     launches: [Launch; 3],
     processes: [Mutex<Option<Child>>; 3],
     temp_dirs: Mutex<Vec<TempDir>>,
+    /// Set when startup fails, so the log paths in the error stay readable afterwards.
+    keep_files: AtomicBool,
 }
 
 static SHARED: OnceLock<Result<ControlPlane, String>> = OnceLock::new();
@@ -296,23 +303,32 @@ impl ControlPlane {
             ],
             processes: Default::default(),
             temp_dirs: Mutex::new(temp_dirs),
+            keep_files: AtomicBool::new(false),
         };
 
         // The apiserver retries etcd on its own, so both start at once. The controller-manager
         // gives up if the apiserver is not healthy within seconds, so it waits its turn.
+        if let Err(error) = control_plane.boot() {
+            control_plane.keep_files.store(true, Ordering::Relaxed);
+            return Err(error);
+        }
+        Ok(control_plane)
+    }
+
+    fn boot(&self) -> Result<(), Error> {
         let started = Instant::now();
-        control_plane.launch(Component::Etcd)?;
-        control_plane.launch(Component::KubeApiserver)?;
-        control_plane.wait_apiserver_ready()?;
+        self.launch(Component::Etcd)?;
+        self.launch(Component::KubeApiserver)?;
+        self.wait_apiserver_ready()?;
         let apiserver_ready = started.elapsed();
-        control_plane.launch(Component::KubeControllerManager)?;
-        control_plane.wait_controller_manager_ready()?;
+        self.launch(Component::KubeControllerManager)?;
+        self.wait_controller_manager_ready()?;
         eprintln!(
             "capstan-testenv: kube-apiserver ready after {:.2}s, kube-controller-manager {:.2}s later",
             apiserver_ready.as_secs_f64(),
             (started.elapsed() - apiserver_ready).as_secs_f64()
         );
-        Ok(control_plane)
+        Ok(())
     }
 
     /// A kubeconfig for the admin identity (group `system:masters`), usable by kubectl and by
@@ -359,7 +375,9 @@ impl ControlPlane {
     }
 
     /// Creates a namespace `<prefix>-<random>` and waits until Pods can be created in it (its
-    /// `default` ServiceAccount and that account's token Secret exist). Returns its name.
+    /// `default` ServiceAccount and that account's token Secret exist, and a dry-run Pod create is
+    /// admitted). Returns its name. The requests go through `client`, so they show up in the audit
+    /// log under its user agent.
     pub async fn namespace(&self, client: &kube::Client, prefix: &str) -> Result<String, Error> {
         let name = api::create_namespace(client, prefix).await?;
         api::wait_pods_admitted(client, &name, NAMESPACE_TIMEOUT, || {
@@ -569,10 +587,17 @@ impl ControlPlane {
             Err(TryLockError::Poisoned(e)) => std::mem::take(&mut *e.into_inner()),
             Err(TryLockError::WouldBlock) => Vec::new(),
         };
-        let keep = env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        let keep = self.keep_files.load(Ordering::Relaxed)
+            || env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         for dir in temp_dirs {
+            // etcd's data is of no use afterwards and lives in memory: it always goes.
             if keep && dir.path() == self.dir {
-                keep_dir(dir);
+                let path = dir.keep();
+                let _ = fs::write(
+                    path.join(KEPT_MARKER),
+                    "kept for inspection; capstan-testenv never removes this directory\n",
+                );
+                eprintln!("capstan-testenv: kept {}", path.display());
             }
         }
     }
@@ -599,27 +624,6 @@ extern "C" fn stop_shared() {
         // Nothing outlives the process, so a graceful stop would only delay the test binary's exit.
         control_plane.shutdown(Duration::ZERO);
     }
-}
-
-/// Renames the dir out of the stale-dir sweep's pattern and leaves it on disk.
-fn keep_dir(dir: TempDir) {
-    let path = dir.keep();
-    let kept = path.with_file_name(format!(
-        "capstan-testenv-kept-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix(DIR_PREFIX))
-            .unwrap_or("dir")
-    ));
-    let shown = if fs::rename(&path, &kept).is_ok() {
-        kept
-    } else {
-        path
-    };
-    eprintln!(
-        "capstan-testenv: kept {} ({KEEP_ENV} is set)",
-        shown.display()
-    );
 }
 
 /// Level Metadata for everything; the RequestReceived stage is omitted so each request is logged
@@ -694,7 +698,7 @@ fn remove_stale_dirs() {
             else {
                 continue;
             };
-            if !process::is_alive(pid) {
+            if !process::is_alive(pid) && !entry.path().join(KEPT_MARKER).exists() {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }

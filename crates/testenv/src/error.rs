@@ -72,3 +72,20 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bind_failure_counts_as_a_port_clash() {
+        let exited = |tail: &str| Error::Exited {
+            component: "etcd",
+            status: "exit status: 1".into(),
+            log: PathBuf::from("/tmp/etcd.log"),
+            tail: tail.into(),
+        };
+        assert!(exited("listen tcp 127.0.0.1:2380: bind: address already in use").is_port_clash());
+        assert!(!exited("unknown flag: --frobnicate").is_port_clash());
+    }
+}

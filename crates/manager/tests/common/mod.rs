@@ -1,0 +1,115 @@
+//! Helpers shared by the manager's integration tests: the real binary as a child process, and
+//! the apiserver's audit log read by user agent.
+#![allow(dead_code)]
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+/// A `capstan-manager run` child process and the admin addresses it logged.
+pub struct ManagerProcess {
+    pub child: Child,
+    pub metrics: SocketAddr,
+    pub health: SocketAddr,
+}
+
+impl ManagerProcess {
+    pub fn start(kubeconfig: &Path, extra_args: &[&str]) -> ManagerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capstan-manager"))
+            .args(["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start capstan-manager");
+        let stderr = child.stderr.take().expect("stderr");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("  manager[{pid}]| {line}");
+                if line.contains("admin server listening") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the manager logs its admin addresses");
+        ManagerProcess { child, metrics: logged_addr(&line, "metrics_addr="), health: logged_addr(&line, "health_addr=") }
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(status.success());
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("wait") {
+                assert!(exit.success(), "the manager exits cleanly on SIGTERM: {exit}");
+                eprintln!("manager stopped {:?} after SIGTERM", started.elapsed());
+                return;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the manager did not stop within 20 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for ManagerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn logged_addr(line: &str, key: &str) -> SocketAddr {
+    let start = line.find(key).map(|i| i + key.len()).expect(key);
+    let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
+    value.trim_matches('"').parse().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
+}
+
+/// Writes (POST, PUT, PATCH, DELETE) by the manager's user agent in the audit log after `offset`.
+pub fn manager_writes(audit_log: &Path, offset: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(audit_log).expect("read audit log");
+    text[offset.min(text.len())..]
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("capstan-manager/")))
+        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
+        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+        .collect()
+}
+
+pub fn audit_len(path: &Path) -> usize {
+    std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
+}
+
+
+impl ManagerProcess {
+    /// SIGKILL: no chance to release anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of a metric line starting with `series` (e.g. `name{labels}`), summed over
+    /// every line that matches the prefix.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let Ok((_, body)) = capstan_runtime::testing::http_get(self.metrics, "/metrics").await else { return f64::NAN };
+        body.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .fold(0.0, |total, value| total + value)
+    }
+
+    pub async fn is_leader(&self) -> bool {
+        self.metric(r#"leader_election_master_status{name="capstan-manager"}"#).await == 1.0
+    }
+}
