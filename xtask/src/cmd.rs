@@ -24,9 +24,7 @@ pub fn cargo() -> Command {
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = display(command);
     eprintln!("$ {shown}");
-    let status = command
-        .status()
-        .with_context(|| format!("cannot run `{shown}`"))?;
+    let status = command.status().with_context(|| format!("cannot run `{shown}`"))?;
     if !status.success() {
         bail!("`{shown}` failed ({status})");
     }
@@ -47,6 +45,5 @@ pub fn display(command: &Command) -> String {
 
 /// Whether `program` is on PATH.
 pub fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+    env::var_os("PATH").is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }

@@ -16,9 +16,7 @@ pub fn run() -> anyhow::Result<()> {
         .args(["run", "-q", "-p", "capstan-manager", "--", "crds"])
         .stderr(Stdio::inherit());
     eprintln!("$ {}", cmd::display(&command));
-    let output = command
-        .output()
-        .context("cannot run the manager's `crds` subcommand")?;
+    let output = command.output().context("cannot run the manager's `crds` subcommand")?;
     if !output.status.success() {
         bail!("`capstan-manager crds` failed ({})", output.status);
     }
@@ -28,8 +26,7 @@ pub fn run() -> anyhow::Result<()> {
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut written = BTreeSet::new();
     for document in serde_yaml::Deserializer::from_str(&yaml) {
-        let crd =
-            serde_yaml::Value::deserialize(document).context("the CRDs are not valid YAML")?;
+        let crd = serde_yaml::Value::deserialize(document).context("the CRDs are not valid YAML")?;
         if crd.is_null() {
             continue;
         }
@@ -47,10 +44,7 @@ pub fn run() -> anyhow::Result<()> {
     // A CRD that was renamed or removed must not linger as a stale copy.
     for entry in fs::read_dir(&dir)? {
         let path = entry?.path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.ends_with(".yaml") && !written.contains(name) {
             fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             eprintln!("removed stale deploy/crds/{name}");
@@ -72,10 +66,7 @@ fn crd_name(crd: &serde_yaml::Value) -> anyhow::Result<String> {
             field(&["kind"])
         );
     }
-    let (Some(plural), Some(group)) = (
-        field(&["spec", "names", "plural"]),
-        field(&["spec", "group"]),
-    ) else {
+    let (Some(plural), Some(group)) = (field(&["spec", "names", "plural"]), field(&["spec", "group"])) else {
         bail!("a CRD without spec.names.plural or spec.group");
     };
     let name = format!("{plural}.{group}");

@@ -49,9 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let control_plane = ControlPlane::start(Options {
         audit_log: args.audit_log,
     })?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let result = runtime.block_on(session(&control_plane, &root, manager, &args));
     eprintln!("stopping the control plane");
     drop(control_plane);
@@ -137,10 +135,7 @@ async fn session(
     }
     if let Some(mut child) = manager {
         eprintln!("stopping the manager");
-        tokio::task::spawn_blocking(move || {
-            process::terminate(&mut [&mut child], MANAGER_STOP_GRACE)
-        })
-        .await?;
+        tokio::task::spawn_blocking(move || process::terminate(&mut [&mut child], MANAGER_STOP_GRACE)).await?;
     }
     Ok(())
 }
@@ -156,11 +151,7 @@ fn start_manager(path: &Path, kubeconfig: &Path, args: &Args) -> anyhow::Result<
             &args.health_addr,
         ])
         .env("KUBECONFIG", kubeconfig);
-    eprintln!(
-        "$ KUBECONFIG={} {}",
-        kubeconfig.display(),
-        cmd::display(&command)
-    );
+    eprintln!("$ KUBECONFIG={} {}", kubeconfig.display(), cmd::display(&command));
     // Through the supervisor so the manager dies with us even if we are killed.
     process::spawn(command).with_context(|| format!("cannot start {}", path.display()))
 }
@@ -178,16 +169,14 @@ fn yaml_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 fn yaml_documents<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
-    let text =
-        fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut documents = Vec::new();
     for document in serde_yaml::Deserializer::from_str(&text) {
         let value = serde_yaml::Value::deserialize(document)
             .with_context(|| format!("{} is not valid YAML", path.display()))?;
         if !value.is_null() {
             documents.push(
-                serde_yaml::from_value(value)
-                    .with_context(|| format!("unexpected content in {}", path.display()))?,
+                serde_yaml::from_value(value).with_context(|| format!("unexpected content in {}", path.display()))?,
             );
         }
     }
@@ -210,11 +199,7 @@ async fn apply_samples(client: &Client, dir: &Path, kubeconfig: &Path) -> anyhow
     }
     if cmd::on_path("kubectl") {
         let mut command = Command::new("kubectl");
-        command
-            .arg("apply")
-            .arg("-f")
-            .arg(dir)
-            .env("KUBECONFIG", kubeconfig);
+        command.arg("apply").arg("-f").arg(dir).env("KUBECONFIG", kubeconfig);
         return tokio::task::spawn_blocking(move || cmd::run(&mut command)).await?;
     }
     let discovery = Discovery::new(client.clone()).run().await?;
@@ -225,10 +210,7 @@ async fn apply_samples(client: &Client, dir: &Path, kubeconfig: &Path) -> anyhow
             };
             let gvk = GroupVersionKind::try_from(types)?;
             let Some((resource, capabilities)) = discovery.resolve_gvk(&gvk) else {
-                bail!(
-                    "the API server does not serve {gvk:?} (from {})",
-                    file.display()
-                );
+                bail!("the API server does not serve {gvk:?} (from {})", file.display());
             };
             let api: Api<DynamicObject> = match capabilities.scope {
                 Scope::Namespaced => Api::namespaced_with(

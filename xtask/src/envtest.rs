@@ -51,13 +51,8 @@ pub fn ensure() -> anyhow::Result<Assets> {
         "provisioning envtest {KUBERNETES_VERSION} into {} (a fresh machine takes about 10 minutes)",
         cache.display()
     );
-    cmd::run(
-        Command::new("bash")
-            .arg(&script)
-            .env("CAPSTAN_ENVTEST_DIR", &cache),
-    )?;
-    let found =
-        assets::locate().context("the provisioning script finished, yet binaries are missing")?;
+    cmd::run(Command::new("bash").arg(&script).env("CAPSTAN_ENVTEST_DIR", &cache))?;
+    let found = assets::locate().context("the provisioning script finished, yet binaries are missing")?;
     Ok(found)
 }
 

@@ -10,25 +10,14 @@ use crate::{cmd, envtest};
 pub fn run() -> anyhow::Result<()> {
     let mut phases = Phases::default();
     let result = (|| {
-        phases.run("fmt", || {
-            cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
-        })?;
+        phases.run("fmt", || cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"])))?;
         phases.run("clippy", || {
-            cmd::run(cmd::cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]))
+            cmd::run(cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         })?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
         // process per test would start over and over.
-        phases.run("test", || {
-            cmd::run(cmd::cargo().args(["test", "--workspace"]))
-        })
+        phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))
     })();
     phases.print_summary(result.is_ok());
     result
@@ -40,11 +29,7 @@ struct Phases {
 }
 
 impl Phases {
-    fn run(
-        &mut self,
-        name: &'static str,
-        phase: impl FnOnce() -> anyhow::Result<()>,
-    ) -> anyhow::Result<()> {
+    fn run(&mut self, name: &'static str, phase: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
         eprintln!("==> {name}");
         let started = Instant::now();
         let result = phase();

@@ -16,9 +16,12 @@ use crate::Foo;
 /// Filled from the Foo watch as Foos arrive. Entries go stale when a Foo is deleted or renames
 /// its friend; [`FriendIndex::foos_naming`] checks every candidate against the Foo cache and
 /// drops stale ones, so the index never wakes a Foo that does not name the Pod.
+/// (namespace, friend Pod name) → names of the Foos naming it.
+type Friends = HashMap<(String, String), BTreeSet<String>>;
+
 #[derive(Clone, Default)]
 pub struct FriendIndex {
-    friends: Arc<Mutex<HashMap<(String, String), BTreeSet<String>>>>,
+    friends: Arc<Mutex<Friends>>,
 }
 
 impl FriendIndex {
@@ -32,10 +35,14 @@ impl FriendIndex {
 
     /// The Foos (from `foos`, the Foo cache) whose `spec.name` is `pod`'s name.
     pub fn foos_naming(&self, pod: &PartialObjectMeta<Pod>, foos: &Store<Foo>) -> Vec<ObjectRef<Foo>> {
-        let Some(namespace) = pod.namespace() else { return Vec::new() };
+        let Some(namespace) = pod.namespace() else {
+            return Vec::new();
+        };
         let key = (namespace, pod.name_any());
         let mut index = self.lock();
-        let Some(names) = index.get_mut(&key) else { return Vec::new() };
+        let Some(names) = index.get_mut(&key) else {
+            return Vec::new();
+        };
         names.retain(|name| {
             let foo_ref = ObjectRef::new(name).within(&key.0);
             foos.get(&foo_ref).is_some_and(|foo| foo.spec.name == key.1)
@@ -47,7 +54,7 @@ impl FriendIndex {
         refs
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), BTreeSet<String>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Friends> {
         self.friends.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
@@ -60,7 +67,12 @@ mod tests {
     use kube::api::ObjectMeta;
 
     fn foo(ns: &str, name: &str, friend: &str) -> Foo {
-        let mut foo = Foo::new(name, FooSpec { name: friend.to_owned() });
+        let mut foo = Foo::new(
+            name,
+            FooSpec {
+                name: friend.to_owned(),
+            },
+        );
         foo.metadata.namespace = Some(ns.to_owned());
         foo
     }
@@ -68,7 +80,11 @@ mod tests {
     fn pod(ns: &str, name: &str) -> PartialObjectMeta<Pod> {
         PartialObjectMeta {
             types: None,
-            metadata: ObjectMeta { name: Some(name.to_owned()), namespace: Some(ns.to_owned()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(ns.to_owned()),
+                ..Default::default()
+            },
             _phantom: Default::default(),
         }
     }
@@ -79,11 +95,19 @@ mod tests {
 
     #[test]
     fn a_pod_wakes_only_the_foos_that_name_it_in_its_namespace() {
-        let foos = [foo("a", "foo-01", "jack"), foo("a", "foo-02", "jack"), foo("a", "foo-03", "joe"), foo("b", "foo-04", "jack")];
+        let foos = [
+            foo("a", "foo-01", "jack"),
+            foo("a", "foo-02", "jack"),
+            foo("a", "foo-03", "joe"),
+            foo("b", "foo-04", "jack"),
+        ];
         let index = FriendIndex::default();
         foos.iter().for_each(|f| index.record(f));
         let store = store_from(foos);
-        assert_eq!(names(index.foos_naming(&pod("a", "jack"), &store)), ["foo-01", "foo-02"]);
+        assert_eq!(
+            names(index.foos_naming(&pod("a", "jack"), &store)),
+            ["foo-01", "foo-02"]
+        );
         assert_eq!(names(index.foos_naming(&pod("b", "jack"), &store)), ["foo-04"]);
         assert!(index.foos_naming(&pod("a", "nobody"), &store).is_empty());
     }
@@ -99,6 +123,9 @@ mod tests {
         let store = store_from([renamed]);
         assert!(index.foos_naming(&pod("a", "jack"), &store).is_empty());
         assert_eq!(names(index.foos_naming(&pod("a", "joe"), &store)), ["foo-01"]);
-        assert!(index.lock().get(&("a".to_owned(), "jack".to_owned())).is_none(), "stale key removed");
+        assert!(
+            index.lock().get(&("a".to_owned(), "jack".to_owned())).is_none(),
+            "stale key removed"
+        );
     }
 }

@@ -30,5 +30,8 @@ pub fn controller(informers: &mut Informers) -> ControllerDef<FooReconciler> {
     let lookup_store = foo_store.clone();
     let controller = Controller::for_shared_stream(foo_changes, foo_store)
         .watches_shared_stream(pods.into_stream(), move |pod| lookup.foos_naming(&pod, &lookup_store));
-    ControllerDef { controller, reconciler: FooReconciler::new(pod_store) }
+    ControllerDef {
+        controller,
+        reconciler: FooReconciler::new(pod_store),
+    }
 }

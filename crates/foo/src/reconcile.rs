@@ -45,7 +45,12 @@ pub fn build_status(foo: &Foo, friend_exists: bool, now: Timestamp) -> FooStatus
     let ready = if friend_exists {
         DesiredCondition::new(READY, true, "FriendFound", format!("Pod {friend} exists"))
     } else {
-        DesiredCondition::new(READY, false, "FriendMissing", format!("no Pod named {friend} in this namespace"))
+        DesiredCondition::new(
+            READY,
+            false,
+            "FriendMissing",
+            format!("no Pod named {friend} in this namespace"),
+        )
     };
     let previous = foo.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     FooStatus {
@@ -62,7 +67,10 @@ impl Reconciler for FooReconciler {
 
     async fn reconcile(&self, foo: Arc<Foo>, ctx: &Context) -> Result<Action, Error> {
         let namespace = foo.namespace().ok_or(Error::NotNamespaced)?;
-        let friend_exists = self.pods.get(&ObjectRef::new(&foo.spec.name).within(&namespace)).is_some();
+        let friend_exists = self
+            .pods
+            .get(&ObjectRef::new(&foo.spec.name).within(&namespace))
+            .is_some();
         let status = build_status(&foo, friend_exists, Timestamp::now());
         ctx.apply_status(foo.as_ref(), foo.status.as_ref(), &status)
             .await
@@ -75,7 +83,9 @@ impl Reconciler for FooReconciler {
             } else {
                 ("Unhappy", format!("friend Pod {} is gone", foo.spec.name))
             };
-            ctx.events().normal(&foo.object_ref(&()), reason, "UpdateStatus", note).await;
+            ctx.events()
+                .normal(&foo.object_ref(&()), reason, "UpdateStatus", note)
+                .await;
         }
         // Pod and Foo events drive everything; no periodic resync is needed.
         Ok(Action::await_change())
@@ -110,6 +120,10 @@ mod tests {
         foo.metadata.generation = Some(1);
         foo.status = Some(build_status(&foo, true, Timestamp::from_second(1_000).expect("time")));
         let later = build_status(&foo, true, Timestamp::from_second(9_000).expect("time"));
-        assert_eq!(Some(&later), foo.status.as_ref(), "a resync must not produce a new status");
+        assert_eq!(
+            Some(&later),
+            foo.status.as_ref(),
+            "a resync must not produce a new status"
+        );
     }
 }

@@ -10,7 +10,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crds_yaml()?);
             Ok(())
         }
-        Some(Command::Run(args)) => run(args, |_| {}).await,
+        Some(Command::Run(args)) => run(*args, |_| {}).await,
         None => run(cli.run, |_| {}).await,
     }
 }

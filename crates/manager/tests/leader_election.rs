@@ -54,16 +54,26 @@ async fn one_leader_writes_and_a_follower_takes_over_after_kill_and_after_sigter
     let first = ManagerProcess::start(cp.kubeconfig_path(), &elect_args(&ns));
     let second = ManagerProcess::start(cp.kubeconfig_path(), &elect_args(&ns));
     let leader_index = sole_leader(&[&first, &second]).await;
-    let (leader, follower) = if leader_index == 0 { (first, second) } else { (second, first) };
+    let (leader, follower) = if leader_index == 0 {
+        (first, second)
+    } else {
+        (second, first)
+    };
     // A follower is ready (caches synced) so a rolling update can proceed, but never leads.
-    eventually("the follower is ready", WAIT, || async { (http_get(follower.health, "/readyz").await.ok()?.0 == 200).then_some(()) }).await;
+    eventually("the follower is ready", WAIT, || async {
+        (http_get(follower.health, "/readyz").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
 
     let mc: Memcached = serde_json::from_value(serde_json::json!({
         "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached", "metadata": {"name": "cache"}, "spec": {"size": 1}
     }))
     .expect("memcached");
     memcacheds.create(&PostParams::default(), &mc).await.expect("create");
-    eventually("the leader creates the Deployment", WAIT, || async { replicas(&deployments, "cache").await }).await;
+    eventually("the leader creates the Deployment", WAIT, || async {
+        replicas(&deployments, "cache").await
+    })
+    .await;
     eventually("the leader writes status", WAIT, || async {
         memcacheds.get("cache").await.ok()?.status.map(|_| ())
     })
@@ -72,28 +82,44 @@ async fn one_leader_writes_and_a_follower_takes_over_after_kill_and_after_sigter
     eprintln!("applies: leader {leader_writes}, follower {follower_writes}");
     assert!(leader_writes >= 2.0, "the leader applied the Deployment and the status");
     assert_eq!(follower_writes, 0.0, "a follower must not write");
-    assert_eq!(follower.metric("controller_runtime_reconcile_total{").await, 0.0, "a follower must not reconcile");
+    assert_eq!(
+        follower.metric("controller_runtime_reconcile_total{").await,
+        0.0,
+        "a follower must not reconcile"
+    );
 
     // SIGKILL: the Lease is not released; the follower waits out the lease duration (15 s).
     leader.kill();
     let killed_at = Instant::now();
     let scale = serde_json::json!({"spec": {"size": 2}});
-    memcacheds.patch("cache", &PatchParams::default(), &Patch::Merge(&scale)).await.expect("scale while leaderless");
+    memcacheds
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&scale))
+        .await
+        .expect("scale while leaderless");
     eventually("the follower takes over and converges the change", WAIT, || async {
         (follower.is_leader().await && replicas(&deployments, "cache").await == Some(2)).then_some(())
     })
     .await;
     let takeover = killed_at.elapsed();
     eprintln!("takeover after SIGKILL: {takeover:?} (lease duration 15 s + retry 2 s)");
-    assert!(takeover <= Duration::from_secs(15 + 2 + 8), "takeover took {takeover:?}");
+    assert!(
+        takeover <= Duration::from_secs(15 + 2 + 8),
+        "takeover took {takeover:?}"
+    );
 
     // SIGTERM: the leader drains, releases the Lease, and a new follower takes over within a retry.
     let successor = ManagerProcess::start(cp.kubeconfig_path(), &elect_args(&ns));
-    eventually("the new follower is ready", WAIT, || async { (http_get(successor.health, "/readyz").await.ok()?.0 == 200).then_some(()) }).await;
+    eventually("the new follower is ready", WAIT, || async {
+        (http_get(successor.health, "/readyz").await.ok()?.0 == 200).then_some(())
+    })
+    .await;
     assert!(!successor.is_leader().await);
     let terminated_at = Instant::now();
     follower.stop();
-    eventually("the successor leads after SIGTERM", WAIT, || async { successor.is_leader().await.then_some(()) }).await;
+    eventually("the successor leads after SIGTERM", WAIT, || async {
+        successor.is_leader().await.then_some(())
+    })
+    .await;
     let handover = terminated_at.elapsed();
     eprintln!("handover after SIGTERM: {handover:?} (target 3 s)");
     assert!(handover <= Duration::from_secs(6), "handover took {handover:?}");

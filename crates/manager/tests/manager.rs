@@ -21,7 +21,10 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = cp.namespace(&client, "manager").await.expect("namespace");
-    let audit_log = cp.audit_log_path().expect("the shared control plane keeps an audit log").to_owned();
+    let audit_log = cp
+        .audit_log_path()
+        .expect("the shared control plane keeps an audit log")
+        .to_owned();
 
     // Started before its CRDs exist: alive, not ready, and says why.
     let manager = ManagerProcess::start(cp.kubeconfig_path(), &["--namespace", &ns]);
@@ -30,7 +33,9 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     let (code, body) = http_get(manager.health, "/readyz").await.expect("readyz");
     assert_eq!(code, 503, "not ready before the CRDs exist: {body}");
 
-    cp.apply_crds(&client, &capstan_manager::crds()).await.expect("install CRDs");
+    cp.apply_crds(&client, &capstan_manager::crds())
+        .await
+        .expect("install CRDs");
     eventually("/readyz turns 200 after the caches sync", WAIT, || async {
         (http_get(manager.health, "/readyz").await.ok()?.0 == 200).then_some(())
     })
@@ -39,21 +44,42 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     let foos = Api::<Foo>::namespaced(client.clone(), &ns);
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-    pods.create(&PostParams::default(), &Pod {
-        metadata: ObjectMeta { name: Some("jack".into()), ..Default::default() },
-        spec: Some(PodSpec { containers: vec![Container { name: "c".into(), image: Some("busybox".into()), ..Default::default() }], ..Default::default() }),
-        ..Default::default()
-    })
+    pods.create(
+        &PostParams::default(),
+        &Pod {
+            metadata: ObjectMeta {
+                name: Some("jack".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
     .await
     .expect("pod");
-    foos.create(&PostParams::default(), &Foo::new("foo-01", FooSpec { name: "jack".into() })).await.expect("foo");
+    foos.create(
+        &PostParams::default(),
+        &Foo::new("foo-01", FooSpec { name: "jack".into() }),
+    )
+    .await
+    .expect("foo");
     let mc: Memcached = serde_json::from_value(serde_json::json!({
         "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached", "metadata": {"name": "cache"}, "spec": {"size": 2}
     }))
     .expect("memcached");
     memcacheds.create(&PostParams::default(), &mc).await.expect("memcached");
 
-    eventually("the Foo is happy", WAIT, || async { foos.get("foo-01").await.ok()?.status?.happy.then_some(()) }).await;
+    eventually("the Foo is happy", WAIT, || async {
+        foos.get("foo-01").await.ok()?.status?.happy.then_some(())
+    })
+    .await;
     eventually("the Memcached lists 2 nodes", WAIT, || async {
         (memcacheds.get("cache").await.ok()?.status?.nodes.len() == 2).then_some(())
     })
@@ -69,7 +95,9 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
     for controller in ["foo", "memcached"] {
-        assert!(metrics.contains(&format!(r#"controller_runtime_reconcile_total{{controller="{controller}",result="success"}}"#)));
+        assert!(metrics.contains(&format!(
+            r#"controller_runtime_reconcile_total{{controller="{controller}",result="success"}}"#
+        )));
     }
     manager.stop();
 
@@ -85,16 +113,25 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
         let (_, metrics) = http_get(manager.metrics, "/metrics").await.ok()?;
         let count = |c: &str| -> f64 {
             let prefix = format!(r#"controller_runtime_reconcile_total{{controller="{c}",result="success"}} "#);
-            metrics.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok()).unwrap_or(0.0)
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+                .unwrap_or(0.0)
         };
         (count("foo") >= 1.0 && count("memcached") >= 1.0).then(|| metrics.clone())
     })
     .await;
-    assert!(reconciled.contains(r#"capstan_apply_skipped_total{controller="memcached",target="Deployment"}"#), "the Deployment apply was skipped as a no-op");
+    assert!(
+        reconciled.contains(r#"capstan_apply_skipped_total{controller="memcached",target="Deployment"}"#),
+        "the Deployment apply was skipped as a no-op"
+    );
     tokio::time::sleep(Duration::from_secs(5)).await;
     let writes = manager_writes(&audit_log, offset);
     eprintln!("writes by the restarted manager: {}", writes.len());
-    assert!(writes.is_empty(), "a no-op resync must not write, but sent: {writes:#?}");
+    assert!(
+        writes.is_empty(),
+        "a no-op resync must not write, but sent: {writes:#?}"
+    );
     manager.stop();
 }
 
@@ -104,9 +141,14 @@ fn checked_in_crds_match_the_generated_ones() {
     for crd in capstan_manager::crds() {
         let name = crd.metadata.name.clone().expect("CRD name");
         let path = dir.join(format!("{name}.yaml"));
-        let stored = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask crds`", path.display()));
+        let stored = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}; run `cargo xtask crds`", path.display()));
         let stored: serde_json::Value = serde_yaml::from_str(&stored).expect("stored CRD is YAML");
         let generated = serde_json::to_value(&crd).expect("CRD as JSON");
-        assert!(stored == generated, "{} is stale: run `cargo xtask crds` and commit the result", path.display());
+        assert!(
+            stored == generated,
+            "{} is stale: run `cargo xtask crds` and commit the result",
+            path.display()
+        );
     }
 }

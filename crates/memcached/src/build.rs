@@ -8,8 +8,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStatus},
         core::v1::{
-            Capabilities, Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-            SecurityContext, TCPSocketAction,
+            Capabilities, Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+            SeccompProfile, SecurityContext, TCPSocketAction,
         },
     },
     apimachinery::pkg::{
@@ -73,12 +73,21 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
     let namespace = mc.namespace().ok_or(SpecError::Metadata("namespace"))?;
     let owner = controller_owner_ref(mc).map_err(|_| SpecError::Metadata("uid"))?;
     let spec = &mc.spec;
-    let mut args = vec!["-m".to_owned(), spec.memory_mb.to_string(), "-o".to_owned(), "modern".to_owned(), "-v".to_owned()];
+    let mut args = vec![
+        "-m".to_owned(),
+        spec.memory_mb.to_string(),
+        "-o".to_owned(),
+        "modern".to_owned(),
+        "-v".to_owned(),
+    ];
     if spec.container_port != DEFAULT_PORT {
         args.extend(["-p".to_owned(), spec.container_port.to_string()]);
     }
     let tcp_probe = |initial_delay_seconds, period_seconds| Probe {
-        tcp_socket: Some(TCPSocketAction { port: IntOrString::String("memcached".into()), host: None }),
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("memcached".into()),
+            host: None,
+        }),
         initial_delay_seconds: Some(initial_delay_seconds),
         period_seconds: Some(period_seconds),
         ..Default::default()
@@ -102,8 +111,14 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
             run_as_group: Some(MEMCACHED_UID),
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
-            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
             ..Default::default()
         }),
         ..Default::default()
@@ -118,14 +133,23 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
         },
         spec: DeploymentSpec {
             replicas: Some(spec.size),
-            selector: LabelSelector { match_labels: Some(selector_labels(APP, &name)), match_expressions: None },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(APP, &name)),
+                match_expressions: None,
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(standard_labels(APP, &name)), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(standard_labels(APP, &name)),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     containers: vec![container],
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            localhost_profile: None,
+                        }),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -166,23 +190,49 @@ pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, 
                 ready,
                 vec![
                     if available {
-                        DesiredCondition::new(AVAILABLE, true, "MinimumReplicasAvailable", format!("{ready}/{size} memcached Pods ready"))
+                        DesiredCondition::new(
+                            AVAILABLE,
+                            true,
+                            "MinimumReplicasAvailable",
+                            format!("{ready}/{size} memcached Pods ready"),
+                        )
                     } else {
-                        DesiredCondition::new(AVAILABLE, false, "MinimumReplicasUnavailable", format!("{ready}/{size} memcached Pods ready"))
+                        DesiredCondition::new(
+                            AVAILABLE,
+                            false,
+                            "MinimumReplicasUnavailable",
+                            format!("{ready}/{size} memcached Pods ready"),
+                        )
                     },
                     if rolled_out {
-                        DesiredCondition::new(PROGRESSING, false, "RolloutComplete", format!("{size} Pods up to date and ready"))
+                        DesiredCondition::new(
+                            PROGRESSING,
+                            false,
+                            "RolloutComplete",
+                            format!("{size} Pods up to date and ready"),
+                        )
                     } else {
-                        DesiredCondition::new(PROGRESSING, true, "RollingOut", format!("{updated}/{size} Pods up to date, {ready} ready"))
+                        DesiredCondition::new(
+                            PROGRESSING,
+                            true,
+                            "RollingOut",
+                            format!("{updated}/{size} Pods up to date, {ready} ready"),
+                        )
                     },
                     DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
-                    DesiredCondition::new(READY, available && rolled_out, if available && rolled_out { "Ready" } else { "NotReady" }, format!("{ready}/{size} memcached Pods ready")),
+                    DesiredCondition::new(
+                        READY,
+                        available && rolled_out,
+                        if available && rolled_out { "Ready" } else { "NotReady" },
+                        format!("{ready}/{size} memcached Pods ready"),
+                    ),
                 ],
             )
         }
         Observed::Conflict => {
             let name = mc.name_any();
-            let message = format!("Deployment {name} exists and is not controlled by this Memcached; it is left untouched");
+            let message =
+                format!("Deployment {name} exists and is not controlled by this Memcached; it is left untouched");
             (
                 0,
                 vec![
@@ -240,7 +290,16 @@ spec: {size: 3}
     #[test]
     fn defaults_fill_in_from_a_minimal_spec() {
         let mc = memcached(SAMPLE);
-        assert_eq!(mc.spec, MemcachedSpec { size: 3, image: crate::DEFAULT_IMAGE.into(), container_port: 11211, memory_mb: 64, resources: None });
+        assert_eq!(
+            mc.spec,
+            MemcachedSpec {
+                size: 3,
+                image: crate::DEFAULT_IMAGE.into(),
+                container_port: 11211,
+                memory_mb: 64,
+                resources: None
+            }
+        );
     }
 
     #[test]
@@ -250,20 +309,45 @@ spec: {size: 3}
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(deployment.metadata.name.as_deref(), Some("cache"));
         let owner = &deployment.metadata.owner_references.as_ref().expect("owner")[0];
-        assert_eq!((owner.kind.as_str(), owner.uid.as_str(), owner.controller, owner.block_owner_deletion), ("Memcached", "uid-1", Some(true), Some(true)));
+        assert_eq!(
+            (
+                owner.kind.as_str(),
+                owner.uid.as_str(),
+                owner.controller,
+                owner.block_owner_deletion
+            ),
+            ("Memcached", "uid-1", Some(true), Some(true))
+        );
         let selector = spec.selector.match_labels.as_ref().expect("selector");
-        let pod_labels = spec.template.metadata.as_ref().and_then(|m| m.labels.as_ref()).expect("labels");
-        assert!(selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)), "template labels satisfy the selector");
+        let pod_labels = spec
+            .template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref())
+            .expect("labels");
+        assert!(
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "template labels satisfy the selector"
+        );
         let pod = spec.template.spec.as_ref().expect("pod spec");
         let container = &pod.containers[0];
-        assert_eq!(container.args.as_deref(), Some(&["-m", "64", "-o", "modern", "-v"].map(String::from)[..]));
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["-m", "64", "-o", "modern", "-v"].map(String::from)[..])
+        );
         assert_eq!(container.ports.as_ref().expect("ports")[0].container_port, 11211);
         let sc = container.security_context.as_ref().expect("security context");
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.run_as_user, Some(MEMCACHED_UID));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
-        assert_eq!(sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
     }
 
     #[test]
@@ -273,7 +357,10 @@ spec: {size: 3}
         mc.spec.memory_mb = 256;
         let deployment = build_deployment(&mc).expect("valid");
         let container = &deployment.spec.template.spec.expect("pod").containers[0];
-        assert_eq!(container.args.as_deref(), Some(&["-m", "256", "-o", "modern", "-v", "-p", "11311"].map(String::from)[..]));
+        assert_eq!(
+            container.args.as_deref(),
+            Some(&["-m", "256", "-o", "modern", "-v", "-p", "11311"].map(String::from)[..])
+        );
     }
 
     #[test]
@@ -294,8 +381,18 @@ spec: {size: 3}
     #[test]
     fn status_follows_the_deployment() {
         let mc = memcached(SAMPLE);
-        let rolling = DeploymentStatus { replicas: Some(3), updated_replicas: Some(3), ready_replicas: Some(1), ..Default::default() };
-        let status = build_status(&mc, Observed::Owned(Some(&rolling)), vec!["a".into(), "b".into(), "c".into()], now());
+        let rolling = DeploymentStatus {
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            ready_replicas: Some(1),
+            ..Default::default()
+        };
+        let status = build_status(
+            &mc,
+            Observed::Owned(Some(&rolling)),
+            vec!["a".into(), "b".into(), "c".into()],
+            now(),
+        );
         assert_eq!(status.ready_replicas, 1);
         assert_eq!(status.nodes, ["a", "b", "c"]);
         assert!(!is_true(&status.conditions, AVAILABLE));
@@ -325,8 +422,15 @@ spec: {size: 3}
     #[test]
     fn a_conflict_is_degraded_with_reason_resource_exists() {
         let status = build_status(&memcached(SAMPLE), Observed::Conflict, vec![], now());
-        let degraded = status.conditions.iter().find(|c| c.type_ == DEGRADED).expect("Degraded");
-        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "ResourceExists"));
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ResourceExists")
+        );
         assert!(!is_true(&status.conditions, READY));
     }
 }

@@ -4,7 +4,9 @@ mod build;
 mod crd;
 mod reconcile;
 
-pub use build::{AVAILABLE, DEGRADED, MEMCACHED_UID, Observed, PROGRESSING, SpecError, build_deployment, build_status, validate};
+pub use build::{
+    AVAILABLE, DEGRADED, MEMCACHED_UID, Observed, PROGRESSING, SpecError, build_deployment, build_status, validate,
+};
 pub use crd::{DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, MAX_SIZE, Memcached, MemcachedSpec, MemcachedStatus};
 pub use reconcile::{Error, MemcachedReconciler};
 
@@ -22,7 +24,8 @@ pub fn controller(informers: &mut Informers) -> ControllerDef<MemcachedReconcile
     let memcacheds = informers.subscribe::<Memcached>();
     // Only capstan's own Deployments are cached; a same-named foreign one is found by a direct
     // read when the cache has none, which happens once per object, not on every reconcile.
-    let deployments = informers.subscribe_with::<Deployment>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    let deployments = informers
+        .subscribe_with::<Deployment>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
     let pods = informers.subscribe::<PartialObjectMeta<Pod>>();
     let reconciler = MemcachedReconciler::new(deployments.store(), pods.store());
     let store = memcacheds.store();

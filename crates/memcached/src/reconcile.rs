@@ -1,4 +1,8 @@
-use capstan_runtime::{Action, Context, ReconcileError, Reconciler, apply::{ApplyOutcome, is_controlled_by}, labels};
+use capstan_runtime::{
+    Action, Context, ReconcileError, Reconciler,
+    apply::{ApplyOutcome, is_controlled_by},
+    labels,
+};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Pod},
     jiff::Timestamp,
@@ -75,7 +79,12 @@ impl MemcachedReconciler {
 
     /// The Deployment of this name, from the cache of capstan's Deployments or, when absent
     /// there (not created yet, or someone else's), from the apiserver.
-    async fn find_deployment(&self, ctx: &Context, namespace: &str, name: &str) -> Result<Option<Arc<Deployment>>, Error> {
+    async fn find_deployment(
+        &self,
+        ctx: &Context,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Deployment>>, Error> {
         if let Some(cached) = self.deployments.get(&ObjectRef::new(name).within(namespace)) {
             return Ok(Some(cached));
         }
@@ -83,9 +92,17 @@ impl MemcachedReconciler {
         Ok(api.get_opt(name).await.map_err(Error::Read)?.map(Arc::new))
     }
 
-    async fn write_status(&self, mc: &Memcached, ctx: &Context, observed: Observed<'_>, nodes: Vec<String>) -> Result<(), Error> {
+    async fn write_status(
+        &self,
+        mc: &Memcached,
+        ctx: &Context,
+        observed: Observed<'_>,
+        nodes: Vec<String>,
+    ) -> Result<(), Error> {
         let status = build_status(mc, observed, nodes, Timestamp::now());
-        ctx.apply_status(mc, mc.status.as_ref(), &status).await.map_err(Error::Status)?;
+        ctx.apply_status(mc, mc.status.as_ref(), &status)
+            .await
+            .map_err(Error::Status)?;
         Ok(())
     }
 }
@@ -101,7 +118,8 @@ impl Reconciler for MemcachedReconciler {
         let desired = match build_deployment(&mc) {
             Ok(desired) => desired,
             Err(invalid) => {
-                self.write_status(&mc, ctx, Observed::Invalid(&invalid), Vec::new()).await?;
+                self.write_status(&mc, ctx, Observed::Invalid(&invalid), Vec::new())
+                    .await?;
                 return Err(invalid.into());
             }
         };
@@ -120,15 +138,46 @@ impl Reconciler for MemcachedReconciler {
             let previous = current.as_ref().and_then(|d| d.spec.replicas);
             let regarding = mc.object_ref(&());
             match previous {
-                None => ctx.events().normal(&regarding, "Created", "CreateDeployment", format!("created Deployment {name} with {size} replicas")).await,
-                Some(from) if from != size => {
-                    ctx.events().normal(&regarding, "Scaled", "ScaleDeployment", format!("scaled Deployment {name} from {from} to {size} replicas")).await
+                None => {
+                    ctx.events()
+                        .normal(
+                            &regarding,
+                            "Created",
+                            "CreateDeployment",
+                            format!("created Deployment {name} with {size} replicas"),
+                        )
+                        .await
                 }
-                Some(_) => ctx.events().normal(&regarding, "Updated", "UpdateDeployment", format!("updated Deployment {name}")).await,
+                Some(from) if from != size => {
+                    ctx.events()
+                        .normal(
+                            &regarding,
+                            "Scaled",
+                            "ScaleDeployment",
+                            format!("scaled Deployment {name} from {from} to {size} replicas"),
+                        )
+                        .await
+                }
+                Some(_) => {
+                    ctx.events()
+                        .normal(
+                            &regarding,
+                            "Updated",
+                            "UpdateDeployment",
+                            format!("updated Deployment {name}"),
+                        )
+                        .await
+                }
             }
         }
         let deployment_status = current.as_ref().and_then(|d| d.status.as_ref());
-        self.write_status(&mc, ctx, Observed::Owned(deployment_status), self.nodes(&namespace, &name)).await?;
+        self.write_status(
+            &mc,
+            ctx,
+            Observed::Owned(deployment_status),
+            self.nodes(&namespace, &name),
+        )
+        .await?;
         // Deployment and Pod events drive everything; no periodic resync is needed.
         Ok(Action::await_change())
     }

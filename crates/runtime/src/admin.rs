@@ -16,7 +16,13 @@ enum Endpoints {
 }
 
 /// Binds both admin listeners and serves them until shutdown. Returns the bound addresses.
-pub async fn serve(metrics_addr: SocketAddr, health_addr: SocketAddr, metrics: Metrics, readiness: Readiness, shutdown: Shutdown) -> Result<(SocketAddr, SocketAddr), Error> {
+pub async fn serve(
+    metrics_addr: SocketAddr,
+    health_addr: SocketAddr,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: Shutdown,
+) -> Result<(SocketAddr, SocketAddr), Error> {
     let metrics_listener = TcpListener::bind(metrics_addr).await?;
     let health_listener = TcpListener::bind(health_addr).await?;
     let bound = (metrics_listener.local_addr()?, health_listener.local_addr()?);
@@ -46,7 +52,10 @@ async fn accept(listener: TcpListener, endpoints: Endpoints, shutdown: Shutdown)
                 let endpoints = endpoints.clone();
                 async move { Ok::<_, Infallible>(respond(&endpoints, &req)) }
             });
-            if let Err(error) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%error, "admin connection ended with an error");
             }
         });
@@ -76,9 +85,10 @@ fn respond<B>(endpoints: &Endpoints, req: &Request<B>) -> Response<Full<Bytes>> 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
     response
 }
 
@@ -95,7 +105,10 @@ mod tests {
         let readiness = Readiness::new();
         let gate = readiness.gate("informer apps/deployments");
         let health = Endpoints::Health(readiness);
-        assert_eq!(respond(&health, &get("/readyz")).status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            respond(&health, &get("/readyz")).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         assert_eq!(respond(&health, &get("/healthz")).status(), StatusCode::OK);
         gate.ready();
         assert_eq!(respond(&health, &get("/readyz")).status(), StatusCode::OK);

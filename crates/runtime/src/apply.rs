@@ -5,11 +5,11 @@
 //! [`needs_apply`] compares the desired object with the cached one and the apply is only sent when
 //! a field the controller sets differs, or when the desired object itself changed (detected by a
 //! hash annotation, which catches fields the controller stopped setting).
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 use std::fmt::Debug;
@@ -51,7 +51,10 @@ pub fn is_controlled_by(child: &impl Resource, owner_uid: &str) -> bool {
 
 /// Stamps [`DESIRED_HASH_ANNOTATION`] into `desired` and returns it as JSON.
 pub fn stamp_desired_hash<K: Serialize>(desired: &K) -> Result<Value, Error> {
-    let mut value = serde_json::to_value(desired).map_err(|source| Error::Serialize { what: "desired object", source })?;
+    let mut value = serde_json::to_value(desired).map_err(|source| Error::Serialize {
+        what: "desired object",
+        source,
+    })?;
     let hash = format!("{:016x}", fnv1a(value.to_string().as_bytes()));
     let metadata = value
         .as_object_mut()
@@ -85,7 +88,11 @@ fn is_subset(desired: &Value, current: &Value) -> bool {
     match (desired, current) {
         (Value::Object(d), Value::Object(c)) => d.iter().all(|(k, dv)| match c.get(k) {
             Some(cv) => is_subset(dv, cv),
-            None => dv.is_null() || dv.as_object().is_some_and(|o| o.is_empty()) || dv.as_array().is_some_and(|a| a.is_empty()),
+            None => {
+                dv.is_null()
+                    || dv.as_object().is_some_and(|o| o.is_empty())
+                    || dv.as_array().is_some_and(|a| a.is_empty())
+            }
         }),
         (Value::Array(d), Value::Array(c)) => d.len() == c.len() && d.iter().zip(c).all(|(dv, cv)| is_subset(dv, cv)),
         (Value::Number(d), Value::Number(c)) => d.as_f64() == c.as_f64(),
@@ -96,7 +103,9 @@ fn is_subset(desired: &Value, current: &Value) -> bool {
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), so a manager upgrade does not
 /// re-apply every object.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What [`apply`] did.
@@ -118,18 +127,34 @@ where
     let current_value = current
         .map(serde_json::to_value)
         .transpose()
-        .map_err(|source| Error::Serialize { what: "cached object", source })?;
+        .map_err(|source| Error::Serialize {
+            what: "cached object",
+            source,
+        })?;
     if !needs_apply(&desired_value, current_value.as_ref()) {
         return Ok(ApplyOutcome::Unchanged);
     }
-    let name = desired.meta().name.clone().ok_or(Error::MissingField("metadata.name"))?;
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired_value))
-        .await?;
+    let name = desired
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&desired_value),
+    )
+    .await?;
     Ok(ApplyOutcome::Applied)
 }
 
 /// Server-side applies the status subresource of `obj` unless its stored status already matches.
-pub async fn apply_status<K, S>(api: &Api<K>, obj: &K, current_status: Option<&S>, status: &S) -> Result<ApplyOutcome, Error>
+pub async fn apply_status<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current_status: Option<&S>,
+    status: &S,
+) -> Result<ApplyOutcome, Error>
 where
     K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
     S: Serialize,
@@ -138,7 +163,10 @@ where
     let current = current_status
         .map(serde_json::to_value)
         .transpose()
-        .map_err(|source| Error::Serialize { what: "stored status", source })?;
+        .map_err(|source| Error::Serialize {
+            what: "stored status",
+            source,
+        })?;
     if !needs_apply(&desired, current.as_ref()) {
         return Ok(ApplyOutcome::Unchanged);
     }
@@ -147,8 +175,12 @@ where
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await?;
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
     Ok(ApplyOutcome::Applied)
 }
 

@@ -8,7 +8,8 @@ use crate::{Error, informer::Informable};
 /// so the apiserver's audit log can tell the manager's requests apart.
 pub async fn from_environment(user_agent: &str) -> Result<Client, Error> {
     let mut config = Config::infer().await.map_err(|e| Error::Config(e.to_string()))?;
-    let agent = http::HeaderValue::from_str(user_agent).map_err(|e| Error::Config(format!("user agent {user_agent:?}: {e}")))?;
+    let agent = http::HeaderValue::from_str(user_agent)
+        .map_err(|e| Error::Config(format!("user agent {user_agent:?}: {e}")))?;
     config.headers.push((http::header::USER_AGENT, agent));
     Client::try_from(config).map_err(Error::Kube)
 }

@@ -23,14 +23,24 @@ pub struct DesiredCondition {
 
 impl DesiredCondition {
     pub fn new(type_: &'static str, status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Builds the conditions to store: one per desired type, in the given order, keeping
 /// `lastTransitionTime` from `previous` when the status did not change, and stamping `now`
 /// otherwise. Conditions of other types in `previous` (set by someone else) are kept.
-pub fn merge_conditions(previous: &[Condition], desired: &[DesiredCondition], generation: Option<i64>, now: Timestamp) -> Vec<Condition> {
+pub fn merge_conditions(
+    previous: &[Condition],
+    desired: &[DesiredCondition],
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Condition> {
     let mut merged: Vec<Condition> = desired
         .iter()
         .map(|d| {
@@ -50,7 +60,12 @@ pub fn merge_conditions(previous: &[Condition], desired: &[DesiredCondition], ge
             }
         })
         .collect();
-    merged.extend(previous.iter().filter(|p| !desired.iter().any(|d| d.type_ == p.type_)).cloned());
+    merged.extend(
+        previous
+            .iter()
+            .filter(|p| !desired.iter().any(|d| d.type_ == p.type_))
+            .cloned(),
+    );
     merged
 }
 
@@ -69,9 +84,19 @@ mod tests {
 
     #[test]
     fn transition_time_is_kept_while_status_is_unchanged() {
-        let first = merge_conditions(&[], &[DesiredCondition::new(READY, false, "FriendMissing", "no pod")], Some(1), at(100));
+        let first = merge_conditions(
+            &[],
+            &[DesiredCondition::new(READY, false, "FriendMissing", "no pod")],
+            Some(1),
+            at(100),
+        );
         assert_eq!(first[0].last_transition_time, Time(at(100)));
-        let again = merge_conditions(&first, &[DesiredCondition::new(READY, false, "FriendMissing", "still no pod")], Some(2), at(200));
+        let again = merge_conditions(
+            &first,
+            &[DesiredCondition::new(READY, false, "FriendMissing", "still no pod")],
+            Some(2),
+            at(200),
+        );
         assert_eq!(again[0].last_transition_time, Time(at(100)));
         assert_eq!(again[0].message, "still no pod");
         assert_eq!(again[0].observed_generation, Some(2));
@@ -79,8 +104,18 @@ mod tests {
 
     #[test]
     fn transition_time_moves_when_status_flips() {
-        let first = merge_conditions(&[], &[DesiredCondition::new(READY, false, "FriendMissing", "")], None, at(100));
-        let flipped = merge_conditions(&first, &[DesiredCondition::new(READY, true, "FriendFound", "")], None, at(300));
+        let first = merge_conditions(
+            &[],
+            &[DesiredCondition::new(READY, false, "FriendMissing", "")],
+            None,
+            at(100),
+        );
+        let flipped = merge_conditions(
+            &first,
+            &[DesiredCondition::new(READY, true, "FriendFound", "")],
+            None,
+            at(300),
+        );
         assert_eq!(flipped[0].status, TRUE);
         assert_eq!(flipped[0].last_transition_time, Time(at(300)));
         assert!(is_true(&flipped, READY));
@@ -96,7 +131,12 @@ mod tests {
             observed_generation: None,
             last_transition_time: Time(at(1)),
         };
-        let merged = merge_conditions(&[foreign.clone()], &[DesiredCondition::new(READY, true, "Ok", "")], None, at(5));
+        let merged = merge_conditions(
+            std::slice::from_ref(&foreign),
+            &[DesiredCondition::new(READY, true, "Ok", "")],
+            None,
+            at(5),
+        );
         assert_eq!(merged.len(), 2);
         assert_eq!(merged[1], foreign);
     }

@@ -22,14 +22,30 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, controller: &'static str, metrics: Metrics, instance: Option<String>, leader: watch::Receiver<bool>) -> Self {
+    pub fn new(
+        client: Client,
+        controller: &'static str,
+        metrics: Metrics,
+        instance: Option<String>,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
         let events = EventPublisher::new(client.clone(), controller, instance);
-        Self { client, leader, controller, events, metrics }
+        Self {
+            client,
+            leader,
+            controller,
+            events,
+            metrics,
+        }
     }
 
     /// Writes are refused once leadership is lost, even by a reconcile that started as leader.
     fn ensure_leader(&self) -> Result<(), Error> {
-        if *self.leader.borrow() { Ok(()) } else { Err(Error::NotLeader) }
+        if *self.leader.borrow() {
+            Ok(())
+        } else {
+            Err(Error::NotLeader)
+        }
     }
 
     pub fn client(&self) -> &Client {

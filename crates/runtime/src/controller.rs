@@ -41,7 +41,11 @@ pub trait Reconciler: Send + Sync + 'static {
 
     /// Brings the world in line with `obj`. Must be idempotent and must not write when nothing
     /// changed (use [`Context::apply`]).
-    fn reconcile(&self, obj: Arc<Self::Object>, ctx: &Context) -> impl Future<Output = Result<Action, Self::Error>> + Send;
+    fn reconcile(
+        &self,
+        obj: Arc<Self::Object>,
+        ctx: &Context,
+    ) -> impl Future<Output = Result<Action, Self::Error>> + Send;
 }
 
 /// A controller ready to run: kube's `Controller` with its triggers, and the reconciler.
@@ -59,7 +63,10 @@ pub struct ErrorBackoff {
 
 impl Default for ErrorBackoff {
     fn default() -> Self {
-        Self { initial: Duration::from_millis(500), max: Duration::from_secs(300) }
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -96,7 +103,13 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     let metrics = settings.metrics.clone();
     metrics.register_controller(R::NAME);
     let runner = Arc::new(Runner {
-        context: Context::new(settings.client.clone(), R::NAME, metrics.clone(), settings.instance.clone(), settings.leader.clone()),
+        context: Context::new(
+            settings.client.clone(),
+            R::NAME,
+            metrics.clone(),
+            settings.instance.clone(),
+            settings.leader.clone(),
+        ),
         reconciler: def.reconciler,
         metrics,
         leader: settings.leader.clone(),
@@ -156,16 +169,22 @@ impl<R: Reconciler> Runner<R> {
         let span = tracing::info_span!("reconcile", controller = R::NAME, namespace = %key.0, name = %key.1);
         self.metrics.reconcile_started(R::NAME);
         let started = Instant::now();
-        let result = self.reconciler.reconcile(obj.clone(), &self.context).instrument(span.clone()).await;
+        let result = self
+            .reconciler
+            .reconcile(obj.clone(), &self.context)
+            .instrument(span.clone())
+            .await;
         let elapsed = started.elapsed();
         match &result {
             Ok(action) => {
-                self.metrics.reconcile_finished(R::NAME, elapsed, Ok(*action != Action::await_change()));
+                self.metrics
+                    .reconcile_finished(R::NAME, elapsed, Ok(*action != Action::await_change()));
                 lock(&self.failures).remove(&key);
                 span.in_scope(|| tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "reconciled"));
             }
             Err(error) => {
-                self.metrics.reconcile_finished(R::NAME, elapsed, Err(error.metric_label()));
+                self.metrics
+                    .reconcile_finished(R::NAME, elapsed, Err(error.metric_label()));
                 span.in_scope(|| tracing::warn!(%error, "reconcile failed"));
                 if let Some(reason) = error.event_reason() {
                     self.context
@@ -201,7 +220,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_per_failure_up_to_the_cap() {
-        let backoff = ErrorBackoff { initial: Duration::from_millis(500), max: Duration::from_secs(300) };
+        let backoff = ErrorBackoff {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(300),
+        };
         assert_eq!(backoff.delay(1), Duration::from_millis(500));
         assert_eq!(backoff.delay(2), Duration::from_secs(1));
         assert_eq!(backoff.delay(5), Duration::from_secs(8));
@@ -215,11 +237,15 @@ mod tests {
         let stream = became_leader(rx);
         let mut stream = std::pin::pin!(stream);
         tx.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(1), stream.next()).await.expect("fires when leadership is gained");
+        tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .expect("fires when leadership is gained");
         tx.send_replace(false);
         let nothing = tokio::time::timeout(Duration::from_millis(50), stream.next()).await;
         assert!(nothing.is_err(), "losing leadership must not trigger reconciles");
         tx.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(1), stream.next()).await.expect("fires again after regaining");
+        tokio::time::timeout(Duration::from_secs(1), stream.next())
+            .await
+            .expect("fires again after regaining");
     }
 }

@@ -11,8 +11,13 @@ pub struct EventPublisher {
 
 impl EventPublisher {
     pub fn new(client: kube::Client, controller: &str, instance: Option<String>) -> Self {
-        let reporter = Reporter { controller: format!("capstan-{controller}"), instance };
-        Self { recorder: Recorder::new(client, reporter) }
+        let reporter = Reporter {
+            controller: format!("capstan-{controller}"),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client, reporter),
+        }
     }
 
     pub async fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
@@ -24,7 +29,13 @@ impl EventPublisher {
     }
 
     async fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event { type_, reason: reason.to_owned(), note: Some(note), action: action.to_owned(), secondary: None };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
         if let Err(error) = self.recorder.publish(&event, regarding).await {
             tracing::warn!(%error, reason, "could not publish event");
         }

@@ -10,7 +10,10 @@ pub const MANAGER: &str = "capstan";
 /// Labels that select the objects of one instance of an application: stable for the object's
 /// lifetime, so they are safe in a Deployment's or StatefulSet's immutable selector.
 pub fn selector_labels(app: &str, instance: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([(NAME.to_owned(), app.to_owned()), (INSTANCE.to_owned(), instance.to_owned())])
+    BTreeMap::from([
+        (NAME.to_owned(), app.to_owned()),
+        (INSTANCE.to_owned(), instance.to_owned()),
+    ])
 }
 
 /// Selector labels plus `managed-by`, for the objects' own metadata.
@@ -35,7 +38,14 @@ mod tests {
         assert_eq!(labels.get(NAME).map(String::as_str), Some("memcached"));
         assert_eq!(labels.get(INSTANCE).map(String::as_str), Some("cache-1"));
         assert_eq!(labels.get(MANAGED_BY).map(String::as_str), Some("capstan"));
-        assert!(selector_labels("memcached", "cache-1").iter().all(|(k, v)| labels.get(k) == Some(v)));
-        assert_eq!(managed_selector("memcached"), "app.kubernetes.io/name=memcached,app.kubernetes.io/managed-by=capstan");
+        assert!(
+            selector_labels("memcached", "cache-1")
+                .iter()
+                .all(|(k, v)| labels.get(k) == Some(v))
+        );
+        assert_eq!(
+            managed_selector("memcached"),
+            "app.kubernetes.io/name=memcached,app.kubernetes.io/managed-by=capstan"
+        );
     }
 }

@@ -33,10 +33,14 @@ impl LeaseConfig {
     /// controller-runtime refuses timings that cannot keep one leader; so do we.
     pub fn validate(&self) -> Result<(), Error> {
         if self.lease_duration <= self.renew_deadline {
-            return Err(Error::LeaderElection("lease duration must be greater than the renew deadline".into()));
+            return Err(Error::LeaderElection(
+                "lease duration must be greater than the renew deadline".into(),
+            ));
         }
         if self.renew_deadline <= self.retry_period.mul_f64(1.2) {
-            return Err(Error::LeaderElection("renew deadline must be greater than 1.2 × the retry period".into()));
+            return Err(Error::LeaderElection(
+                "renew deadline must be greater than 1.2 × the retry period".into(),
+            ));
         }
         if self.retry_period.is_zero() {
             return Err(Error::LeaderElection("retry period must be positive".into()));
@@ -71,13 +75,22 @@ pub struct LeaderElector {
 impl LeaderElector {
     pub fn new(client: Client, config: LeaseConfig) -> Result<Self, Error> {
         config.validate()?;
-        Ok(Self { api: Api::namespaced(client, &config.namespace), config, observed: None })
+        Ok(Self {
+            api: Api::namespaced(client, &config.namespace),
+            config,
+            observed: None,
+        })
     }
 
     /// Campaigns and renews until `stop` resolves, publishing leadership on `leader`. The leader
     /// keeps renewing while its controllers drain; the caller stops it once they have, then
     /// [`release`](Self::release)s the lease.
-    pub async fn run(mut self, leader: watch::Sender<bool>, metrics: Metrics, stop: impl std::future::Future<Output = ()>) -> Self {
+    pub async fn run(
+        mut self,
+        leader: watch::Sender<bool>,
+        metrics: Metrics,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Self {
         let mut stop = std::pin::pin!(stop);
         let name = self.config.name.clone();
         let mut last_renewed: Option<Instant> = None;
@@ -122,7 +135,9 @@ impl LeaderElector {
 
     /// Gives the lease up if this process holds it, so a follower takes over at its next retry.
     pub async fn release(&mut self) -> Result<(), Error> {
-        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else { return Ok(()) };
+        let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
+            return Ok(());
+        };
         let spec = lease.spec.get_or_insert_with(Default::default);
         if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
             return Ok(());
@@ -130,7 +145,9 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        self.api.replace(&self.config.name, &PostParams::default(), &lease).await?;
+        self.api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await?;
         tracing::info!(lease = %self.config.name, "released the lease");
         Ok(())
     }
@@ -142,7 +159,10 @@ impl LeaderElector {
         let identity = self.config.identity.clone();
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
-                metadata: ObjectMeta { name: Some(self.config.name.clone()), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some(self.config.name.clone()),
+                    ..Default::default()
+                },
                 spec: Some(self.spec_for_us(None)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
@@ -152,22 +172,40 @@ impl LeaderElector {
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let seen = Observed { holder: spec.holder_identity.clone(), renew_time: spec.renew_time.clone(), at: now };
-        let changed = self.observed.as_ref().is_none_or(|o| o.holder != seen.holder || o.renew_time != seen.renew_time);
+        let seen = Observed {
+            holder: spec.holder_identity.clone(),
+            renew_time: spec.renew_time.clone(),
+            at: now,
+        };
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|o| o.holder != seen.holder || o.renew_time != seen.renew_time);
         if changed {
             self.observed = Some(seen);
         }
-        let observed = self.observed.as_ref().ok_or(Error::LeaderElection("no observation".into()))?;
+        let observed = self
+            .observed
+            .as_ref()
+            .ok_or(Error::LeaderElection("no observation".into()))?;
         if !may_acquire(observed, &identity, self.config.lease_duration, now) {
             return Ok(false);
         }
         lease.spec = Some(self.spec_for_us(Some(&spec)));
         // `replace` carries the resourceVersion we read: if another replica wrote in between,
         // the apiserver answers 409 and this round is lost, never shared.
-        match self.api.replace(&self.config.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(updated) => {
                 let spec = updated.spec.unwrap_or_default();
-                self.observed = Some(Observed { holder: spec.holder_identity, renew_time: spec.renew_time, at: Instant::now() });
+                self.observed = Some(Observed {
+                    holder: spec.holder_identity,
+                    renew_time: spec.renew_time,
+                    at: Instant::now(),
+                });
                 Ok(true)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
@@ -181,10 +219,22 @@ impl LeaderElector {
         let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
         LeaseSpec {
             holder_identity: Some(self.config.identity.clone()),
-            lease_duration_seconds: Some(i32::try_from(self.config.lease_duration.as_secs()).unwrap_or(i32::MAX).max(1)),
-            acquire_time: if ours { previous.and_then(|p| p.acquire_time.clone()) } else { Some(now.clone()) },
+            lease_duration_seconds: Some(
+                i32::try_from(self.config.lease_duration.as_secs())
+                    .unwrap_or(i32::MAX)
+                    .max(1),
+            ),
+            acquire_time: if ours {
+                previous.and_then(|p| p.acquire_time.clone())
+            } else {
+                Some(now.clone())
+            },
             renew_time: Some(now),
-            lease_transitions: Some(if ours || previous.is_none() { transitions } else { transitions + 1 }),
+            lease_transitions: Some(if ours || previous.is_none() {
+                transitions
+            } else {
+                transitions + 1
+            }),
             ..Default::default()
         }
     }
@@ -196,7 +246,10 @@ pub fn default_identity() -> String {
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "capstan-manager".to_owned());
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
     format!("{host}_{:08x}{:04x}", nanos, std::process::id() & 0xffff)
 }
 
@@ -205,7 +258,11 @@ mod tests {
     use super::*;
 
     fn observed(holder: Option<&str>, at: Instant) -> Observed {
-        Observed { holder: holder.map(str::to_owned), renew_time: None, at }
+        Observed {
+            holder: holder.map(str::to_owned),
+            renew_time: None,
+            at,
+        }
     }
 
     #[test]
@@ -221,8 +278,18 @@ mod tests {
     fn another_holder_is_respected_until_its_record_stood_still_for_a_lease_duration() {
         let seen_at = Instant::now();
         let fifteen = Duration::from_secs(15);
-        assert!(!may_acquire(&observed(Some("other"), seen_at), "me", fifteen, seen_at + Duration::from_secs(14)));
-        assert!(may_acquire(&observed(Some("other"), seen_at), "me", fifteen, seen_at + fifteen));
+        assert!(!may_acquire(
+            &observed(Some("other"), seen_at),
+            "me",
+            fifteen,
+            seen_at + Duration::from_secs(14)
+        ));
+        assert!(may_acquire(
+            &observed(Some("other"), seen_at),
+            "me",
+            fifteen,
+            seen_at + fifteen
+        ));
     }
 
     #[test]

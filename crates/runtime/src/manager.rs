@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use tokio::sync::watch;
 
 use crate::{
-    Error, RuntimeArgs,
-    admin, client,
+    Error, RuntimeArgs, admin, client,
     controller::{self, ControllerDef, ErrorBackoff, Reconciler, RunSettings},
     informer::Informers,
     lease::LeaderElector,
@@ -74,16 +73,37 @@ impl Manager {
             self.client.clone(),
             self.args.namespace.clone(),
         )));
-        self.controllers.push(Box::new(move |settings| controller::run(def, settings)));
+        self.controllers
+            .push(Box::new(move |settings| controller::run(def, settings)));
     }
 
     /// Runs until shutdown: admin server, informers and controllers. The returned future
     /// resolves after every controller has drained, or at once on a second signal.
     pub async fn run(self, on_bound: impl FnOnce(BoundAddrs)) -> Result<(), Error> {
-        let Manager { client, args, informers, readiness, metrics, shutdown, leader, controllers, served_checks, names } = self;
-        let (metrics_addr, health_addr) =
-            admin::serve(args.metrics_addr, args.health_addr, metrics.clone(), readiness.clone(), shutdown.clone()).await?;
-        on_bound(BoundAddrs { metrics: metrics_addr, health: health_addr });
+        let Manager {
+            client,
+            args,
+            informers,
+            readiness,
+            metrics,
+            shutdown,
+            leader,
+            controllers,
+            served_checks,
+            names,
+        } = self;
+        let (metrics_addr, health_addr) = admin::serve(
+            args.metrics_addr,
+            args.health_addr,
+            metrics.clone(),
+            readiness.clone(),
+            shutdown.clone(),
+        )
+        .await?;
+        on_bound(BoundAddrs {
+            metrics: metrics_addr,
+            health: health_addr,
+        });
         tracing::info!(controllers = ?names, namespace = ?args.namespace, "starting manager");
         let crds_gate = readiness.gate("custom resource definitions");
         tokio::select! {
@@ -98,7 +118,9 @@ impl Manager {
             leader: leader.subscribe(),
             concurrency: args.concurrency.max(1),
             backoff: ErrorBackoff::default(),
-            instance: std::env::var("POD_NAME").ok().or_else(|| std::env::var("HOSTNAME").ok()),
+            instance: std::env::var("POD_NAME")
+                .ok()
+                .or_else(|| std::env::var("HOSTNAME").ok()),
         };
         let started = informers.start();
         let informer_tasks: Vec<_> = started.drivers.into_iter().map(tokio::spawn).collect();

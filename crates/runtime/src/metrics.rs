@@ -22,36 +22,62 @@ impl Metrics {
     pub fn new() -> Result<Self, Error> {
         let registry = Registry::new();
         let reconcile_total = IntCounterVec::new(
-            Opts::new("controller_runtime_reconcile_total", "Total number of reconciliations per controller"),
+            Opts::new(
+                "controller_runtime_reconcile_total",
+                "Total number of reconciliations per controller",
+            ),
             &["controller", "result"],
         )?;
         let reconcile_errors_total = IntCounterVec::new(
-            Opts::new("controller_runtime_reconcile_errors_total", "Total number of reconciliation errors per controller"),
+            Opts::new(
+                "controller_runtime_reconcile_errors_total",
+                "Total number of reconciliation errors per controller",
+            ),
             &["controller"],
         )?;
         let reconcile_time_seconds = HistogramVec::new(
-            HistogramOpts::new("controller_runtime_reconcile_time_seconds", "Length of time per reconciliation per controller")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new(
+                "controller_runtime_reconcile_time_seconds",
+                "Length of time per reconciliation per controller",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["controller"],
         )?;
         let reconcile_errors_by_reason = IntCounterVec::new(
-            Opts::new("capstan_reconcile_errors_by_reason_total", "Reconciliation errors per controller and error kind"),
+            Opts::new(
+                "capstan_reconcile_errors_by_reason_total",
+                "Reconciliation errors per controller and error kind",
+            ),
             &["controller", "reason"],
         )?;
         let active_workers = IntGaugeVec::new(
-            Opts::new("controller_runtime_active_workers", "Number of currently running reconciles per controller"),
+            Opts::new(
+                "controller_runtime_active_workers",
+                "Number of currently running reconciles per controller",
+            ),
             &["controller"],
         )?;
         let writes_total = IntCounterVec::new(
-            Opts::new("capstan_apply_total", "Server-side applies sent per controller and target"),
+            Opts::new(
+                "capstan_apply_total",
+                "Server-side applies sent per controller and target",
+            ),
             &["controller", "target"],
         )?;
         let writes_skipped_total = IntCounterVec::new(
-            Opts::new("capstan_apply_skipped_total", "Server-side applies not sent because the stored object already matched"),
+            Opts::new(
+                "capstan_apply_skipped_total",
+                "Server-side applies not sent because the stored object already matched",
+            ),
             &["controller", "target"],
         )?;
         let leader_status = IntGaugeVec::new(
-            Opts::new("leader_election_master_status", "1 while this manager holds the named lease, else 0"),
+            Opts::new(
+                "leader_election_master_status",
+                "1 while this manager holds the named lease, else 0",
+            ),
             &["name"],
         )?;
         for collector in [
@@ -96,7 +122,9 @@ impl Metrics {
 
     pub fn reconcile_finished(&self, controller: &str, elapsed: Duration, outcome: Result<bool, &'static str>) {
         self.active_workers.with_label_values(&[controller]).dec();
-        self.reconcile_time_seconds.with_label_values(&[controller]).observe(elapsed.as_secs_f64());
+        self.reconcile_time_seconds
+            .with_label_values(&[controller])
+            .observe(elapsed.as_secs_f64());
         match outcome {
             Ok(requeue_after) => {
                 let result = if requeue_after { "requeue_after" } else { "success" };
@@ -105,7 +133,9 @@ impl Metrics {
             Err(reason) => {
                 self.reconcile_total.with_label_values(&[controller, "error"]).inc();
                 self.reconcile_errors_total.with_label_values(&[controller]).inc();
-                self.reconcile_errors_by_reason.with_label_values(&[controller, reason]).inc();
+                self.reconcile_errors_by_reason
+                    .with_label_values(&[controller, reason])
+                    .inc();
             }
         }
     }
@@ -143,10 +173,25 @@ mod tests {
         metrics.reconcile_started("foo");
         metrics.reconcile_finished("foo", Duration::from_millis(3), Err("api"));
         let text = metrics.render().expect("render");
-        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="foo",result="success"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_reconcile_total{controller="foo",result="error"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_reconcile_errors_total{controller="foo"} 1"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_reconcile_time_seconds_count{controller="foo"} 2"#), "{text}");
-        assert!(text.contains(r#"controller_runtime_active_workers{controller="foo"} 0"#), "{text}");
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_total{controller="foo",result="success"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_total{controller="foo",result="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_errors_total{controller="foo"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_reconcile_time_seconds_count{controller="foo"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"controller_runtime_active_workers{controller="foo"} 0"#),
+            "{text}"
+        );
     }
 }

@@ -31,7 +31,10 @@ impl Readiness {
     pub fn gate(&self, what: impl Into<String>) -> Gate {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.inner.pending).push((id, what.into()));
-        Gate { id, inner: self.inner.clone() }
+        Gate {
+            id,
+            inner: self.inner.clone(),
+        }
     }
 
     pub fn begin_shutdown(&self) {
@@ -49,7 +52,11 @@ impl Readiness {
         } else {
             Err(format!(
                 "waiting for: {}",
-                pending.iter().map(|(_, what)| what.as_str()).collect::<Vec<_>>().join(", ")
+                pending
+                    .iter()
+                    .map(|(_, what)| what.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         }
     }

@@ -22,7 +22,9 @@ impl Default for Shutdown {
 
 impl Shutdown {
     pub fn new() -> Self {
-        Self { state: watch::channel(Phase::Running).0 }
+        Self {
+            state: watch::channel(Phase::Running).0,
+        }
     }
 
     /// Starts listening for SIGTERM/SIGINT.

@@ -14,7 +14,11 @@ pub struct RunningManager {
 
 /// Starts a manager watching only `namespace`, with the controllers `add` registers, and admin
 /// endpoints on free loopback ports.
-pub async fn spawn_manager(client: Client, namespace: &str, add: impl FnOnce(&mut Manager)) -> Result<RunningManager, crate::Error> {
+pub async fn spawn_manager(
+    client: Client,
+    namespace: &str,
+    add: impl FnOnce(&mut Manager),
+) -> Result<RunningManager, crate::Error> {
     let args = RuntimeArgs {
         namespace: Some(namespace.to_owned()),
         metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -31,7 +35,13 @@ pub async fn spawn_manager(client: Client, namespace: &str, add: impl FnOnce(&mu
     let addrs = match bound_rx.await {
         Ok(addrs) => addrs,
         // The manager ended before binding: its own error says why.
-        Err(_) => return Err(task.await.map_err(|e| crate::Error::Config(e.to_string()))?.err().unwrap_or(crate::Error::Config("manager stopped before binding".into()))),
+        Err(_) => {
+            return Err(task
+                .await
+                .map_err(|e| crate::Error::Config(e.to_string()))?
+                .err()
+                .unwrap_or(crate::Error::Config("manager stopped before binding".into())));
+        }
     };
     Ok(RunningManager { addrs, shutdown, task })
 }
@@ -42,7 +52,9 @@ impl RunningManager {
         self.shutdown.trigger();
         match tokio::time::timeout(Duration::from_secs(30), self.task).await {
             Ok(joined) => joined.map_err(|e| crate::Error::Config(e.to_string()))?,
-            Err(_) => Err(crate::Error::Config("manager did not stop within 30 s of shutdown".into())),
+            Err(_) => Err(crate::Error::Config(
+                "manager did not stop within 30 s of shutdown".into(),
+            )),
         }
     }
 }
@@ -60,7 +72,10 @@ where
             eprintln!("[{:>6} ms] {what}", started.elapsed().as_millis());
             return value;
         }
-        assert!(started.elapsed() < timeout, "timed out after {timeout:?} waiting until {what}");
+        assert!(
+            started.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -68,16 +83,30 @@ where
 /// A plain HTTP/1.0 GET against a loopback admin endpoint: (status code, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let target = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
+    let target = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
     let mut stream = tokio::net::TcpStream::connect(target).await?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP response: {response:.80}")))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP response: {response:.80}"),
+            )
+        })?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

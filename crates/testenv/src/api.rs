@@ -116,9 +116,7 @@ pub(crate) async fn wait_pods_admitted(
         };
         if started.elapsed() > timeout {
             return Err(Error::Timeout {
-                what: format!(
-                    "namespace {namespace} to accept Pods (ServiceAccount default and its token Secret)"
-                ),
+                what: format!("namespace {namespace} to accept Pods (ServiceAccount default and its token Secret)"),
                 waited: started.elapsed(),
                 last,
             });

@@ -30,13 +30,8 @@ pub fn cache_dir() -> PathBuf {
     let cache_home = non_empty_var("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
-        .unwrap_or_else(|| {
-            PathBuf::from(non_empty_var("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache")
-        });
-    cache_home
-        .join("capstan")
-        .join("envtest")
-        .join(KUBERNETES_VERSION)
+        .unwrap_or_else(|| PathBuf::from(non_empty_var("HOME").unwrap_or_else(|| "/tmp".into())).join(".cache"));
+    cache_home.join("capstan").join("envtest").join(KUBERNETES_VERSION)
 }
 
 /// Finds the binaries, or explains which are missing, where they were looked for, and how to

@@ -2,8 +2,8 @@
 //! cost seconds of startup on these machines).
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P256_SHA256,
 };
 
 /// Names the serving certificate must cover: the loopback address clients dial, and the in-cluster
@@ -49,19 +49,11 @@ pub(crate) fn generate() -> Result<Pki, rcgen::Error> {
     let ca = Issuer::new(ca_params, ca_key);
 
     let serving_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-    let mut serving_params = CertificateParams::new(
-        SERVING_NAMES
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>(),
-    )?;
+    let mut serving_params = CertificateParams::new(SERVING_NAMES.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
     serving_params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
-    serving_params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
+    serving_params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
     serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let serving_cert = serving_params.signed_by(&serving_key, &ca)?;
 
@@ -85,17 +77,8 @@ mod tests {
     fn key_material_has_the_pem_block_types_kubernetes_parses() {
         let pki = generate().expect("generating the PKI");
         assert!(pki.ca_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        assert!(
-            pki.serving_cert_pem
-                .starts_with("-----BEGIN CERTIFICATE-----")
-        );
-        assert!(
-            pki.service_account_key_pem
-                .starts_with("-----BEGIN PRIVATE KEY-----")
-        );
-        assert!(
-            pki.service_account_public_pem
-                .starts_with("-----BEGIN PUBLIC KEY-----")
-        );
+        assert!(pki.serving_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(pki.service_account_key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        assert!(pki.service_account_public_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     }
 }

@@ -131,8 +131,7 @@ impl ControlPlane {
     /// start.
     pub fn shared() -> &'static ControlPlane {
         let shared = SHARED.get_or_init(|| {
-            let started =
-                ControlPlane::start(Options { audit_log: true }).map_err(|e| e.to_string());
+            let started = ControlPlane::start(Options { audit_log: true }).map_err(|e| e.to_string());
             if started.is_ok() {
                 process::at_exit(stop_shared);
             }
@@ -153,10 +152,7 @@ impl ControlPlane {
             .tempdir()
             .map_err(io_error("the temp dir", env::temp_dir()))?;
         // etcd fsyncs on every write; on tmpfs that costs nothing.
-        let etcd_dir = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempdir_in("/dev/shm")
-            .ok();
+        let etcd_dir = tempfile::Builder::new().prefix(&prefix).tempdir_in("/dev/shm").ok();
         let etcd_data = match &etcd_dir {
             Some(d) => d.path().join("data"),
             None => dir.path().join("etcd-data"),
@@ -173,21 +169,9 @@ impl ControlPlane {
 
         let pki = certs::generate()?;
         write(&file("ca.crt"), &pki.ca_cert_pem, "the CA certificate")?;
-        write(
-            &file("apiserver.crt"),
-            &pki.serving_cert_pem,
-            "the serving certificate",
-        )?;
-        write(
-            &file("apiserver.key"),
-            &pki.serving_key_pem,
-            "the serving key",
-        )?;
-        write(
-            &file("sa.key"),
-            &pki.service_account_key_pem,
-            "the service-account key",
-        )?;
+        write(&file("apiserver.crt"), &pki.serving_cert_pem, "the serving certificate")?;
+        write(&file("apiserver.key"), &pki.serving_key_pem, "the serving key")?;
+        write(&file("sa.key"), &pki.service_account_key_pem, "the service-account key")?;
         write(
             &file("sa.pub"),
             &pki.service_account_public_pem,
@@ -231,16 +215,10 @@ impl ControlPlane {
             format!("--token-auth-file={}", file("tokens.csv").display()),
             "--authorization-mode=RBAC".to_owned(),
             "--allow-privileged=true".to_owned(),
-            format!(
-                "--service-cluster-ip-range={}",
-                certs::SERVICE_CLUSTER_IP_RANGE
-            ),
+            format!("--service-cluster-ip-range={}", certs::SERVICE_CLUSTER_IP_RANGE),
             format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
             format!("--service-account-key-file={}", file("sa.pub").display()),
-            format!(
-                "--service-account-signing-key-file={}",
-                file("sa.key").display()
-            ),
+            format!("--service-account-signing-key-file={}", file("sa.key").display()),
         ];
         let audit_log = if opts.audit_log {
             let policy = file("audit-policy.yaml");
@@ -260,10 +238,7 @@ impl ControlPlane {
             format!("--kubeconfig={}", kubeconfig.display()),
             // Without these two the token controller makes no token Secrets, and the
             // ServiceAccount admission then refuses every Pod.
-            format!(
-                "--service-account-private-key-file={}",
-                file("sa.key").display()
-            ),
+            format!("--service-account-private-key-file={}", file("sa.key").display()),
             format!("--root-ca-file={}", file("ca.crt").display()),
             "--leader-elect=false".to_owned(),
             "--use-service-account-credentials=false".to_owned(),
@@ -290,11 +265,7 @@ impl ControlPlane {
             audit_log,
             launches: [
                 launch(Component::Etcd, &assets.etcd, etcd_args),
-                launch(
-                    Component::KubeApiserver,
-                    &assets.kube_apiserver,
-                    apiserver_args,
-                ),
+                launch(Component::KubeApiserver, &assets.kube_apiserver, apiserver_args),
                 launch(
                     Component::KubeControllerManager,
                     &assets.kube_controller_manager,
@@ -389,11 +360,7 @@ impl ControlPlane {
 
     /// Server-side applies the CRDs (field manager `capstan-testenv`) and waits until each one is
     /// Established.
-    pub async fn apply_crds(
-        &self,
-        client: &kube::Client,
-        crds: &[CustomResourceDefinition],
-    ) -> Result<(), Error> {
+    pub async fn apply_crds(&self, client: &kube::Client, crds: &[CustomResourceDefinition]) -> Result<(), Error> {
         api::apply_crds(client, crds, CRD_TIMEOUT).await
     }
 
@@ -432,9 +399,9 @@ impl ControlPlane {
     pub fn log_tail(&self, component: &str, lines: usize) -> String {
         match Component::from_name(component) {
             Some(c) => tail(&self.launches[c as usize].log, lines),
-            None => format!(
-                "no component {component:?}; expected one of etcd, kube-apiserver, kube-controller-manager"
-            ),
+            None => {
+                format!("no component {component:?}; expected one of etcd, kube-apiserver, kube-controller-manager")
+            }
         }
     }
 
@@ -451,9 +418,7 @@ impl ControlPlane {
             .append(true)
             .open(&launch.log)
             .map_err(io_error("a log file", launch.log.clone()))?;
-        let stderr = log
-            .try_clone()
-            .map_err(io_error("a log file", launch.log.clone()))?;
+        let stderr = log.try_clone().map_err(io_error("a log file", launch.log.clone()))?;
         let mut command = Command::new(&launch.binary);
         command
             .args(&launch.args)
@@ -524,11 +489,7 @@ impl ControlPlane {
                     } else {
                         Component::KubeApiserver
                     };
-                    return Err(self.not_ready(
-                        culprit,
-                        started.elapsed(),
-                        format!("last /readyz answer: {last}"),
-                    ));
+                    return Err(self.not_ready(culprit, started.elapsed(), format!("last /readyz answer: {last}")));
                 }
                 tokio::time::sleep(POLL).await;
             }
@@ -545,11 +506,9 @@ impl ControlPlane {
             })
             .await
             .map_err(|e| match e {
-                Error::Timeout { .. } => self.not_ready(
-                    Component::KubeControllerManager,
-                    started.elapsed(),
-                    e.to_string(),
-                ),
+                Error::Timeout { .. } => {
+                    self.not_ready(Component::KubeControllerManager, started.elapsed(), e.to_string())
+                }
                 other => other,
             })
         })?
@@ -587,8 +546,8 @@ impl ControlPlane {
             Err(TryLockError::Poisoned(e)) => std::mem::take(&mut *e.into_inner()),
             Err(TryLockError::WouldBlock) => Vec::new(),
         };
-        let keep = self.keep_files.load(Ordering::Relaxed)
-            || env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+        let keep =
+            self.keep_files.load(Ordering::Relaxed) || env::var_os(KEEP_ENV).is_some_and(|v| !v.is_empty() && v != "0");
         for dir in temp_dirs {
             // etcd's data is of no use afterwards and lives in memory: it always goes.
             if keep && dir.path() == self.dir {
@@ -776,10 +735,7 @@ mod tests {
         let parsed = kube::config::Kubeconfig::from_yaml(&yaml).expect("kubeconfig parses");
         assert_eq!(parsed.current_context.as_deref(), Some("capstan-testenv"));
         assert_eq!(
-            parsed.clusters[0]
-                .cluster
-                .as_ref()
-                .and_then(|c| c.server.as_deref()),
+            parsed.clusters[0].cluster.as_ref().and_then(|c| c.server.as_deref()),
             Some("https://127.0.0.1:1234")
         );
     }

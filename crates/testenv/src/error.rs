@@ -65,9 +65,7 @@ impl Error {
     /// between; such a failure is worth one retry with fresh ports.
     pub(crate) fn is_port_clash(&self) -> bool {
         match self {
-            Error::Exited { tail, .. } | Error::NotReady { tail, .. } => {
-                tail.contains("address already in use")
-            }
+            Error::Exited { tail, .. } | Error::NotReady { tail, .. } => tail.contains("address already in use"),
             _ => false,
         }
     }

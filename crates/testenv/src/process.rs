@@ -66,14 +66,7 @@ fn spawn_here(mut command: Command) -> io::Result<Child> {
     // SAFETY: see the module comment; the closure only makes async-signal-safe system calls.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl; then no signal would ever come.

@@ -46,9 +46,6 @@ mod tests {
         let b = suffix(8);
         assert_ne!(a, b);
         assert_eq!(a.len(), 8);
-        assert!(
-            a.bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        );
+        assert!(a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()));
     }
 }

@@ -117,11 +117,8 @@ async fn a_deployment_gets_its_pods_from_the_controller_manager() {
         .into_iter()
         .next()
         .expect("the Deployment's ReplicaSet");
-    let controller_of = |refs: &[OwnerReference]| {
-        refs.iter()
-            .find(|r| r.controller == Some(true))
-            .map(|r| r.uid.clone())
-    };
+    let controller_of =
+        |refs: &[OwnerReference]| refs.iter().find(|r| r.controller == Some(true)).map(|r| r.uid.clone());
     assert_eq!(
         controller_of(replica_set.owner_references()),
         deployment.metadata.uid,
@@ -236,10 +233,7 @@ async fn deleting_a_deployment_collects_its_replica_set_and_pods() {
 async fn a_service_account_token_gets_exactly_what_rbac_grants() {
     let control_plane = ControlPlane::shared();
     let admin = control_plane.client().await;
-    let namespace = control_plane
-        .namespace(&admin, "rbac")
-        .await
-        .expect("test namespace");
+    let namespace = control_plane.namespace(&admin, "rbac").await.expect("test namespace");
 
     let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), &namespace);
     accounts
@@ -311,10 +305,7 @@ async fn a_service_account_token_gets_exactly_what_rbac_grants() {
 async fn the_audit_log_records_each_write_with_its_user_agent() {
     let control_plane = ControlPlane::shared();
     let admin = control_plane.client().await;
-    let namespace = control_plane
-        .namespace(&admin, "audit")
-        .await
-        .expect("test namespace");
+    let namespace = control_plane.namespace(&admin, "audit").await.expect("test namespace");
     // kube-rs sends no User-Agent of its own: a client that wants its requests told apart in the
     // audit log has to set one.
     let mut config = control_plane.kube_config();
@@ -386,17 +377,12 @@ async fn the_apiserver_restarts_on_the_same_address_with_its_data() {
 
     let started = Instant::now();
     let control_plane = tokio::task::spawn_blocking(move || {
-        control_plane
-            .start_apiserver()
-            .unwrap_or_else(|e| panic!("{e}"));
+        control_plane.start_apiserver().unwrap_or_else(|e| panic!("{e}"));
         control_plane
     })
     .await
     .expect("start thread");
-    eprintln!(
-        "apiserver restart: took {:.2}s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("apiserver restart: took {:.2}s", started.elapsed().as_secs_f64());
     let fresh: Api<ConfigMap> = Api::namespaced(control_plane.client().await, "default");
     let survivor = fresh.get("survivor").await.expect("the ConfigMap survives");
     assert_eq!(survivor.data, config_map("survivor").data);

@@ -39,8 +39,14 @@ impl ManagerProcess {
                 }
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the manager logs its admin addresses");
-        ManagerProcess { child, metrics: logged_addr(&line, "metrics_addr="), health: logged_addr(&line, "health_addr=") }
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the manager logs its admin addresses");
+        ManagerProcess {
+            child,
+            metrics: logged_addr(&line, "metrics_addr="),
+            health: logged_addr(&line, "health_addr="),
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -55,7 +61,10 @@ impl ManagerProcess {
                 eprintln!("manager stopped {:?} after SIGTERM", started.elapsed());
                 return;
             }
-            assert!(started.elapsed() < Duration::from_secs(20), "the manager did not stop within 20 s of SIGTERM");
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the manager did not stop within 20 s of SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -71,7 +80,10 @@ impl Drop for ManagerProcess {
 fn logged_addr(line: &str, key: &str) -> SocketAddr {
     let start = line.find(key).map(|i| i + key.len()).expect(key);
     let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    value.trim_matches('"').parse().unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
+    value
+        .trim_matches('"')
+        .parse()
+        .unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
 }
 
 /// Writes (POST, PUT, PATCH, DELETE) by the manager's user agent in the audit log after `offset`.
@@ -81,16 +93,39 @@ pub fn manager_writes(audit_log: &Path, offset: usize) -> Vec<String> {
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
         .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| e["userAgent"].as_str().is_some_and(|ua| ua.starts_with("capstan-manager/")))
-        .filter(|e| matches!(e["verb"].as_str(), Some("create" | "update" | "patch" | "delete" | "deletecollection")))
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("capstan-manager/"))
+        })
+        .filter(|e| {
+            matches!(
+                e["verb"].as_str(),
+                Some("create" | "update" | "patch" | "delete" | "deletecollection")
+            )
+        })
         .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
         .collect()
+}
+
+/// Every request (reads included) by the manager's user agent in the audit log after `offset`.
+pub fn manager_requests(audit_log: &Path, offset: usize) -> usize {
+    let text = std::fs::read_to_string(audit_log).expect("read audit log");
+    text[offset.min(text.len())..]
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|e| e["stage"] == "ResponseComplete")
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|ua| ua.starts_with("capstan-manager/"))
+        })
+        .count()
 }
 
 pub fn audit_len(path: &Path) -> usize {
     std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
 }
-
 
 impl ManagerProcess {
     /// SIGKILL: no chance to release anything.
@@ -102,7 +137,9 @@ impl ManagerProcess {
     /// The value of a metric line starting with `series` (e.g. `name{labels}`), summed over
     /// every line that matches the prefix.
     pub async fn metric(&self, series: &str) -> f64 {
-        let Ok((_, body)) = capstan_runtime::testing::http_get(self.metrics, "/metrics").await else { return f64::NAN };
+        let Ok((_, body)) = capstan_runtime::testing::http_get(self.metrics, "/metrics").await else {
+            return f64::NAN;
+        };
         body.lines()
             .filter(|l| l.starts_with(series))
             .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
@@ -110,6 +147,8 @@ impl ManagerProcess {
     }
 
     pub async fn is_leader(&self) -> bool {
-        self.metric(r#"leader_election_master_status{name="capstan-manager"}"#).await == 1.0
+        self.metric(r#"leader_election_master_status{name="capstan-manager"}"#)
+            .await
+            == 1.0
     }
 }
