@@ -43,6 +43,14 @@ fn pod(name: &str) -> Pod {
     }
 }
 
+async fn delete_now(pods: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
+    let now = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..Default::default()
+    };
+    pods.delete(name, &now).await.map(|_| ())
+}
+
 async fn happy(foos: &Api<Foo>, name: &str) -> Option<bool> {
     foos.get(name).await.ok()?.status.map(|s| s.happy)
 }
@@ -91,15 +99,7 @@ async fn happiness_follows_the_friend_pod_being_created_and_deleted() {
             .any(|c| c.type_ == "Ready" && c.status == "True" && c.reason == "FriendFound")
     );
 
-    pods.delete(
-        "jack",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("delete Pod");
+    delete_now(&pods, "jack").await.expect("delete Pod");
     wait_happy(&foos, "foo-01", false).await;
 
     manager.stop().await.expect("manager stops");
@@ -125,15 +125,7 @@ async fn two_foos_naming_the_same_pod_both_follow_it_and_others_do_not() {
     wait_happy(&foos, "foo-b", true).await;
     assert_eq!(happy(&foos, "foo-c").await, Some(false), "foo-c names joe, not jill");
 
-    pods.delete(
-        "jill",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("delete Pod");
+    delete_now(&pods, "jill").await.expect("delete Pod");
     wait_happy(&foos, "foo-a", false).await;
     wait_happy(&foos, "foo-b", false).await;
     manager.stop().await.expect("manager stops");
@@ -170,15 +162,7 @@ async fn renaming_the_friend_re_evaluates_happiness() {
     );
 
     // jack going away no longer matters; joe appearing does.
-    pods.delete(
-        "jack",
-        &DeleteParams {
-            grace_period_seconds: Some(0),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("delete jack");
+    delete_now(&pods, "jack").await.expect("delete jack");
     pods.create(&PostParams::default(), &pod("joe"))
         .await
         .expect("create joe");

@@ -18,7 +18,8 @@ use std::{
 use tokio::sync::Mutex;
 
 mod common;
-use common::{ManagerProcess, audit_len};
+use capstan_testenv::audit;
+use common::ManagerProcess;
 
 static FAULTS: Mutex<()> = Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(120);
@@ -288,9 +289,9 @@ async fn a_hundred_unconvergeable_objects_back_off_instead_of_hot_looping() {
     .await;
     // Measure a window after the first attempts: a hot loop would show thousands of requests.
     let window = Duration::from_secs(30);
-    let offset = audit_len(&audit_log);
+    let offset = audit::mark(&audit_log);
     tokio::time::sleep(window).await;
-    let requests = common::manager_requests(&audit_log, offset);
+    let requests = common::manager_requests(&audit_log, offset).len();
     let rate = requests as f64 / window.as_secs_f64();
     eprintln!(
         "{N} refused objects: {requests} manager requests in {window:?} ({rate:.1}/s, {:.2}/s per object)",

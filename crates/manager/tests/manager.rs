@@ -12,7 +12,8 @@ use kube::{
 use std::{path::Path, time::Duration};
 
 mod common;
-use common::{ManagerProcess, audit_len, manager_writes};
+use capstan_testenv::audit;
+use common::{ManagerProcess, manager_writes};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -103,7 +104,7 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
 
     // A restarted manager lists everything and reconciles every object again: all of it is
     // converged, so it must not send a single write.
-    let offset = audit_len(&audit_log);
+    let offset = audit::mark(&audit_log);
     let manager = ManagerProcess::start(cp.kubeconfig_path(), &["--namespace", &ns]);
     eventually("the restarted manager is ready", WAIT, || async {
         (http_get(manager.health, "/readyz").await.ok()?.0 == 200).then_some(())

@@ -17,7 +17,7 @@ use std::{
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{context::Context, informer::Informable, metrics::Metrics, shutdown::Shutdown};
+use crate::{context::Context, informer::Informable, lock, metrics::Metrics, shutdown::Shutdown};
 
 /// An error a reconcile can return: it names its own metric label and Event reason.
 pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
@@ -208,10 +208,6 @@ impl<R: Reconciler> Runner<R> {
 
 fn object_key(obj: &impl Resource) -> (String, String) {
     (obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

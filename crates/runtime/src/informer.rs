@@ -26,7 +26,7 @@ use std::{
 };
 use tokio::sync::mpsc;
 
-use crate::readiness::Readiness;
+use crate::{lock, readiness::Readiness};
 
 /// How many changes a subscriber may lag behind before the informer waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
@@ -168,11 +168,6 @@ fn kind_name<K: Informable>(config: &watcher::Config) -> String {
         Some(selector) => format!("{}/{} ({selector})", K::group(&()), K::plural(&())),
         None => format!("{}/{}", K::group(&()), K::plural(&())),
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panicking subscriber cannot leave the list half-written, so a poisoned lock is still valid.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn drive<K: Informable>(

@@ -33,5 +33,11 @@ pub use error::Error;
 pub use informer::{Informers, Subscription};
 pub use manager::Manager;
 
+/// Locks `mutex`, recovering the data if a panicking thread poisoned it: every critical section in
+/// this crate leaves its data consistent, so a poisoned lock still holds valid data.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Re-exported so controller crates name one version of kube's runtime types.
 pub use kube::runtime::controller::Action;

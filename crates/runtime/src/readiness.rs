@@ -4,6 +4,8 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use crate::lock;
+
 #[derive(Clone, Default)]
 pub struct Readiness {
     inner: Arc<Inner>,
@@ -66,10 +68,6 @@ impl Gate {
     pub fn ready(&self) {
         lock(&self.inner.pending).retain(|(id, _)| *id != self.id);
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

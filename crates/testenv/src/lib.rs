@@ -16,6 +16,7 @@
 
 mod api;
 pub mod assets;
+pub mod audit;
 mod certs;
 mod control_plane;
 mod error;

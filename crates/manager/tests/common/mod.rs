@@ -1,6 +1,7 @@
 //! Helpers shared by the manager's integration tests: the real binary as a child process, and
 //! the apiserver's audit log read by user agent.
 #![allow(dead_code)]
+use capstan_testenv::audit;
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -86,45 +87,22 @@ fn logged_addr(line: &str, key: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
 }
 
-/// Writes (POST, PUT, PATCH, DELETE) by the manager's user agent in the audit log after `offset`.
-pub fn manager_writes(audit_log: &Path, offset: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(audit_log).expect("read audit log");
-    text[offset.min(text.len())..]
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.starts_with("capstan-manager/"))
-        })
-        .filter(|e| {
-            matches!(
-                e["verb"].as_str(),
-                Some("create" | "update" | "patch" | "delete" | "deletecollection")
-            )
-        })
-        .map(|e| format!("{} {}", e["verb"], e["requestURI"]))
+/// Requests by the manager's user agent logged since `mark` (from `audit::mark`).
+pub fn manager_requests(audit_log: &Path, mark: u64) -> Vec<audit::AuditEvent> {
+    let events = audit::since(audit_log, mark).expect("read the audit log");
+    events
+        .into_iter()
+        .filter(|e| e.from_user_agent("capstan-manager/"))
         .collect()
 }
 
-/// Every request (reads included) by the manager's user agent in the audit log after `offset`.
-pub fn manager_requests(audit_log: &Path, offset: usize) -> usize {
-    let text = std::fs::read_to_string(audit_log).expect("read audit log");
-    text[offset.min(text.len())..]
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|e| e["stage"] == "ResponseComplete")
-        .filter(|e| {
-            e["userAgent"]
-                .as_str()
-                .is_some_and(|ua| ua.starts_with("capstan-manager/"))
-        })
-        .count()
-}
-
-pub fn audit_len(path: &Path) -> usize {
-    std::fs::metadata(path).map(|m| m.len() as usize).unwrap_or(0)
+/// Writes (POST, PUT, PATCH, DELETE) by the manager since `mark`, as "verb URI" lines.
+pub fn manager_writes(audit_log: &Path, mark: u64) -> Vec<String> {
+    manager_requests(audit_log, mark)
+        .into_iter()
+        .filter(audit::AuditEvent::is_write)
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect()
 }
 
 impl ManagerProcess {
