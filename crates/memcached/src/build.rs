@@ -216,7 +216,9 @@ pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, 
                             PROGRESSING,
                             true,
                             "RollingOut",
-                            format!("{updated}/{size} Pods up to date, {ready} ready"),
+                            // Only what a person waits for (ready Pods): counts that move on the
+                            // way, like updated replicas, would each cost a status write.
+                            format!("waiting for {ready}/{size} Pods to be ready"),
                         )
                     },
                     DesiredCondition::new(DEGRADED, false, "AsExpected", ""),

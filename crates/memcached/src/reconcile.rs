@@ -170,6 +170,12 @@ impl Reconciler for MemcachedReconciler {
                 }
             }
         }
+        if outcome == ApplyOutcome::Applied && current.is_none() {
+            // The new Deployment's watch event reconciles this object again within milliseconds,
+            // with the Deployment (and usually its Pod) in the caches: one status write then
+            // instead of an empty one now and another then.
+            return Ok(Action::await_change());
+        }
         let deployment_status = current.as_ref().and_then(|d| d.status.as_ref());
         self.write_status(
             &mc,
