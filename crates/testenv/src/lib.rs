@@ -11,6 +11,9 @@
 //! # let _ = namespace; Ok(()) }
 //! ```
 //!
+//! Pods stay Pending unless a test opts in to [`ControlPlane::shared_local_node`], which runs them as
+//! real processes (`capstan-localnode`; needs root, see [`local_node_available`]).
+//!
 //! Binaries come from [`assets::locate`]; `cargo xtask envtest` provisions them. Set
 //! `CAPSTAN_TESTENV_KEEP=1` to keep a control plane's logs and kubeconfig after it stops.
 
@@ -20,8 +23,10 @@ pub mod audit;
 mod certs;
 mod control_plane;
 mod error;
+mod local_node;
 pub mod process;
 mod random;
 
 pub use control_plane::{ControlPlane, Options};
 pub use error::Error;
+pub use local_node::local_node_available;

@@ -1,0 +1,461 @@
+//! What a container runs and how it is started: the image table (which host binary stands in for
+//! an image), the environment (`env`, `envFrom`, `$(VAR)` expansion) and the process itself, a host
+//! process placed into the Pod's namespaces and root by `nsenter`, with its user set by `setpriv`.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+};
+
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret},
+};
+use kube::{Api, Client};
+use tokio::process::Command;
+
+use crate::prerequisites::which;
+
+/// The official redis image's uid and gid (`redis`); the entrypoint drops to it from root.
+pub const REDIS_ID: u32 = 999;
+/// The official memcached image's uid and gid (`memcache`, its `USER`).
+pub const MEMCACHED_ID: u32 = 11211;
+/// The PATH of the official images (and of a kubelet's containers by default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Which emulation an image gets, by the last path component of its name without tag or digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Image {
+    Memcached,
+    Redis,
+    Busybox,
+    /// An image mapped to a host binary by [`crate::LocalNodeConfig::images`].
+    Binary(PathBuf),
+    /// Anything else: runnable only with an explicit `command`.
+    Other,
+}
+
+/// The last path component of an image reference without tag or digest:
+/// `docker.io/library/redis:7.2@sha256:…` → `redis`.
+pub fn image_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+pub fn classify(image: &str, binaries: &[(String, PathBuf)]) -> Image {
+    let name = image_name(image);
+    if let Some((_, binary)) = binaries.iter().find(|(prefix, _)| name.starts_with(prefix.as_str())) {
+        return Image::Binary(binary.clone());
+    }
+    if name.starts_with("memcached") {
+        Image::Memcached
+    } else if name.starts_with("redis") {
+        Image::Redis
+    } else if name.starts_with("busybox") {
+        Image::Busybox
+    } else {
+        Image::Other
+    }
+}
+
+/// Where an emulated image's binary is placed inside the Pod's root, readable and executable by
+/// any user (a locally built binary may live under `/root`).
+pub fn in_pod_binary_path(binary: &Path) -> String {
+    let name = binary
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    format!("/usr/local/bin/{name}")
+}
+
+/// The argv of a container, its image's default user and working directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub argv: Vec<String>,
+    pub default_user: Option<(u32, u32)>,
+    pub default_workdir: Option<String>,
+}
+
+/// Applies the image table. `Err` is the reason the container stays Waiting.
+pub fn resolve(image: &Image, image_ref: &str, command: &[String], args: &[String]) -> Result<Resolved, String> {
+    let mut resolved = Resolved {
+        argv: Vec::new(),
+        default_user: None,
+        default_workdir: None,
+    };
+    match image {
+        Image::Memcached => {
+            // docker-entrypoint.sh: a first argument that is a flag means "memcached <flags>".
+            resolved.argv = entrypoint(command, args, "memcached", |first| first.starts_with('-'));
+            resolved.default_user = Some((MEMCACHED_ID, MEMCACHED_ID));
+            resolved.argv[0] = resolve_program(&resolved.argv[0])?;
+        }
+        Image::Redis => {
+            // docker-entrypoint.sh: a flag or a `.conf` file means "redis-server <args>"; running as
+            // root with redis-server first, it drops to the redis user.
+            resolved.argv = entrypoint(command, args, "redis-server", |first| {
+                first.starts_with('-') || first.ends_with(".conf")
+            });
+            let program = resolved.argv[0].rsplit('/').next().unwrap_or_default().to_owned();
+            if program == "redis-server" || program == "redis-sentinel" {
+                // The wrapper the sandbox places there turns protected mode off, as the image does.
+                resolved.argv[0] = format!("/usr/local/bin/{program}");
+                if command.is_empty() {
+                    resolved.default_user = Some((REDIS_ID, REDIS_ID));
+                }
+            } else {
+                resolved.argv[0] = resolve_program(&resolved.argv[0])?;
+            }
+            resolved.default_workdir = Some("/data".to_owned());
+        }
+        Image::Busybox => {
+            // Every program of the busybox image is a busybox applet.
+            let mut argv = if command.is_empty() && args.is_empty() {
+                vec!["sh".to_owned()]
+            } else {
+                command.iter().chain(args).cloned().collect()
+            };
+            let applet = argv[0].rsplit('/').next().unwrap_or_default().to_owned();
+            argv[0] = applet;
+            let busybox = which("busybox").ok_or("busybox is not installed on the host (Debian package busybox)")?;
+            argv.insert(0, busybox.to_string_lossy().into_owned());
+            resolved.argv = argv;
+        }
+        Image::Binary(binary) => {
+            let path = in_pod_binary_path(binary);
+            resolved.argv = if command.is_empty() {
+                std::iter::once(path).chain(args.iter().cloned()).collect()
+            } else {
+                let mut argv: Vec<String> = command.iter().chain(args).cloned().collect();
+                if argv[0] != path && !argv[0].contains('/') {
+                    argv[0] = resolve_program(&argv[0]).unwrap_or(path);
+                }
+                argv
+            };
+        }
+        Image::Other => {
+            if command.is_empty() {
+                return Err(format!(
+                    "image {image_ref} is not in the capstan-localnode image table (memcached, redis, \
+                     busybox) and the container has no command to run on the host"
+                ));
+            }
+            resolved.argv = command.iter().chain(args).cloned().collect();
+            resolved.argv[0] = resolve_program(&resolved.argv[0])?;
+        }
+    }
+    Ok(resolved)
+}
+
+fn entrypoint(command: &[String], args: &[String], default: &str, prepend: impl Fn(&str) -> bool) -> Vec<String> {
+    if !command.is_empty() {
+        return command.iter().chain(args).cloned().collect();
+    }
+    match args.first() {
+        None => vec![default.to_owned()],
+        Some(first) if prepend(first) => std::iter::once(default.to_owned())
+            .chain(args.iter().cloned())
+            .collect(),
+        Some(_) => args.to_vec(),
+    }
+}
+
+fn resolve_program(program: &str) -> Result<String, String> {
+    if program.starts_with('/') {
+        return Ok(program.to_owned());
+    }
+    which(program)
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| format!("executable {program:?} was not found on the host's PATH"))
+}
+
+/// Expands `$(VAR)` like the kubelet: `$$` escapes, unknown references stay as written.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(inner) = after.strip_prefix('(')
+            && let Some(end) = inner.find(')')
+        {
+            let name = &inner[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, value)) => out.push_str(value),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &inner[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The value of a `fieldRef`/downward API path for this Pod.
+pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let map_entry = |map: Option<&BTreeMap<String, String>>, prefix: &str| {
+        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
+        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
+    };
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "metadata.labels" => Some(format_map(meta.labels.as_ref())),
+        "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
+        "status.hostIP" | "status.hostIPs" => Some(host_ip.to_owned()),
+        "status.podIP" | "status.podIPs" => Some(pod_ip.to_owned()),
+        _ => map_entry(meta.labels.as_ref(), "metadata.labels['")
+            .or_else(|| map_entry(meta.annotations.as_ref(), "metadata.annotations['")),
+    }
+}
+
+/// The downward API's `key="value"` lines, sorted by key.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}\n")).collect()
+}
+
+/// The container's environment: the Kubernetes Service variables, then `envFrom`, then `env`,
+/// each with `$(VAR)` references to earlier entries expanded.
+pub async fn environment(
+    client: &Client,
+    pod: &Pod,
+    container: &Container,
+    base: Vec<(String, String)>,
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, String> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut env = base;
+    let set = |env: &mut Vec<(String, String)>, key: String, value: String| {
+        env.retain(|(k, _)| k != &key);
+        env.push((key, value));
+    };
+    for source in container.env_from.iter().flatten() {
+        let prefix = source.prefix.clone().unwrap_or_default();
+        if let Some(r) = &source.config_map_ref {
+            let optional = r.optional.unwrap_or(false);
+            if let Some(data) = config_map_data(client, &namespace, &r.name, optional).await? {
+                for (k, v) in data {
+                    set(&mut env, format!("{prefix}{k}"), v);
+                }
+            }
+        }
+        if let Some(r) = &source.secret_ref {
+            let optional = r.optional.unwrap_or(false);
+            if let Some(data) = secret_data(client, &namespace, &r.name, optional).await? {
+                for (k, v) in data {
+                    set(
+                        &mut env,
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    );
+                }
+            }
+        }
+    }
+    for var in container.env.iter().flatten() {
+        if let Some(value) = env_var_value(client, pod, &namespace, var, &env, pod_ip, host_ip).await? {
+            set(&mut env, var.name.clone(), value);
+        }
+    }
+    Ok(env)
+}
+
+async fn env_var_value(
+    client: &Client,
+    pod: &Pod,
+    namespace: &str,
+    var: &EnvVar,
+    env: &[(String, String)],
+    pod_ip: &str,
+    host_ip: &str,
+) -> Result<Option<String>, String> {
+    let Some(source) = &var.value_from else {
+        return Ok(Some(expand(var.value.as_deref().unwrap_or_default(), env)));
+    };
+    if let Some(field) = &source.field_ref {
+        return field_value(pod, &field.field_path, pod_ip, host_ip)
+            .map(Some)
+            .ok_or_else(|| format!("env {}: unsupported fieldRef {}", var.name, field.field_path));
+    }
+    if let Some(key) = &source.config_map_key_ref {
+        let optional = key.optional.unwrap_or(false);
+        let data = config_map_data(client, namespace, &key.name, optional).await?;
+        return match data.and_then(|d| d.get(&key.key).cloned()) {
+            Some(v) => Ok(Some(v)),
+            None if optional => Ok(None),
+            None => Err(format!(
+                "couldn't find key {} in ConfigMap {namespace}/{}",
+                key.key, key.name
+            )),
+        };
+    }
+    if let Some(key) = &source.secret_key_ref {
+        let optional = key.optional.unwrap_or(false);
+        let data = secret_data(client, namespace, &key.name, optional).await?;
+        return match data.and_then(|d| d.get(&key.key).cloned()) {
+            Some(v) => Ok(Some(String::from_utf8_lossy(&v.0).into_owned())),
+            None if optional => Ok(None),
+            None => Err(format!(
+                "couldn't find key {} in Secret {namespace}/{}",
+                key.key, key.name
+            )),
+        };
+    }
+    if let Some(resource) = &source.resource_field_ref {
+        // No resource accounting here: report the limit as unset, like a node without limits.
+        let _ = resource;
+        return Ok(Some("0".to_owned()));
+    }
+    Ok(None)
+}
+
+pub async fn config_map_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, String>>, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(cm)) => {
+            let mut data = cm.data.unwrap_or_default();
+            for (k, v) in cm.binary_data.unwrap_or_default() {
+                data.insert(k, String::from_utf8_lossy(&v.0).into_owned());
+            }
+            Ok(Some(data))
+        }
+        Ok(None) if optional => Ok(None),
+        Ok(None) => Err(format!("configmap {namespace}/{name} not found")),
+        Err(e) => Err(format!("reading configmap {namespace}/{name}: {e}")),
+    }
+}
+
+pub async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    optional: bool,
+) -> Result<Option<BTreeMap<String, ByteString>>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    match api.get_opt(name).await {
+        Ok(Some(secret)) => {
+            let mut data = secret.data.unwrap_or_default();
+            for (k, v) in secret.string_data.unwrap_or_default() {
+                data.insert(k, ByteString(v.into_bytes()));
+            }
+            Ok(Some(data))
+        }
+        Ok(None) if optional => Ok(None),
+        Ok(None) => Err(format!("secret {namespace}/{name} not found")),
+        Err(e) => Err(format!("reading secret {namespace}/{name}: {e}")),
+    }
+}
+
+/// How to start a process inside a Pod: which sandbox, as whom, where, with what environment.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub holder_pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub workdir: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcessSpec {
+    /// `nsenter` joins the sandbox holder's mount, UTS and network namespaces and its root,
+    /// `setpriv` drops to the container's user (and asks for SIGKILL should the agent die), `env`
+    /// sets a clean environment and the working directory. Each one `exec`s the next, so the
+    /// spawned pid is the container's process.
+    pub fn command(&self, argv: &[String]) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--target={}", self.holder_pid))
+            .args(["--mount", "--uts", "--net", "--root", "--wd", "setpriv"])
+            .arg(format!("--reuid={}", self.uid))
+            .arg(format!("--regid={}", self.gid));
+        if self.groups.is_empty() {
+            command.arg("--clear-groups");
+        } else {
+            let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+            command.arg(format!("--groups={}", groups.join(",")));
+        }
+        command
+            .args(["--pdeathsig=KILL", "--", "env", "-i"])
+            .arg(format!("--chdir={}", self.workdir));
+        for (k, v) in &self.env {
+            command.arg(format!("{k}={v}"));
+        }
+        command.args(argv).stdin(Stdio::null()).kill_on_drop(false);
+        command
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn image_names_drop_registry_tag_and_digest() {
+        assert_eq!(image_name("docker.io/library/redis:7.2@sha256:abc"), "redis");
+        assert_eq!(image_name("localhost:5000/memcached"), "memcached");
+        assert_eq!(image_name("busybox"), "busybox");
+    }
+
+    #[test]
+    fn redis_flags_get_redis_server_prepended_and_the_redis_user() -> Result<(), String> {
+        let resolved = resolve(&Image::Redis, "redis:7", &[], &strings(&["--port", "6380"]))?;
+        assert_eq!(
+            resolved.argv,
+            strings(&["/usr/local/bin/redis-server", "--port", "6380"])
+        );
+        assert_eq!(resolved.default_user, Some((REDIS_ID, REDIS_ID)));
+        let conf = resolve(&Image::Redis, "redis:7", &[], &strings(&["/etc/redis.conf"]))?;
+        assert_eq!(conf.argv[0], "/usr/local/bin/redis-server");
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_image_without_command_is_refused_with_a_reason() {
+        let refused = resolve(&Image::Other, "nginx:1", &[], &[]);
+        assert!(refused.is_err_and(|reason| reason.contains("nginx:1")));
+    }
+
+    #[test]
+    fn busybox_programs_are_applets() -> Result<(), String> {
+        if which("busybox").is_none() {
+            return Ok(());
+        }
+        let resolved = resolve(&Image::Busybox, "busybox", &strings(&["/bin/sh", "-c", "true"]), &[])?;
+        assert_eq!(&resolved.argv[1..], &strings(&["sh", "-c", "true"])[..]);
+        Ok(())
+    }
+
+    #[test]
+    fn expansion_follows_the_kubelet() {
+        let env = vec![("A".to_owned(), "1".to_owned())];
+        assert_eq!(expand("x$(A)y$(B)$$(A)", &env), "x1y$(B)$(A)");
+    }
+}

@@ -1,0 +1,230 @@
+//! A Pod's runtime state as the kubelet reports it: container states, conditions and phase.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+pub fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Terminated {
+    pub exit_code: i32,
+    pub signal: Option<i32>,
+    pub reason: String,
+    pub message: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum State {
+    Waiting { reason: String, message: Option<String> },
+    Running { started_at: String },
+    Terminated(Terminated),
+}
+
+#[derive(Debug, Clone)]
+pub struct ContainerStatus {
+    pub name: String,
+    pub image: String,
+    pub state: State,
+    pub last: Option<Terminated>,
+    pub restart_count: u32,
+    pub ready: bool,
+    pub started: bool,
+    pub instance: u32,
+}
+
+impl ContainerStatus {
+    fn new(name: &str, image: &str, reason: &str) -> ContainerStatus {
+        ContainerStatus {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            state: State::Waiting {
+                reason: reason.to_owned(),
+                message: None,
+            },
+            last: None,
+            restart_count: 0,
+            ready: false,
+            started: false,
+            instance: 0,
+        }
+    }
+
+    fn to_json(&self, uid: &str) -> Value {
+        let state = state_json(&self.state);
+        let mut status = json!({
+            "name": self.name,
+            "image": self.image,
+            "imageID": format!("capstan-localnode://{}", self.image),
+            "ready": self.ready,
+            "started": self.started,
+            "restartCount": self.restart_count,
+            "state": state,
+            "lastState": self.last.as_ref().map_or(json!({}), |t| json!({ "terminated": terminated_json(t) })),
+        });
+        if self.instance > 0 {
+            status["containerID"] = json!(format!("capstan://{uid}/{}/{}", self.name, self.instance));
+        }
+        status
+    }
+}
+
+fn terminated_json(t: &Terminated) -> Value {
+    let mut v = json!({
+        "exitCode": t.exit_code,
+        "reason": t.reason,
+        "startedAt": t.started_at,
+        "finishedAt": t.finished_at,
+    });
+    if let Some(signal) = t.signal {
+        v["signal"] = json!(signal);
+    }
+    if let Some(message) = &t.message {
+        v["message"] = json!(message);
+    }
+    v
+}
+
+fn state_json(state: &State) -> Value {
+    match state {
+        State::Waiting { reason, message } => {
+            let mut w = json!({ "reason": reason });
+            if let Some(m) = message {
+                w["message"] = json!(m);
+            }
+            json!({ "waiting": w })
+        }
+        State::Running { started_at } => json!({ "running": { "startedAt": started_at } }),
+        State::Terminated(t) => json!({ "terminated": terminated_json(t) }),
+    }
+}
+
+pub struct PodState {
+    pub uid: String,
+    pub init: Vec<ContainerStatus>,
+    pub main: Vec<ContainerStatus>,
+    pub initialized: bool,
+    /// Set once the Pod has ended for good (Succeeded or Failed).
+    pub terminal_phase: Option<&'static str>,
+    pub pod_ip: Option<String>,
+    pub host_ip: String,
+    pub start_time: String,
+    pub message: Option<String>,
+    transitions: HashMap<&'static str, (bool, String)>,
+}
+
+impl PodState {
+    pub fn new(pod: &Pod, host_ip: &str) -> PodState {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
+        let image = |c: &k8s_openapi::api::core::v1::Container| c.image.clone().unwrap_or_default();
+        PodState {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            init: spec
+                .init_containers
+                .iter()
+                .flatten()
+                .map(|c| ContainerStatus::new(&c.name, &image(c), "PodInitializing"))
+                .collect(),
+            main: spec
+                .containers
+                .iter()
+                .map(|c| {
+                    ContainerStatus::new(
+                        &c.name,
+                        &image(c),
+                        if has_init {
+                            "PodInitializing"
+                        } else {
+                            "ContainerCreating"
+                        },
+                    )
+                })
+                .collect(),
+            initialized: !has_init,
+            terminal_phase: None,
+            pod_ip: None,
+            host_ip: host_ip.to_owned(),
+            start_time: now(),
+            message: None,
+            transitions: HashMap::new(),
+        }
+    }
+
+    pub fn container(&mut self, init: bool, index: usize) -> &mut ContainerStatus {
+        if init {
+            &mut self.init[index]
+        } else {
+            &mut self.main[index]
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        if let Some(phase) = self.terminal_phase {
+            return phase;
+        }
+        if !self.initialized {
+            return "Pending";
+        }
+        let started = self.main.iter().all(|c| c.instance > 0);
+        if started { "Running" } else { "Pending" }
+    }
+
+    fn condition(&mut self, kind: &'static str, status: bool, reason: Option<&str>) -> Value {
+        let now = now();
+        let entry = self.transitions.entry(kind).or_insert((status, now.clone()));
+        if entry.0 != status {
+            *entry = (status, now);
+        }
+        let mut c = json!({
+            "type": kind,
+            "status": if status { "True" } else { "False" },
+            "lastProbeTime": null,
+            "lastTransitionTime": entry.1,
+        });
+        if let (false, Some(reason)) = (status, reason) {
+            c["reason"] = json!(reason);
+        }
+        c
+    }
+
+    /// The Pod's `status`, as a JSON merge patch body. Lists are replaced whole by a merge patch, so
+    /// every condition (PodScheduled included) is always sent.
+    pub fn status_patch(&mut self) -> Value {
+        let phase = self.phase();
+        let containers_ready = self.initialized && self.main.iter().all(|c| c.ready) && self.terminal_phase.is_none();
+        let initialized = self.initialized;
+        let conditions = vec![
+            self.condition("Initialized", initialized, Some("ContainersNotInitialized")),
+            self.condition("Ready", containers_ready, Some("ContainersNotReady")),
+            self.condition("ContainersReady", containers_ready, Some("ContainersNotReady")),
+            self.condition("PodScheduled", true, None),
+        ];
+        let uid = self.uid.clone();
+        let mut status = json!({
+            "phase": phase,
+            "conditions": conditions,
+            "hostIP": self.host_ip,
+            "startTime": self.start_time,
+            "containerStatuses": self.main.iter().map(|c| c.to_json(&uid)).collect::<Vec<_>>(),
+        });
+        if !self.init.is_empty() {
+            status["initContainerStatuses"] = json!(self.init.iter().map(|c| c.to_json(&uid)).collect::<Vec<_>>());
+        }
+        if let Some(ip) = &self.pod_ip {
+            status["podIP"] = json!(ip);
+            status["podIPs"] = json!([{ "ip": ip }]);
+        }
+        if let Some(message) = &self.message {
+            status["message"] = json!(message);
+        }
+        status
+    }
+}

@@ -1,0 +1,240 @@
+//! Done-when 1 and 3: memcached Pods run for real, answer on their Pod IPs, are replaced with new
+//! addresses, and sit behind a ClusterIP Service reachable from the host and from a Pod.
+
+mod support;
+
+use std::time::Duration;
+
+use capstan_testenv::ControlPlane;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Endpoints, Pod, Service},
+};
+use kube::{Api, api::DeleteParams};
+use support::*;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn deployment(name: &str, replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      securityContext: {{runAsUser: 11211, runAsGroup: 11211, runAsNonRoot: true}}
+      containers:
+      - name: memcached
+        image: memcached:1.6
+        args: ["-m", "64", "-o", "modern", "-v"]
+        ports: [{{name: memcached, containerPort: 11211}}]
+        readinessProbe:
+          tcpSocket: {{port: memcached}}
+          periodSeconds: 1
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod() {
+    if !prerequisites("a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "memcached").await.expect("namespace");
+    node().await;
+    apply_yaml(&client, &ns, &deployment("memcached", 3)).await;
+
+    let pods = eventually("3 Running Ready memcached Pods", TIMEOUT, || async {
+        let pods = ready_pods(&client, &ns, "app=memcached").await;
+        if pods.len() == 3 {
+            Ok(pods)
+        } else {
+            Err(describe(&pods))
+        }
+    })
+    .await;
+    for pod in &pods {
+        let ip = pod_ip(pod).expect("podIP");
+        let answer = memcached_version(&format!("{ip}:11211"))
+            .await
+            .expect("memcached answers");
+        assert!(answer.starts_with("VERSION "), "{ip} answered {answer:?}");
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    eventually("Deployment readyReplicas 3 and Available", TIMEOUT, || async {
+        let d = deployments.get("memcached").await.map_err(|e| e.to_string())?;
+        let status = d.status.unwrap_or_default();
+        let available = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("True"));
+        if status.ready_replicas == Some(3) && available {
+            Ok(())
+        } else {
+            Err(format!("{status:?}"))
+        }
+    })
+    .await;
+
+    let victim = pods[0].clone();
+    let victim_name = victim.metadata.name.clone().expect("name");
+    let victim_ip = pod_ip(&victim).expect("ip");
+    let pid = node()
+        .await
+        .container_pid(&ns, &victim_name, "memcached")
+        .expect("a pid");
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    api.delete(&victim_name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    let replaced = eventually("a replacement Pod with a new IP", TIMEOUT, || async {
+        let pods = ready_pods(&client, &ns, "app=memcached").await;
+        let fresh = pods.iter().all(|p| p.metadata.name.as_deref() != Some(&victim_name));
+        if pods.len() == 3 && fresh {
+            Ok(pods)
+        } else {
+            Err(describe(&pods))
+        }
+    })
+    .await;
+    assert!(
+        replaced.iter().all(|p| pod_ip(p).as_deref() != Some(&victim_ip)),
+        "an IP was reused"
+    );
+    eventually("the deleted Pod's object and process to be gone", TIMEOUT, || async {
+        let object = api.get_opt(&victim_name).await.map_err(|e| e.to_string())?;
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if object.is_none() && !alive {
+            Ok(())
+        } else {
+            Err(format!("object {} process {alive}", object.is_some()))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints() {
+    if !prerequisites("a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "service").await.expect("namespace");
+    node().await;
+    apply_yaml(&client, &ns, &deployment("cache", 2)).await;
+    apply_yaml(
+        &client,
+        &ns,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: cache}\nspec:\n  selector: {app: cache}\n  ports: [{name: memcached, port: 11211, targetPort: memcached, protocol: TCP}]\n",
+    )
+    .await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let cluster_ip = services
+        .get("cache")
+        .await
+        .expect("service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("clusterIP");
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), &ns);
+    let ready_ips = || async {
+        let e = endpoints.get_opt("cache").await.ok().flatten();
+        let mut ips: Vec<String> = e
+            .iter()
+            .flat_map(|e| e.subsets.iter().flatten())
+            .flat_map(|s| s.addresses.iter().flatten())
+            .map(|a| a.ip.clone())
+            .collect();
+        ips.sort();
+        ips
+    };
+    eventually("2 ready endpoints", TIMEOUT, || async {
+        let ips = ready_ips().await;
+        if ips.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("{ips:?}"))
+        }
+    })
+    .await;
+    let address = format!("{cluster_ip}:11211");
+    eventually("the Service answers from the host", TIMEOUT, || async {
+        memcached_version(&address)
+            .await
+            .and_then(|a| if a.starts_with("VERSION") { Ok(()) } else { Err(a) })
+    })
+    .await;
+
+    let pods = ready_pods(&client, &ns, "app=cache").await;
+    let client_pod = pods[0].metadata.name.clone().expect("name");
+    let script = format!(
+        "exec 3<>/dev/tcp/{cluster_ip}/11211; printf 'version\\r\\n' >&3; timeout 2 head -c 14 <&3; echo; getent hosts cache"
+    );
+    let answer = eventually(
+        "the Service answers from inside a Pod (and its name resolves)",
+        TIMEOUT,
+        || async {
+            let output = exec_in(&ns, &client_pod, "memcached", &["bash", "-c", &script]).await?;
+            if output.contains("VERSION") && output.contains(&cluster_ip) {
+                Ok(output)
+            } else {
+                Err(output)
+            }
+        },
+    )
+    .await;
+    eprintln!("from the Pod: {answer}");
+    // In-cluster access: the `kubernetes` Service reaches the apiserver through the node's relay.
+    let api = exec_in(
+        &ns,
+        &client_pod,
+        "memcached",
+        &[
+            "bash",
+            "-c",
+            "exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && echo connected",
+        ],
+    )
+    .await
+    .expect("exec");
+    assert!(api.contains("connected"), "the kubernetes Service from a Pod: {api}");
+
+    // Delete one endpoint Pod: the Service must follow to the remaining ones.
+    let victim = pods[1].clone();
+    let victim_ip = pod_ip(&victim).expect("ip");
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    api.delete(victim.metadata.name.as_deref().expect("name"), &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the endpoints to drop the deleted Pod", TIMEOUT, || async {
+        let ips = ready_ips().await;
+        if !ips.contains(&victim_ip) {
+            Ok(())
+        } else {
+            Err(format!("{ips:?}"))
+        }
+    })
+    .await;
+    // The rules follow the Endpoints within moments (like kube-proxy): then every connection lands.
+    eventually("20 answers in a row through the Service", TIMEOUT, || async {
+        for i in 0..20 {
+            let answer = memcached_version(&address)
+                .await
+                .map_err(|e| format!("answer {i}: {e}"))?;
+            if !answer.starts_with("VERSION") {
+                return Err(format!("answer {i}: {answer}"));
+            }
+        }
+        Ok(())
+    })
+    .await;
+}

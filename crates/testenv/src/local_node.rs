@@ -1,0 +1,73 @@
+//! Opt-in per test: Pods that really run, through `capstan-localnode`, on the shared control plane.
+//! Without a local node Pods stay Pending; tests that need a workload (memcached answering, Redis
+//! replicating) ask for one with [`ControlPlane::shared_local_node`].
+use capstan_localnode::{LocalNode, LocalNodeConfig, check_prerequisites};
+use std::{sync::OnceLock, time::Duration};
+
+use crate::{ControlPlane, process};
+
+static NODE: OnceLock<Result<LocalNode, String>> = OnceLock::new();
+
+/// Whether a local node can run on this machine. When it cannot, the test should return early:
+/// this prints `SKIPPED <test>: <what is missing>`; under `CI=true` a missing prerequisite is a
+/// failure instead (a panic naming it), never a silent skip.
+pub fn local_node_available(test: &str) -> bool {
+    match check_prerequisites() {
+        Ok(()) => true,
+        Err(missing) => {
+            let message = format!("{test}: the local node cannot run here: {}", missing.join("; "));
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{message} (CI=true: a missing prerequisite is a failure; `cargo xtask test` installs them)"
+            );
+            eprintln!("SKIPPED {message}");
+            false
+        }
+    }
+}
+
+impl ControlPlane {
+    /// The local node of [`ControlPlane::shared`], started on first use and stopped when the test
+    /// binary exits (before the control plane, so its Node and Pod objects can be removed).
+    /// Check [`local_node_available`] first. Panics with the agent's error if it cannot start.
+    pub fn shared_local_node() -> &'static LocalNode {
+        let control_plane = ControlPlane::shared();
+        let node = NODE.get_or_init(|| {
+            let mut config = LocalNodeConfig::new(control_plane.kubeconfig_path());
+            // Crash-loop tests should take seconds; the kubelet's 10 s is kept for `cargo xtask dev`.
+            config.backoff_initial = Duration::from_secs(1);
+            let started = std::time::Instant::now();
+            // The agent runs on its own thread; this runtime only drives its start, and a fresh
+            // thread keeps it clear of whatever runtime the calling test uses.
+            let result = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(LocalNode::start(config))
+                    .map_err(|e| e.to_string())
+            })
+            .join()
+            .unwrap_or_else(|_| Err("the local node's start panicked".to_owned()));
+            if result.is_ok() {
+                eprintln!(
+                    "capstan-testenv: local node ready in {:.2}s",
+                    started.elapsed().as_secs_f64()
+                );
+                // Registered after the control plane's hook, so it runs first.
+                process::at_exit(stop_shared_node);
+            }
+            result
+        });
+        match node {
+            Ok(node) => node,
+            Err(message) => panic!("capstan-testenv: the local node did not start: {message}"),
+        }
+    }
+}
+
+extern "C" fn stop_shared_node() {
+    if let Some(Ok(node)) = NODE.get() {
+        node.stop_blocking();
+    }
+}
