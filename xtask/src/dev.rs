@@ -10,7 +10,9 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use capstan_localnode::{LocalNode, LocalNodeConfig};
 use capstan_testenv::{ControlPlane, Options, process};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client, Discovery, ResourceExt,
@@ -37,6 +39,9 @@ pub struct Args {
     /// Write the apiserver's audit log (its path is printed).
     #[arg(long)]
     audit_log: bool,
+    /// Do not start the local node (Pods then stay Pending, as on a bare control plane).
+    #[arg(long)]
+    no_local_node: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -97,8 +102,17 @@ async fn session(
         None => None,
     };
 
+    let local_node = if args.no_local_node {
+        None
+    } else {
+        start_local_node(kubeconfig).await
+    };
+
     if let Err(e) = apply_samples(&client, &root.join("samples"), kubeconfig).await {
         eprintln!("warning: the samples were not applied: {e:#}");
+    }
+    if local_node.is_some() {
+        print_pods(&client).await;
     }
 
     let dir = kubeconfig.parent().unwrap_or(kubeconfig);
@@ -106,10 +120,16 @@ async fn session(
         "\nThe control plane is up at {url}. In another shell:\n\
          \n    export KUBECONFIG={kubeconfig}\n    kubectl get ns\n    kubectl get all -A\n\
          \nComponent logs: {dir}/{{etcd,kube-apiserver,kube-controller-manager}}.log{audit}\
-         \nNo scheduler or kubelet runs, so Pods stay Pending. Ctrl-C stops everything.\n",
+         \n{pods}\nCtrl-C stops everything.\n",
         url = control_plane.server_url(),
         kubeconfig = kubeconfig.display(),
         dir = dir.display(),
+        pods = if local_node.is_some() {
+            "Pods run as real processes on the local node `capstan-local`: `kubectl get pods -o wide`\n\
+             shows their IPs, reachable from this host (e.g. `printf 'version\\r\\n' | nc <pod-ip> 11211`)."
+        } else {
+            "No local node runs, so Pods stay Pending."
+        },
         audit = control_plane
             .audit_log_path()
             .map(|p| format!("\nAudit log: {}", p.display()))
@@ -137,7 +157,66 @@ async fn session(
         eprintln!("stopping the manager");
         tokio::task::spawn_blocking(move || process::terminate(&mut [&mut child], MANAGER_STOP_GRACE)).await?;
     }
+    if let Some(node) = local_node {
+        eprintln!("stopping the local node");
+        if let Err(e) = node.stop().await {
+            eprintln!("warning: the local node did not stop cleanly: {e}");
+        }
+    }
     Ok(())
+}
+
+/// The local node, when this machine can run it; otherwise says what is missing and goes on.
+async fn start_local_node(kubeconfig: &Path) -> Option<LocalNode> {
+    if let Err(missing) = capstan_localnode::check_prerequisites() {
+        eprintln!(
+            "warning: no local node (Pods stay Pending): {}\n  (`cargo xtask test` installs the packages when run as root)",
+            missing.join("; ")
+        );
+        return None;
+    }
+    match LocalNode::start(LocalNodeConfig::new(kubeconfig)).await {
+        Ok(node) => {
+            eprintln!("local node `capstan-local` is running Pods");
+            Some(node)
+        }
+        Err(e) => {
+            eprintln!("warning: the local node did not start, Pods stay Pending: {e}");
+            None
+        }
+    }
+}
+
+/// Lists the Pods (with their IPs) once the samples' Pods had a moment to start.
+async fn print_pods(client: &Client) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list = pods
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let running = list
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+            .count();
+        if (!list.is_empty() && running == list.len()) || tokio::time::Instant::now() >= deadline {
+            eprintln!("\n{:<20} {:<28} {:<10} IP", "NAMESPACE", "NAME", "PHASE");
+            for pod in &list {
+                let status = pod.status.as_ref();
+                eprintln!(
+                    "{:<20} {:<28} {:<10} {}",
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any(),
+                    status.and_then(|s| s.phase.clone()).unwrap_or_default(),
+                    status.and_then(|s| s.pod_ip.clone()).unwrap_or_else(|| "-".into()),
+                );
+            }
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 fn start_manager(path: &Path, kubeconfig: &Path, args: &Args) -> anyhow::Result<Child> {

@@ -56,7 +56,7 @@ pub fn ensure() -> anyhow::Result<Assets> {
     Ok(found)
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // `Uid:` lists the real, effective, saved and filesystem uids; the effective one decides.
     fs::read_to_string("/proc/self/status")
         .ok()

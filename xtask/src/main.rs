@@ -4,6 +4,7 @@ mod cmd;
 mod crds;
 mod dev;
 mod envtest;
+mod prerequisites;
 mod test;
 
 use std::process::ExitCode;

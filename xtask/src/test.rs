@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::{cmd, envtest};
+use crate::{cmd, envtest, prerequisites};
 
 pub fn run() -> anyhow::Result<()> {
     let mut phases = Phases::default();
@@ -15,6 +15,7 @@ pub fn run() -> anyhow::Result<()> {
             cmd::run(cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         })?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
+        phases.run("localnode", prerequisites::ensure)?;
         // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
         // process per test would start over and over.
         phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))

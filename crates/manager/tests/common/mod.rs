@@ -40,14 +40,19 @@ impl ManagerProcess {
                 }
             }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the manager logs its admin addresses");
-        ManagerProcess {
-            child,
-            metrics: logged_addr(&line, "metrics_addr="),
-            health: logged_addr(&line, "health_addr="),
-        }
+        let addrs = rx.recv_timeout(Duration::from_secs(30)).ok().and_then(|line| {
+            Some((
+                logged_addr(&line, "metrics_addr=")?,
+                logged_addr(&line, "health_addr=")?,
+            ))
+        });
+        let Some((metrics, health)) = addrs else {
+            // Not yet owned by a guard: kill it here, or it would outlive the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the manager did not log its admin addresses within 30 s");
+        };
+        ManagerProcess { child, metrics, health }
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -78,13 +83,10 @@ impl Drop for ManagerProcess {
     }
 }
 
-fn logged_addr(line: &str, key: &str) -> SocketAddr {
-    let start = line.find(key).map(|i| i + key.len()).expect(key);
+fn logged_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let start = line.find(key)? + key.len();
     let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    value
-        .trim_matches('"')
-        .parse()
-        .unwrap_or_else(|e| panic!("{key} in {line:?}: {e}"))
+    value.trim_matches('"').parse().ok()
 }
 
 /// Requests by the manager's user agent logged since `mark` (from `audit::mark`).
