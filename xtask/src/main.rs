@@ -1,5 +1,6 @@
 //! capstan's workflows: `cargo xtask <task>`. A thin layer over cargo and `capstan-testenv`.
 
+mod bench;
 mod cmd;
 mod crds;
 mod dev;
@@ -29,6 +30,9 @@ enum Task {
     Crds,
     /// Run a local control plane with the CRDs, the manager and samples/; Ctrl-C stops it all.
     Dev(dev::Args),
+    /// Measure the manager at scale against the floor (the same requests from one client) and
+    /// show the targets of issue 7 next to the measured values; JSON lands in target/bench/.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +41,7 @@ fn main() -> ExitCode {
         Task::Test => test::run(),
         Task::Crds => crds::run(),
         Task::Dev(args) => dev::run(args),
+        Task::Bench(args) => bench::run(args),
     };
     // Printed by hand: anyhow's own report would add a backtrace of xtask whenever
     // RUST_BACKTRACE is set, which only buries the message.

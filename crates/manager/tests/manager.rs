@@ -4,7 +4,10 @@ use capstan_foo::{Foo, FooSpec};
 use capstan_memcached::Memcached;
 use capstan_runtime::testing::{eventually, http_get};
 use capstan_testenv::ControlPlane;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Container, Pod, PodSpec},
+};
 use kube::{
     Api,
     api::{ObjectMeta, PostParams},
@@ -85,6 +88,30 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
         (memcacheds.get("cache").await.ok()?.status?.nodes.len() == 2).then_some(())
     })
     .await;
+    // Converged means nothing left to do: the controller-manager has settled the Deployment's
+    // status (which the Memcached status mirrors) and the manager has stopped writing.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    eventually("the Deployment's status has settled", WAIT, || async {
+        let d = deployments.get("cache").await.ok()?;
+        let status = d.status?;
+        let available_known = status
+            .conditions?
+            .iter()
+            .any(|c| c.type_.as_deref() == Some("Available"));
+        (status.observed_generation == d.metadata.generation && available_known).then_some(())
+    })
+    .await;
+    let settling = std::time::Instant::now();
+    let mut previous = f64::NAN;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let applies = manager.metric("capstan_apply_total{").await;
+        if applies == previous {
+            break;
+        }
+        previous = applies;
+        assert!(settling.elapsed() < WAIT, "the manager kept writing for {WAIT:?}");
+    }
 
     let (_, metrics) = http_get(manager.metrics, "/metrics").await.expect("metrics");
     for name in [
@@ -101,6 +128,7 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
         )));
     }
     manager.stop();
+    let before = serde_json::to_string_pretty(&memcacheds.get("cache").await.expect("get").status).expect("json");
 
     // A restarted manager lists everything and reconciles every object again: all of it is
     // converged, so it must not send a single write.
@@ -129,9 +157,10 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let writes = manager_writes(&audit_log, offset);
     eprintln!("writes by the restarted manager: {}", writes.len());
+    let after = serde_json::to_string_pretty(&memcacheds.get("cache").await.expect("get").status).expect("json");
     assert!(
         writes.is_empty(),
-        "a no-op resync must not write, but sent: {writes:#?}"
+        "a no-op resync must not write, but sent: {writes:#?}\nstatus before: {before}\nstatus after: {after}"
     );
     manager.stop();
 }

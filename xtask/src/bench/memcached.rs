@@ -1,0 +1,324 @@
+//! N Memcached objects (size 1) → N Deployments and N statuses, by the manager and by the floor.
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use capstan_memcached::{
+    DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, Memcached, MemcachedSpec, Observed, build_deployment, build_status,
+};
+use capstan_runtime::apply::{apply, apply_status};
+use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
+use kube::{
+    Api,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{
+    Bench,
+    audit::RequestCounts,
+    idle_requests, manager_requests,
+    report::{Percentiles, Row, ScenarioResult, Unit},
+    start_manager,
+    track::{Clock, ObjectWatch, Tracker, poll_until, run_all},
+    within,
+};
+
+/// The targets are stated for size 1.
+const SIZE: i32 = 1;
+const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
+const QUIET_TIMEOUT: Duration = Duration::from_secs(60);
+/// After a sample, what else the change sets off (a Pod made or removed by the
+/// controller-manager, the status listing it) must be over before the next one: "when idle".
+const AFTER_SAMPLE: Duration = Duration::from_millis(200);
+
+/// What the manager did with N Memcacheds.
+struct Managed {
+    created: Duration,
+    converged: Duration,
+    settled: Duration,
+    requests: RequestCounts,
+    idle: RequestCounts,
+    latencies: Vec<Duration>,
+    peak_rss: u64,
+    metrics: Vec<String>,
+}
+
+pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioResult> {
+    let managed = with_manager(bench).await?;
+    let floor = floor(bench).await?;
+    Ok(result(bench, &managed, floor))
+}
+
+async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
+    let n = bench.n;
+    let namespace = bench.control_plane.namespace(&bench.client, "bench-memcached").await?;
+    let manager = start_manager(bench, &namespace, "memcached").await?;
+    let memcacheds = Api::<Memcached>::namespaced(bench.client.clone(), &namespace);
+    let deployments = Api::<Deployment>::namespaced(bench.client.clone(), &namespace);
+    let mut memcached_progress = Tracker::start(
+        "Memcacheds",
+        memcacheds.clone(),
+        n,
+        vec![Box::new(status_observed), Box::new(status_lists_pods)],
+    )
+    .await?;
+    let mut deployment_progress = Tracker::start(
+        "Deployments",
+        deployments.clone(),
+        n,
+        vec![Box::new(has_desired_replicas), Box::new(rolled_out)],
+    )
+    .await?;
+
+    eprintln!("creating {n} Memcacheds");
+    let clock = Clock::now();
+    within(
+        "creating the Memcacheds",
+        bench.phase_timeout(),
+        run_all(n, bench.concurrency, |i| create(&memcacheds, i)),
+    )
+    .await?;
+    let created = clock.instant().elapsed();
+    let limit = bench.phase_timeout();
+    let deployed = deployment_progress
+        .reached(0, "Deployments with the desired replicas", limit)
+        .await?;
+    let observed = memcached_progress
+        .reached(0, "statuses at their generation", limit)
+        .await?;
+    let converged = deployed.max(observed);
+    eprintln!("converged after {:.2}s", clock.secs_until(converged));
+    // The controller-manager goes on making ReplicaSets and Pods; the statuses then list the
+    // Pods. Only once that is over is the system idle.
+    let limit = bench.settle_timeout();
+    let listed = memcached_progress
+        .reached(1, "statuses listing their Pod", limit)
+        .await?;
+    let rolled = deployment_progress.reached(1, "Deployments rolled out", limit).await?;
+    let settled = listed.max(rolled).max(converged);
+    eprintln!("settled after {:.2}s", clock.secs_until(settled));
+    memcached_progress.stop();
+    deployment_progress.stop();
+
+    let idle = idle_requests(bench).await?;
+    let requests = manager_requests(bench, &clock, settled)?;
+    let latencies = change_latency(bench, &memcacheds, &deployments, &name(0)).await?;
+    let managed = Managed {
+        created,
+        converged: converged - clock.instant(),
+        settled: settled - clock.instant(),
+        requests,
+        idle,
+        latencies,
+        peak_rss: manager.peak_rss_bytes()?,
+        metrics: manager.metrics_excerpt().await,
+    };
+    manager.stop();
+    Ok(managed)
+}
+
+fn name(i: usize) -> String {
+    format!("mc-{i:05}")
+}
+
+async fn create(memcacheds: &Api<Memcached>, i: usize) -> anyhow::Result<Memcached> {
+    let spec = MemcachedSpec {
+        size: SIZE,
+        image: DEFAULT_IMAGE.to_owned(),
+        container_port: DEFAULT_PORT,
+        memory_mb: DEFAULT_MEMORY_MB,
+        resources: None,
+    };
+    let name = name(i);
+    memcacheds
+        .create(&PostParams::default(), &Memcached::new(&name, spec))
+        .await
+        .with_context(|| format!("creating Memcached {name}"))
+}
+
+fn status_observed(mc: &Memcached) -> bool {
+    mc.status.as_ref().and_then(|s| s.observed_generation) == mc.metadata.generation
+}
+
+fn status_lists_pods(mc: &Memcached) -> bool {
+    status_observed(mc)
+        && mc
+            .status
+            .as_ref()
+            .is_some_and(|s| s.nodes.len() == mc.spec.size as usize)
+}
+
+fn has_desired_replicas(deployment: &Deployment) -> bool {
+    deployment.spec.replicas == Some(SIZE)
+}
+
+/// The controller-manager has made the Pods and said so in the status.
+fn rolled_out(deployment: &Deployment) -> bool {
+    let status = deployment.status.as_ref();
+    status.and_then(|s| s.observed_generation) == deployment.metadata.generation
+        && status.and_then(|s| s.replicas) == deployment.spec.replicas
+}
+
+/// From the response to a size change to the watch event showing the Deployment with the new
+/// replicas, alternating 1 → 2 → 1 on one object.
+async fn change_latency(
+    bench: &Bench<'_>,
+    memcacheds: &Api<Memcached>,
+    deployments: &Api<Deployment>,
+    name: &str,
+) -> anyhow::Result<Vec<Duration>> {
+    eprintln!("{} single-change samples on {name}", bench.samples);
+    let mut watch = ObjectWatch::start(deployments.clone(), name).await?;
+    let mut samples = Vec::with_capacity(bench.samples);
+    for i in 0..bench.samples {
+        let size = if i % 2 == 0 { SIZE + 1 } else { SIZE };
+        watch.drain();
+        memcacheds
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"size": size}})),
+            )
+            .await
+            .with_context(|| format!("scaling {name} to {size}"))?;
+        let answered = Instant::now();
+        let seen = watch
+            .arrival(|d| d.spec.replicas == Some(size), SAMPLE_TIMEOUT)
+            .await
+            .with_context(|| format!("sample {i}: the Deployment {name} never showed {size} replicas"))?;
+        samples.push(seen.saturating_duration_since(answered));
+        wait_quiet(memcacheds, name).await?;
+    }
+    Ok(samples)
+}
+
+/// Until the status lists the Pods of the new size, plus a moment.
+async fn wait_quiet(memcacheds: &Api<Memcached>, name: &str) -> anyhow::Result<()> {
+    poll_until(
+        &format!("{name}'s status lists its Pods"),
+        QUIET_TIMEOUT,
+        Duration::from_millis(50),
+        || async { Ok(status_lists_pods(&memcacheds.get(name).await?).then_some(())) },
+    )
+    .await?;
+    tokio::time::sleep(AFTER_SAMPLE).await;
+    Ok(())
+}
+
+/// What the floor took for the same work.
+struct Floor {
+    took: Duration,
+}
+
+/// The same creates, Deployment applies and status applies as the manager's, sent by one client
+/// with the same concurrency, in a namespace no manager watches.
+async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
+    let namespace = bench
+        .control_plane
+        .namespace(&bench.client, "bench-memcached-floor")
+        .await?;
+    let memcacheds = Api::<Memcached>::namespaced(bench.client.clone(), &namespace);
+    let deployments = Api::<Deployment>::namespaced(bench.client.clone(), &namespace);
+    eprintln!("floor: {} × (create, apply Deployment, apply status)", bench.n);
+    let started = Instant::now();
+    within(
+        "the floor",
+        bench.phase_timeout(),
+        run_all(bench.n, bench.concurrency, |i| floor_one(&memcacheds, &deployments, i)),
+    )
+    .await?;
+    let took = started.elapsed();
+    eprintln!("floor took {:.2}s", took.as_secs_f64());
+    // The controller-manager now makes N ReplicaSets and Pods here; nothing else may be measured
+    // until it is done.
+    let waiting = Instant::now();
+    poll_until(
+        "the controller-manager is done with the floor's Deployments",
+        bench.settle_timeout(),
+        Duration::from_secs(2),
+        || async {
+            let list = deployments.list(&ListParams::default()).await?;
+            Ok((list.items.len() == bench.n && list.items.iter().all(rolled_out)).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "the controller-manager settled {:.2}s after the floor",
+        waiting.elapsed().as_secs_f64()
+    );
+    Ok(Floor { took })
+}
+
+/// Exactly the requests the manager makes for a new object: the same builders, the same apply
+/// functions, nothing cached to compare with.
+async fn floor_one(memcacheds: &Api<Memcached>, deployments: &Api<Deployment>, i: usize) -> anyhow::Result<()> {
+    let created = create(memcacheds, i).await?;
+    let desired = build_deployment(&created).context("building the Deployment")?;
+    apply(deployments, &desired, None).await?;
+    let status = build_status(&created, Observed::Owned(None), Vec::new(), Timestamp::now());
+    apply_status(memcacheds, &created, None, &status).await?;
+    Ok(())
+}
+
+fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult {
+    let n = bench.n;
+    let per_object = |count: usize| count as f64 / n as f64;
+    let requests = &managed.requests;
+    let latency = Percentiles::of(&managed.latencies);
+    let converged = managed.converged.as_secs_f64();
+    let floor_took = floor.took.as_secs_f64();
+    let idle = format!("writes while idle ({})", humantime::format_duration(bench.idle));
+    let rows = vec![
+        Row::info("converge (create → Deployments + statuses)", converged, Unit::Seconds),
+        Row::info("floor (create + apply + status apply)", floor_took, Unit::Seconds),
+        Row::at_most("converge / floor", converged / floor_took, 1.5, Unit::Ratio),
+        Row::at_most(
+            "Deployment applies",
+            per_object(requests.writes_to("deployments")),
+            1.0,
+            Unit::PerObject,
+        ),
+        Row::at_most(
+            "status writes",
+            per_object(requests.writes_to("memcacheds/status")),
+            2.0,
+            Unit::PerObject,
+        ),
+        Row::info(
+            "Event writes",
+            per_object(requests.writes_to("events")),
+            Unit::PerObject,
+        ),
+        Row::info("reads", per_object(requests.reads()), Unit::PerObject),
+        Row::info("all manager requests", per_object(requests.total()), Unit::PerObject),
+        Row::info(
+            "settled (statuses list Pods)",
+            managed.settled.as_secs_f64(),
+            Unit::Seconds,
+        ),
+        Row::at_most(&idle, managed.idle.writes() as f64, 0.0, Unit::Count),
+        Row::below(
+            "peak RSS (VmHWM)",
+            managed.peak_rss as f64 / (1024.0 * 1024.0),
+            64.0,
+            Unit::Megabytes,
+        ),
+        Row::info("single-change latency p50", latency.p50, Unit::Millis),
+        Row::below("single-change latency p99", latency.p99, 100.0, Unit::Millis),
+        Row::info("single-change latency max", latency.max, Unit::Millis),
+    ];
+    let details = json!({
+        "created_seconds": managed.created.as_secs_f64(),
+        "converged_seconds": converged,
+        "settled_seconds": managed.settled.as_secs_f64(),
+        "floor_seconds": floor_took,
+        "manager_requests_until_settled": requests.by_kind,
+        "manager_requests_per_object": requests.per_object(n),
+        "manager_requests_while_idle": managed.idle.by_kind,
+        "latency_ms": managed.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
+        "peak_rss_bytes": managed.peak_rss,
+        "manager_metrics": managed.metrics,
+    });
+    eprintln!("manager requests until settled: {}", requests.describe());
+    ScenarioResult { rows, details }
+}

@@ -1,0 +1,233 @@
+//! `cargo xtask bench`: the manager against the local control plane at scale, side by side with
+//! the *floor* — the same requests sent straight from one tuned client — and the targets.
+//!
+//! Per scenario: a fresh namespace, the release manager scoped to it, N objects created by the
+//! bench's own client (user agent `capstan-bench`), convergence seen through watches, the
+//! manager's requests read from the apiserver's audit log by user agent, writes during an idle
+//! window, single-change latency, and peak RSS. Then the floor in another fresh namespace without
+//! a manager. Prints a table and writes JSON to `target/bench/`.
+
+mod audit;
+mod foo;
+mod manager;
+mod memcached;
+mod report;
+mod track;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, bail};
+use capstan_testenv::{ControlPlane, Options};
+use kube::Client;
+
+use crate::{cmd, envtest};
+use report::{Machine, Report, ScenarioResult};
+
+/// The bench's own user agent, so its requests never count as the manager's.
+const BENCH_USER_AGENT: &str = "capstan-bench";
+/// Set in the optimized child so it does not re-run itself.
+const OPTIMIZED_ENV: &str = "CAPSTAN_BENCH_OPTIMIZED";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Memcached,
+    Foo,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Objects per scenario.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Requests the bench keeps in flight, and the manager's `--concurrency`.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long to count the manager's writes once everything has settled (target: none).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// Single-change latency samples per scenario.
+    #[arg(long, default_value_t = 100)]
+    samples: usize,
+    /// Scenarios to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Memcached, Scenario::Foo])]
+    scenarios: Vec<Scenario>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.n == 0 || args.concurrency == 0 {
+        bail!("--n and --concurrency must be at least 1");
+    }
+    let target = target_dir();
+    // The floor is this process's own client: from an unoptimized build it would be slower than
+    // the (release) manager and flatter the ratio, so the bench itself runs optimized.
+    cmd::run(cmd::cargo().args(["build", "--release", "-p", "capstan-manager"]))?;
+    if cfg!(debug_assertions) && std::env::var_os(OPTIMIZED_ENV).is_none() {
+        cmd::run(cmd::cargo().args(["build", "--release", "-p", "xtask"]))?;
+        let mut optimized = Command::new(target.join("release/xtask"));
+        optimized.args(std::env::args_os().skip(1)).env(OPTIMIZED_ENV, "1");
+        return cmd::run(&mut optimized);
+    }
+    let manager = target.join("release/capstan-manager");
+    envtest::ensure()?;
+
+    let machine = Machine::read();
+    eprintln!("==> starting a control plane with the audit log on");
+    let control_plane = ControlPlane::start(Options { audit_log: true })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let started = Instant::now();
+    let results = runtime.block_on(run_scenarios(&control_plane, &manager, &target, &args));
+    drop(runtime);
+    eprintln!("==> stopping the control plane");
+    drop(control_plane);
+
+    let report = Report::new(machine, &args, started.elapsed(), results);
+    report.print_table();
+    let written = report.write_json(&target.join("bench"))?;
+    eprintln!("wrote {} (and latest.json)", written.display());
+    report.into_result()
+}
+
+/// Each scenario runs to the end or fails on its own; a failure does not hide the others' results.
+async fn run_scenarios(
+    control_plane: &ControlPlane,
+    manager: &Path,
+    target: &Path,
+    args: &Args,
+) -> Vec<(Scenario, anyhow::Result<ScenarioResult>)> {
+    let mut results = Vec::new();
+    let setup = async {
+        let client = bench_client(control_plane)?;
+        control_plane.apply_crds(&client, &capstan_manager::crds()).await?;
+        anyhow::Ok(client)
+    };
+    let client = match setup.await {
+        Ok(client) => client,
+        Err(error) => {
+            for scenario in &args.scenarios {
+                results.push((*scenario, Err(anyhow::anyhow!("setup failed: {error:#}"))));
+            }
+            return results;
+        }
+    };
+    let bench = Bench {
+        control_plane,
+        client,
+        manager_binary: manager.to_path_buf(),
+        logs: target.join("bench"),
+        n: args.n,
+        concurrency: args.concurrency,
+        idle: args.idle,
+        samples: args.samples,
+    };
+    for scenario in &args.scenarios {
+        eprintln!("==> scenario {scenario:?} (n={})", args.n);
+        let result = match scenario {
+            Scenario::Memcached => memcached::run(&bench).await,
+            Scenario::Foo => foo::run(&bench).await,
+        };
+        if let Err(error) = &result {
+            eprintln!("scenario {scenario:?} failed: {error:#}");
+        }
+        results.push((*scenario, result));
+    }
+    results
+}
+
+/// What every scenario needs: the control plane, the bench's client, and the settings.
+pub struct Bench<'a> {
+    control_plane: &'a ControlPlane,
+    client: Client,
+    manager_binary: PathBuf,
+    logs: PathBuf,
+    n: usize,
+    concurrency: usize,
+    idle: Duration,
+    samples: usize,
+}
+
+impl Bench<'_> {
+    /// A generous bound for a phase that does N objects' worth of work (the machine is shared).
+    fn phase_timeout(&self) -> Duration {
+        Duration::from_secs(120) + Duration::from_millis(300) * self.n as u32
+    }
+
+    /// The kube-controller-manager works through N Deployments at its default 20 requests/s per
+    /// controller, so waiting for it to finish takes longer than our own phases.
+    fn settle_timeout(&self) -> Duration {
+        Duration::from_secs(180) + Duration::from_millis(600) * self.n as u32
+    }
+
+    fn audit_log(&self) -> anyhow::Result<&Path> {
+        self.control_plane
+            .audit_log_path()
+            .context("the control plane was started without an audit log")
+    }
+}
+
+/// One kube client with its own user agent; kube speaks HTTP/1.1 and pools a connection per
+/// request in flight, as the manager's client does.
+fn bench_client(control_plane: &ControlPlane) -> anyhow::Result<Client> {
+    let mut config = control_plane.kube_config();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(BENCH_USER_AGENT),
+    ));
+    Ok(Client::try_from(config)?)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::workspace_root().join("target"))
+}
+
+/// Runs `phase`, failing with `what` if it takes longer than `limit`.
+async fn within<T>(what: &str, limit: Duration, phase: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    match tokio::time::timeout(limit, phase).await {
+        Ok(result) => result.with_context(|| format!("{what} failed")),
+        Err(_) => bail!("{what} did not finish within {}", humantime::format_duration(limit)),
+    }
+}
+
+/// The audit log is written as responses complete; a request answered just now may not be in it
+/// yet.
+const AUDIT_FLUSH: Duration = Duration::from_secs(1);
+
+/// The manager's requests the apiserver received between two moments.
+fn manager_requests(bench: &Bench<'_>, clock: &track::Clock, until: Instant) -> anyhow::Result<audit::RequestCounts> {
+    audit::count_requests(
+        bench.audit_log()?,
+        capstan_manager::USER_AGENT,
+        clock.wall(),
+        clock.wall_at(until),
+    )
+}
+
+/// Waits `--idle` with nothing changing and returns what the manager sent meanwhile (only
+/// writes matter: reads are what keep a watch alive).
+async fn idle_requests(bench: &Bench<'_>) -> anyhow::Result<audit::RequestCounts> {
+    eprintln!("idle for {}", humantime::format_duration(bench.idle));
+    let clock = track::Clock::now();
+    tokio::time::sleep(bench.idle).await;
+    let end = Instant::now();
+    tokio::time::sleep(AUDIT_FLUSH).await;
+    manager_requests(bench, &clock, end)
+}
+
+/// Starts the release manager scoped to `namespace` and waits until it is ready.
+async fn start_manager(bench: &Bench<'_>, namespace: &str, scenario: &str) -> anyhow::Result<manager::ManagerProcess> {
+    let mut manager = manager::ManagerProcess::start(
+        &bench.manager_binary,
+        bench.control_plane.kubeconfig_path(),
+        namespace,
+        bench.concurrency,
+        &bench.logs.join(format!("manager-{scenario}.log")),
+    )?;
+    let ready = manager.wait_ready().await?;
+    eprintln!("manager ready after {:.2}s", ready.as_secs_f64());
+    Ok(manager)
+}

@@ -1,0 +1,353 @@
+//! The bench's output: a table of targets next to measured values on stdout, and the same plus
+//! the details as JSON in `target/bench/`.
+use std::{fs, path::Path, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+
+use super::{Args, Scenario};
+
+/// How a measured value is shown.
+#[derive(Debug, Clone, Copy)]
+pub enum Unit {
+    Seconds,
+    Millis,
+    Ratio,
+    PerObject,
+    Count,
+    Megabytes,
+}
+
+impl Unit {
+    fn format(self, value: f64) -> String {
+        match self {
+            Unit::Seconds => format!("{value:.2} s"),
+            Unit::Millis => format!("{value:.1} ms"),
+            Unit::Ratio => format!("{value:.2}×"),
+            Unit::PerObject => format!("{value:.2}/object"),
+            Unit::Count => format!("{value:.0}"),
+            Unit::Megabytes => format!("{value:.1} MiB"),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Unit::Seconds => "s",
+            Unit::Millis => "ms",
+            Unit::Ratio => "ratio",
+            Unit::PerObject => "per object",
+            Unit::Count => "count",
+            Unit::Megabytes => "MiB",
+        }
+    }
+}
+
+/// One line of the table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    metric: String,
+    target: Option<String>,
+    value: f64,
+    unit: Unit,
+    pass: Option<bool>,
+}
+
+impl Row {
+    /// A figure with no target, shown for context.
+    pub fn info(metric: &str, value: f64, unit: Unit) -> Row {
+        Row {
+            metric: metric.to_owned(),
+            target: None,
+            value,
+            unit,
+            pass: None,
+        }
+    }
+
+    pub fn at_most(metric: &str, value: f64, limit: f64, unit: Unit) -> Row {
+        Row {
+            target: Some(format!("≤ {}", unit.format(limit))),
+            pass: Some(value <= limit),
+            ..Row::info(metric, value, unit)
+        }
+    }
+
+    pub fn below(metric: &str, value: f64, limit: f64, unit: Unit) -> Row {
+        Row {
+            target: Some(format!("< {}", unit.format(limit))),
+            pass: Some(value < limit),
+            ..Row::info(metric, value, unit)
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "metric": self.metric,
+            "target": self.target,
+            "value": self.value,
+            "unit": self.unit.name(),
+            "pass": self.pass,
+        })
+    }
+}
+
+/// What one scenario measured: table rows, and details for the JSON (request counts, samples).
+#[derive(Debug)]
+pub struct ScenarioResult {
+    pub rows: Vec<Row>,
+    pub details: Value,
+}
+
+/// Latency percentiles (nearest rank) in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(samples: &[Duration]) -> Percentiles {
+        let mut ms: Vec<f64> = samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        let rank = |q: f64| -> f64 {
+            if ms.is_empty() {
+                return f64::NAN;
+            }
+            let index = ((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1;
+            ms[index]
+        };
+        Percentiles {
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: rank(1.0),
+        }
+    }
+}
+
+/// The machine the numbers come from: they mean little without it.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    cpus: usize,
+    cpu_model: String,
+    memory_mb: u64,
+    kernel: String,
+    load_at_start: String,
+}
+
+impl Machine {
+    pub fn read() -> Machine {
+        let proc_file = |path: &str| fs::read_to_string(path).unwrap_or_default();
+        let cpuinfo = proc_file("/proc/cpuinfo");
+        let meminfo = proc_file("/proc/meminfo");
+        Machine {
+            cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cpu_model: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+                .unwrap_or_default(),
+            memory_mb: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kib| kib / 1024)
+                .unwrap_or(0),
+            kernel: proc_file("/proc/sys/kernel/osrelease").trim().to_owned(),
+            load_at_start: load_average(),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "cpus": self.cpus,
+            "cpu_model": self.cpu_model,
+            "memory_mb": self.memory_mb,
+            "kernel": self.kernel,
+            "load_average_at_start": self.load_at_start,
+            "load_average_at_end": load_average(),
+        })
+    }
+}
+
+/// The 1, 5 and 15 minute load averages: this machine is shared, so they say how quiet it was.
+fn load_average() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+pub struct Report {
+    finished: Timestamp,
+    machine: Machine,
+    settings: Value,
+    took: Duration,
+    scenarios: Vec<(Scenario, anyhow::Result<ScenarioResult>)>,
+}
+
+impl Report {
+    pub fn new(
+        machine: Machine,
+        args: &Args,
+        took: Duration,
+        scenarios: Vec<(Scenario, anyhow::Result<ScenarioResult>)>,
+    ) -> Report {
+        Report {
+            finished: Timestamp::now(),
+            machine,
+            settings: json!({
+                "n": args.n,
+                "concurrency": args.concurrency,
+                "idle_seconds": args.idle.as_secs_f64(),
+                "samples": args.samples,
+            }),
+            took,
+            scenarios,
+        }
+    }
+
+    pub fn print_table(&self) {
+        let m = &self.machine;
+        println!();
+        println!(
+            "capstan bench: n={} concurrency={} on {} CPUs ({}), {} MB, Linux {}, load {} at start; took {}",
+            self.settings["n"],
+            self.settings["concurrency"],
+            m.cpus,
+            m.cpu_model,
+            m.memory_mb,
+            m.kernel,
+            m.load_at_start,
+            humantime::format_duration(Duration::from_secs(self.took.as_secs()))
+        );
+        println!();
+        println!(
+            "{:<10} {:<44} {:>14} {:>16}  ok",
+            "scenario", "metric", "target", "measured"
+        );
+        println!("{}", "-".repeat(92));
+        for (scenario, result) in &self.scenarios {
+            let name = scenario_name(*scenario);
+            match result {
+                Ok(result) => {
+                    for row in &result.rows {
+                        let ok = match row.pass {
+                            Some(true) => "✓",
+                            Some(false) => "✗",
+                            None => "",
+                        };
+                        println!(
+                            "{name:<10} {:<44} {:>14} {:>16}  {ok}",
+                            row.metric,
+                            row.target.as_deref().unwrap_or("—"),
+                            row.unit.format(row.value)
+                        );
+                    }
+                }
+                Err(error) => println!("{name:<10} FAILED: {error:#}"),
+            }
+        }
+        let missed = self.missed();
+        println!();
+        if missed.is_empty() {
+            println!("all targets met");
+        } else {
+            println!("targets missed: {}", missed.join("; "));
+        }
+    }
+
+    fn missed(&self) -> Vec<String> {
+        self.scenarios
+            .iter()
+            .filter_map(|(scenario, result)| Some((scenario, result.as_ref().ok()?)))
+            .flat_map(|(scenario, result)| {
+                result
+                    .rows
+                    .iter()
+                    .filter(|row| row.pass == Some(false))
+                    .map(move |row| format!("{} {}", scenario_name(*scenario), row.metric))
+            })
+            .collect()
+    }
+
+    fn to_json(&self) -> Value {
+        let scenarios: serde_json::Map<String, Value> = self
+            .scenarios
+            .iter()
+            .map(|(scenario, result)| {
+                let value = match result {
+                    Ok(result) => json!({
+                        "rows": result.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+                        "details": result.details,
+                    }),
+                    Err(error) => json!({ "error": format!("{error:#}") }),
+                };
+                (scenario_name(*scenario).to_owned(), value)
+            })
+            .collect();
+        json!({
+            "finished": self.finished.to_string(),
+            "took_seconds": self.took.as_secs_f64(),
+            "machine": self.machine.to_json(),
+            "settings": self.settings,
+            "scenarios": scenarios,
+            "targets_missed": self.missed(),
+        })
+    }
+
+    /// Writes `<dir>/<timestamp>.json` and a copy as `<dir>/latest.json`; returns the first.
+    pub fn write_json(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let text = serde_json::to_string_pretty(&self.to_json())?;
+        let path = dir.join(format!("{}.json", self.finished.strftime("%Y%m%dT%H%M%SZ")));
+        fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+        let latest = dir.join("latest.json");
+        fs::write(&latest, &text).with_context(|| format!("cannot write {}", latest.display()))?;
+        Ok(path)
+    }
+
+    /// An error when a scenario could not run to the end; missed targets are findings, shown in
+    /// the table, not failures of the bench.
+    pub fn into_result(self) -> anyhow::Result<()> {
+        let failed: Vec<String> = self
+            .scenarios
+            .iter()
+            .filter(|(_, result)| result.is_err())
+            .map(|(scenario, _)| scenario_name(*scenario).to_owned())
+            .collect();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            anyhow::bail!("scenario(s) failed: {}", failed.join(", "))
+        }
+    }
+}
+
+fn scenario_name(scenario: Scenario) -> &'static str {
+    match scenario {
+        Scenario::Memcached => "memcached",
+        Scenario::Foo => "foo",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let p = Percentiles::of(&samples);
+        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+        let one = Percentiles::of(&[Duration::from_millis(7)]);
+        assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
+    }
+
+    #[test]
+    fn targets_pass_or_fail_at_their_bound() {
+        assert_eq!(Row::at_most("x", 1.5, 1.5, Unit::Ratio).pass, Some(true));
+        assert_eq!(Row::below("x", 64.0, 64.0, Unit::Megabytes).pass, Some(false));
+        assert_eq!(Row::info("x", 1.0, Unit::Count).pass, None);
+    }
+}
