@@ -83,9 +83,7 @@ impl Reconciler for FooReconciler {
             } else {
                 ("Unhappy", format!("friend Pod {} is gone", foo.spec.name))
             };
-            ctx.events()
-                .normal(&foo.object_ref(&()), reason, "UpdateStatus", note)
-                .await;
+            ctx.events().normal(&foo.object_ref(&()), reason, "UpdateStatus", note);
         }
         // Pod and Foo events drive everything; no periodic resync is needed.
         Ok(Action::await_change())

@@ -15,17 +15,16 @@ use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
     ResourceExt,
     core::PartialObjectMeta,
-    runtime::{Controller, reflector::ObjectRef, watcher},
+    runtime::{Controller, reflector::ObjectRef},
 };
 
 /// The Memcached controller: Memcached objects, the Deployments capstan manages for them, and
 /// their Pods (metadata only).
 pub fn controller(informers: &mut Informers) -> ControllerDef<MemcachedReconciler> {
     let memcacheds = informers.subscribe::<Memcached>();
-    // Only capstan's own Deployments are cached; a same-named foreign one is found by a direct
-    // read when the cache has none, which happens once per object, not on every reconcile.
-    let deployments = informers
-        .subscribe_with::<Deployment>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    // Every Deployment in scope is cached, not only capstan's: a same-named foreign one must be
+    // seen to be refused, and a cache answers that without a read per new object.
+    let deployments = informers.subscribe::<Deployment>();
     let pods = informers.subscribe::<PartialObjectMeta<Pod>>();
     let reconciler = MemcachedReconciler::new(deployments.store(), pods.store());
     let store = memcacheds.store();

@@ -8,7 +8,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Resource, ResourceExt,
+    Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::reflector::{ObjectRef, Store},
 };
@@ -25,8 +25,6 @@ pub enum Error {
     InvalidSpec(#[from] SpecError),
     #[error("Deployment {0} exists and is not controlled by this Memcached; delete or rename it")]
     ResourceExists(String),
-    #[error("reading Deployment: {0}")]
-    Read(#[source] kube::Error),
     #[error("applying Deployment: {0}")]
     Apply(#[source] capstan_runtime::Error),
     #[error("writing status: {0}")]
@@ -38,7 +36,6 @@ impl ReconcileError for Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::ResourceExists(_) => "resource_exists",
-            Error::Read(_) => "read",
             Error::Apply(e) | Error::Status(e) => e.metric_label(),
         }
     }
@@ -47,7 +44,7 @@ impl ReconcileError for Error {
         Some(match self {
             Error::InvalidSpec(_) => "InvalidSpec",
             Error::ResourceExists(_) => "ResourceExists",
-            Error::Read(_) | Error::Apply(_) | Error::Status(_) => "ReconcileFailed",
+            Error::Apply(_) | Error::Status(_) => "ReconcileFailed",
         })
     }
 }
@@ -77,19 +74,11 @@ impl MemcachedReconciler {
         names
     }
 
-    /// The Deployment of this name, from the cache of capstan's Deployments or, when absent
-    /// there (not created yet, or someone else's), from the apiserver.
-    async fn find_deployment(
-        &self,
-        ctx: &Context,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<Deployment>>, Error> {
-        if let Some(cached) = self.deployments.get(&ObjectRef::new(name).within(namespace)) {
-            return Ok(Some(cached));
-        }
-        let api = Api::<Deployment>::namespaced(ctx.client().clone(), namespace);
-        Ok(api.get_opt(name).await.map_err(Error::Read)?.map(Arc::new))
+    /// The Deployment of this name, from the cache of every Deployment in scope. Should a
+    /// foreign Deployment appear in the instant before the cache hears of it, the apply cannot
+    /// take it over if it has a controller (the apiserver refuses a second controller reference).
+    fn find_deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
+        self.deployments.get(&ObjectRef::new(name).within(namespace))
     }
 
     async fn write_status(
@@ -124,7 +113,7 @@ impl Reconciler for MemcachedReconciler {
             }
         };
         let uid = mc.meta().uid.clone().unwrap_or_default();
-        let current = self.find_deployment(ctx, &namespace, &name).await?;
+        let current = self.find_deployment(&namespace, &name);
         if let Some(existing) = &current
             && !is_controlled_by(existing.as_ref(), &uid)
         {
@@ -135,40 +124,20 @@ impl Reconciler for MemcachedReconciler {
         let outcome = ctx.apply(&desired, current.as_deref()).await.map_err(Error::Apply)?;
         if outcome == ApplyOutcome::Applied {
             let size = mc.spec.size;
-            let previous = current.as_ref().and_then(|d| d.spec.replicas);
-            let regarding = mc.object_ref(&());
-            match previous {
-                None => {
-                    ctx.events()
-                        .normal(
-                            &regarding,
-                            "Created",
-                            "CreateDeployment",
-                            format!("created Deployment {name} with {size} replicas"),
-                        )
-                        .await
-                }
-                Some(from) if from != size => {
-                    ctx.events()
-                        .normal(
-                            &regarding,
-                            "Scaled",
-                            "ScaleDeployment",
-                            format!("scaled Deployment {name} from {from} to {size} replicas"),
-                        )
-                        .await
-                }
-                Some(_) => {
-                    ctx.events()
-                        .normal(
-                            &regarding,
-                            "Updated",
-                            "UpdateDeployment",
-                            format!("updated Deployment {name}"),
-                        )
-                        .await
-                }
-            }
+            let (reason, action, note) = match current.as_ref().and_then(|d| d.spec.replicas) {
+                None => (
+                    "Created",
+                    "CreateDeployment",
+                    format!("created Deployment {name} with {size} replicas"),
+                ),
+                Some(from) if from != size => (
+                    "Scaled",
+                    "ScaleDeployment",
+                    format!("scaled Deployment {name} from {from} to {size} replicas"),
+                ),
+                Some(_) => ("Updated", "UpdateDeployment", format!("updated Deployment {name}")),
+            };
+            ctx.events().normal(&mc.object_ref(&()), reason, action, note);
         }
         if outcome == ApplyOutcome::Applied && current.is_none() {
             // The new Deployment's watch event reconciles this object again within milliseconds,

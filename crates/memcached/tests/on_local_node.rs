@@ -99,7 +99,11 @@ async fn a_memcached_becomes_available_with_pods_that_answer_and_follows_a_delet
         .iter()
         .find(|name| !running.iter().any(|p| &p.name_any() == *name))
         .expect("a new Pod");
-    let new_ip = pod_ip(&pods.get(newcomer).await.expect("new pod")).expect("ip");
+    // readyReplicas may still count the old Pod while it terminates; wait for the new one to run.
+    let new_ip = eventually("the replacement Pod runs with an IP", WAIT, || async {
+        pod_ip(&pods.get(newcomer).await.ok()?)
+    })
+    .await;
     assert_ne!(new_ip, victim_ip, "the replacement has a new IP");
     assert!(
         memcached_version(&new_ip)

@@ -189,9 +189,7 @@ impl<R: Reconciler> Runner<R> {
                 if let Some(reason) = error.event_reason() {
                     self.context
                         .events()
-                        .warning(&obj.object_ref(&()), reason, "Reconcile", error.to_string())
-                        .instrument(span)
-                        .await;
+                        .warning(&obj.object_ref(&()), reason, "Reconcile", error.to_string());
                 }
             }
         }

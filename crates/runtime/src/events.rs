@@ -1,5 +1,6 @@
-//! Kubernetes Events for meaningful transitions. Publishing is best effort: an Event that cannot
-//! be written is logged, never turned into a reconcile failure.
+//! Kubernetes Events for meaningful transitions. Publishing is best effort and off the reconcile's
+//! path (like client-go's broadcaster): an Event that cannot be written is logged, never turned
+//! into a reconcile failure, and a reconcile never waits for one.
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
@@ -20,15 +21,15 @@ impl EventPublisher {
         }
     }
 
-    pub async fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.publish(regarding, EventType::Normal, reason, action, note).await;
+    pub fn normal(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
+        self.publish(regarding, EventType::Normal, reason, action, note);
     }
 
-    pub async fn warning(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
-        self.publish(regarding, EventType::Warning, reason, action, note).await;
+    pub fn warning(&self, regarding: &ObjectReference, reason: &str, action: &str, note: String) {
+        self.publish(regarding, EventType::Warning, reason, action, note);
     }
 
-    async fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
+    fn publish(&self, regarding: &ObjectReference, type_: EventType, reason: &str, action: &str, note: String) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
@@ -36,8 +37,11 @@ impl EventPublisher {
             action: action.to_owned(),
             secondary: None,
         };
-        if let Err(error) = self.recorder.publish(&event, regarding).await {
-            tracing::warn!(%error, reason, "could not publish event");
-        }
+        let (recorder, regarding, reason) = (self.recorder.clone(), regarding.clone(), reason.to_owned());
+        tokio::spawn(async move {
+            if let Err(error) = recorder.publish(&event, &regarding).await {
+                tracing::warn!(%error, reason, "could not publish event");
+            }
+        });
     }
 }

@@ -16,9 +16,11 @@ use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use serde_json::json;
 
 use super::{
-    Bench,
+    Bench, QUIET_TIMEOUT,
     audit::RequestCounts,
-    idle_requests, manager_requests,
+    idle_requests,
+    manager::cpu_seconds,
+    manager_requests,
     report::{Percentiles, Row, ScenarioResult, Unit},
     start_manager,
     track::{Clock, Condition, ObjectWatch, Tracker, run_all},
@@ -32,6 +34,9 @@ const AFTER_SAMPLE: Duration = Duration::from_millis(200);
 struct Managed {
     converged: Duration,
     flipped: Duration,
+    /// CPU seconds the manager used until convergence, and until all were happy.
+    cpu_converge: f64,
+    cpu_flip: f64,
     converge_requests: RequestCounts,
     flip_requests: RequestCounts,
     idle: RequestCounts,
@@ -56,6 +61,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     let mut progress = Tracker::start("Foos", foos.clone(), n, conditions).await?;
 
     eprintln!("creating {n} Foos");
+    let cpu_before = manager.cpu_seconds()?;
     let clock = Clock::now();
     let limit = bench.phase_timeout();
     within(
@@ -67,9 +73,11 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     let converged = progress
         .reached(0, "unhappy statuses at their generation", limit)
         .await?;
+    let cpu_converge = manager.cpu_seconds()? - cpu_before;
     eprintln!("converged after {:.2}s", clock.secs_until(converged));
 
     eprintln!("creating {n} Pods");
+    let cpu_before = manager.cpu_seconds()?;
     let pods_clock = Clock::now();
     within(
         "creating the Pods",
@@ -78,16 +86,21 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     )
     .await?;
     let flipped = progress.reached(1, "happy statuses", limit).await?;
+    let cpu_flip = manager.cpu_seconds()? - cpu_before;
     eprintln!("all happy after {:.2}s", pods_clock.secs_until(flipped));
     progress.stop();
+    // The Events of the last flips are published after their status writes.
+    let quiet = manager.wait_quiet(QUIET_TIMEOUT).await.max(flipped);
 
     let idle = idle_requests(bench).await?;
-    let converge_requests = manager_requests(bench, &clock, converged)?;
-    let flip_requests = manager_requests(bench, &pods_clock, flipped)?;
+    let converge_requests = manager_requests(bench, &clock, pods_clock.instant())?;
+    let flip_requests = manager_requests(bench, &pods_clock, quiet)?;
     let latencies = flip_latency(bench, &foos, &pods, 0).await?;
     let managed = Managed {
         converged: converged - clock.instant(),
         flipped: flipped - pods_clock.instant(),
+        cpu_converge,
+        cpu_flip,
         converge_requests,
         flip_requests,
         idle,
@@ -184,6 +197,9 @@ async fn flip_latency(bench: &Bench<'_>, foos: &Api<Foo>, pods: &Api<Pod>, i: us
 struct Floor {
     converge: Duration,
     flip: Duration,
+    /// CPU seconds this process used for each phase.
+    cpu_converge: f64,
+    cpu_flip: f64,
 }
 
 /// The same Foo creates and status applies, then the same Pod creates and status applies, sent
@@ -197,6 +213,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     let (foos, pods) = (&foos, &pods);
 
     eprintln!("floor: {} × (create Foo, apply status)", bench.n);
+    let cpu_before = cpu_seconds(std::process::id())?;
     let started = Instant::now();
     let created: BTreeMap<usize, Foo> = within(
         "the floor's Foos",
@@ -211,8 +228,10 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     .into_iter()
     .collect();
     let converge = started.elapsed();
+    let cpu_converge = cpu_seconds(std::process::id())? - cpu_before;
 
     eprintln!("floor: {} × (create Pod, apply status)", bench.n);
+    let cpu_before = cpu_seconds(std::process::id())?;
     let started = Instant::now();
     within(
         "the floor's Pods",
@@ -229,12 +248,18 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     )
     .await?;
     let flip = started.elapsed();
+    let cpu_flip = cpu_seconds(std::process::id())? - cpu_before;
     eprintln!(
         "floor took {:.2}s (statuses) and {:.2}s (flips)",
         converge.as_secs_f64(),
         flip.as_secs_f64()
     );
-    Ok(Floor { converge, flip })
+    Ok(Floor {
+        converge,
+        flip,
+        cpu_converge,
+        cpu_flip,
+    })
 }
 
 fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult {
@@ -261,6 +286,8 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             1.5,
             Unit::Ratio,
         ),
+        Row::info("manager CPU until converged", managed.cpu_converge, Unit::CpuSeconds),
+        Row::info("floor client CPU", floor.cpu_converge, Unit::CpuSeconds),
         Row::info("flip (create Pods → all happy)", flipped, Unit::Seconds),
         Row::info(
             "floor (Pod create + status apply)",
@@ -268,6 +295,8 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             Unit::Seconds,
         ),
         Row::at_most("flip / floor", flipped / floor.flip.as_secs_f64(), 1.5, Unit::Ratio),
+        Row::info("manager CPU until all happy", managed.cpu_flip, Unit::CpuSeconds),
+        Row::info("floor client CPU (flips)", floor.cpu_flip, Unit::CpuSeconds),
         // One status per state the Foo goes through (unhappy, then happy): the Memcached
         // target's reasoning applied to Foo.
         Row::at_most(
@@ -299,8 +328,8 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
         "flipped_seconds": flipped,
         "floor_converge_seconds": floor.converge.as_secs_f64(),
         "floor_flip_seconds": floor.flip.as_secs_f64(),
-        "manager_requests_until_converged": managed.converge_requests.by_kind,
-        "manager_requests_until_all_happy": managed.flip_requests.by_kind,
+        "manager_requests_until_pods_created": managed.converge_requests.by_kind,
+        "manager_requests_until_quiet_after_pods": managed.flip_requests.by_kind,
         "manager_requests_per_object": requests.per_object(n),
         "manager_requests_while_idle": managed.idle.by_kind,
         "latency_ms": managed.latencies.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),

@@ -17,6 +17,8 @@ use capstan_testenv::process;
 const ADMIN_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_GRACE: Duration = Duration::from_secs(20);
+/// How long no reconcile may finish before the manager counts as quiet.
+const QUIET_FOR: Duration = Duration::from_secs(1);
 
 pub struct ManagerProcess {
     child: Child,
@@ -109,6 +111,11 @@ impl ManagerProcess {
         Ok(kib * 1024)
     }
 
+    /// CPU time the manager has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        cpu_seconds(self.child.id())
+    }
+
     /// The capstan and reconcile-count series of `/metrics`, for the JSON report.
     pub async fn metrics_excerpt(&self) -> Vec<String> {
         let Ok((_, body)) = http_get(self.metrics, "/metrics").await else {
@@ -118,6 +125,48 @@ impl ManagerProcess {
             .filter(|l| l.starts_with("capstan_") || l.starts_with("controller_runtime_reconcile_total"))
             .map(str::to_owned)
             .collect()
+    }
+
+    /// Waits until no reconcile runs and none has finished for [`QUIET_FOR`]: the work a burst set
+    /// off (e.g. the Event published after a status write) is over, and what follows is idleness.
+    /// Returns when that quiet began; after `limit`, returns anyway (with a warning) and lets the
+    /// idle window show what keeps the manager busy.
+    pub async fn wait_quiet(&self, limit: Duration) -> Instant {
+        let started = Instant::now();
+        let mut last = (f64::NAN, Instant::now());
+        loop {
+            let now = Instant::now();
+            if let Some((reconciles, active)) = self.reconcile_counters().await {
+                if reconciles != last.0 || active > 0.0 {
+                    last = (reconciles, now);
+                } else if now - last.1 >= QUIET_FOR {
+                    return last.1;
+                }
+            }
+            if started.elapsed() > limit {
+                eprintln!(
+                    "warning: the manager kept reconciling for {}s; measuring idleness anyway",
+                    limit.as_secs()
+                );
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reconciles finished so far and reconciles running now, over all controllers.
+    async fn reconcile_counters(&self) -> Option<(f64, f64)> {
+        let (_, body) = http_get(self.metrics, "/metrics").await.ok()?;
+        let sum = |name: &str| -> f64 {
+            body.lines()
+                .filter(|l| l.starts_with(name))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        Some((
+            sum("controller_runtime_reconcile_total{"),
+            sum("controller_runtime_active_workers{"),
+        ))
     }
 
     /// SIGTERM, up to 20 s to drain, then SIGKILL.
@@ -133,6 +182,25 @@ impl Drop for ManagerProcess {
         }
         let _ = self.child.wait();
     }
+}
+
+/// CPU time (user + system, all threads, dead ones included) of process `pid`, in seconds.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    // USER_HZ: what /proc reports ticks in, 100 on every Linux architecture's user ABI.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let path = format!("/proc/{pid}/stat");
+    let stat = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name (field 2) is in parentheses and may hold spaces; count fields after it.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15, i.e. 11 and 12 after the name.
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .with_context(|| format!("unexpected {path}: {stat}"))
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
 /// Copies the manager's stderr into `log` on a thread of its own and sends back the line that
@@ -170,6 +238,14 @@ fn logged_addr(line: &str, key: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_process_has_used_some_cpu() {
+        let spent: u64 = (0..2_000_000u64).map(|i| i.wrapping_mul(i) % 7).sum();
+        assert!(spent > 0);
+        let seconds = cpu_seconds(std::process::id()).expect("own /proc stat");
+        assert!((0.0..1e6).contains(&seconds), "{seconds}");
+    }
 
     #[test]
     fn admin_addresses_are_read_from_the_log_line() {

@@ -14,9 +14,11 @@ use kube::{
 use serde_json::json;
 
 use super::{
-    Bench,
+    Bench, QUIET_TIMEOUT,
     audit::RequestCounts,
-    idle_requests, manager_requests,
+    idle_requests,
+    manager::cpu_seconds,
+    manager_requests,
     report::{Percentiles, Row, ScenarioResult, Unit},
     start_manager,
     track::{Clock, ObjectWatch, Tracker, poll_until, run_all},
@@ -26,7 +28,7 @@ use super::{
 /// The targets are stated for size 1.
 const SIZE: i32 = 1;
 const SAMPLE_TIMEOUT: Duration = Duration::from_secs(10);
-const QUIET_TIMEOUT: Duration = Duration::from_secs(60);
+const SAMPLE_SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// After a sample, what else the change sets off (a Pod made or removed by the
 /// controller-manager, the status listing it) must be over before the next one: "when idle".
 const AFTER_SAMPLE: Duration = Duration::from_millis(200);
@@ -35,6 +37,8 @@ const AFTER_SAMPLE: Duration = Duration::from_millis(200);
 struct Managed {
     created: Duration,
     converged: Duration,
+    /// CPU seconds the manager used from the first create to convergence.
+    cpu: f64,
     settled: Duration,
     requests: RequestCounts,
     idle: RequestCounts,
@@ -71,6 +75,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     .await?;
 
     eprintln!("creating {n} Memcacheds");
+    let cpu_before = manager.cpu_seconds()?;
     let clock = Clock::now();
     within(
         "creating the Memcacheds",
@@ -87,6 +92,8 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
         .reached(0, "statuses at their generation", limit)
         .await?;
     let converged = deployed.max(observed);
+    // Read a moment after convergence: close enough to say how busy the manager was.
+    let cpu = manager.cpu_seconds()? - cpu_before;
     eprintln!("converged after {:.2}s", clock.secs_until(converged));
     // The controller-manager goes on making ReplicaSets and Pods; the statuses then list the
     // Pods. Only once that is over is the system idle.
@@ -99,13 +106,15 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     eprintln!("settled after {:.2}s", clock.secs_until(settled));
     memcached_progress.stop();
     deployment_progress.stop();
+    let quiet = manager.wait_quiet(QUIET_TIMEOUT).await.max(settled);
 
     let idle = idle_requests(bench).await?;
-    let requests = manager_requests(bench, &clock, settled)?;
+    let requests = manager_requests(bench, &clock, quiet)?;
     let latencies = change_latency(bench, &memcacheds, &deployments, &name(0)).await?;
     let managed = Managed {
         created,
         converged: converged - clock.instant(),
+        cpu,
         settled: settled - clock.instant(),
         requests,
         idle,
@@ -196,7 +205,7 @@ async fn change_latency(
 async fn wait_quiet(memcacheds: &Api<Memcached>, name: &str) -> anyhow::Result<()> {
     poll_until(
         &format!("{name}'s status lists its Pods"),
-        QUIET_TIMEOUT,
+        SAMPLE_SETTLE_TIMEOUT,
         Duration::from_millis(50),
         || async { Ok(status_lists_pods(&memcacheds.get(name).await?).then_some(())) },
     )
@@ -208,6 +217,8 @@ async fn wait_quiet(memcacheds: &Api<Memcached>, name: &str) -> anyhow::Result<(
 /// What the floor took for the same work.
 struct Floor {
     took: Duration,
+    /// CPU seconds this process used for it.
+    cpu: f64,
 }
 
 /// The same creates, Deployment applies and status applies as the manager's, sent by one client
@@ -220,6 +231,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     let memcacheds = Api::<Memcached>::namespaced(bench.client.clone(), &namespace);
     let deployments = Api::<Deployment>::namespaced(bench.client.clone(), &namespace);
     eprintln!("floor: {} × (create, apply Deployment, apply status)", bench.n);
+    let cpu_before = cpu_seconds(std::process::id())?;
     let started = Instant::now();
     within(
         "the floor",
@@ -228,6 +240,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     )
     .await?;
     let took = started.elapsed();
+    let cpu = cpu_seconds(std::process::id())? - cpu_before;
     eprintln!("floor took {:.2}s", took.as_secs_f64());
     // The controller-manager now makes N ReplicaSets and Pods here; nothing else may be measured
     // until it is done.
@@ -246,7 +259,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
         "the controller-manager settled {:.2}s after the floor",
         waiting.elapsed().as_secs_f64()
     );
-    Ok(Floor { took })
+    Ok(Floor { took, cpu })
 }
 
 /// Exactly the requests the manager makes for a new object: the same builders, the same apply
@@ -272,6 +285,8 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
         Row::info("converge (create → Deployments + statuses)", converged, Unit::Seconds),
         Row::info("floor (create + apply + status apply)", floor_took, Unit::Seconds),
         Row::at_most("converge / floor", converged / floor_took, 1.5, Unit::Ratio),
+        Row::info("manager CPU until converged", managed.cpu, Unit::CpuSeconds),
+        Row::info("floor client CPU", floor.cpu, Unit::CpuSeconds),
         Row::at_most(
             "Deployment applies",
             per_object(requests.writes_to("deployments")),

@@ -193,6 +193,9 @@ async fn within<T>(what: &str, limit: Duration, phase: impl Future<Output = anyh
     }
 }
 
+/// How long the manager may go on reconciling after the measured end of a burst.
+const QUIET_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The audit log is written as responses complete; a request answered just now may not be in it
 /// yet.
 const AUDIT_FLUSH: Duration = Duration::from_secs(1);

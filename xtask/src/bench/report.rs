@@ -12,6 +12,7 @@ use super::{Args, Scenario};
 #[derive(Debug, Clone, Copy)]
 pub enum Unit {
     Seconds,
+    CpuSeconds,
     Millis,
     Ratio,
     PerObject,
@@ -23,6 +24,7 @@ impl Unit {
     fn format(self, value: f64) -> String {
         match self {
             Unit::Seconds => format!("{value:.2} s"),
+            Unit::CpuSeconds => format!("{value:.2} CPU s"),
             Unit::Millis => format!("{value:.1} ms"),
             Unit::Ratio => format!("{value:.2}×"),
             Unit::PerObject => format!("{value:.2}/object"),
@@ -34,6 +36,7 @@ impl Unit {
     fn name(self) -> &'static str {
         match self {
             Unit::Seconds => "s",
+            Unit::CpuSeconds => "CPU s",
             Unit::Millis => "ms",
             Unit::Ratio => "ratio",
             Unit::PerObject => "per object",
@@ -171,6 +174,27 @@ impl Machine {
     }
 }
 
+/// The commit measured, and whether the working tree differed from it (read-only git plumbing).
+fn revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(crate::cmd::workspace_root())
+            .output()
+            .ok()
+    };
+    let Some(head) = git(&["rev-parse", "--short", "HEAD"]).filter(|o| o.status.success()) else {
+        return "unknown".to_owned();
+    };
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let dirty = git(&["diff-index", "--quiet", "HEAD", "--"]).is_some_and(|o| !o.status.success());
+    if dirty {
+        format!("{head} with uncommitted changes")
+    } else {
+        head
+    }
+}
+
 /// The 1, 5 and 15 minute load averages: this machine is shared, so they say how quiet it was.
 fn load_average() -> String {
     fs::read_to_string("/proc/loadavg")
@@ -180,6 +204,7 @@ fn load_average() -> String {
 
 pub struct Report {
     finished: Timestamp,
+    revision: String,
     machine: Machine,
     settings: Value,
     took: Duration,
@@ -195,6 +220,7 @@ impl Report {
     ) -> Report {
         Report {
             finished: Timestamp::now(),
+            revision: revision(),
             machine,
             settings: json!({
                 "n": args.n,
@@ -288,6 +314,7 @@ impl Report {
             .collect();
         json!({
             "finished": self.finished.to_string(),
+            "revision": self.revision,
             "took_seconds": self.took.as_secs_f64(),
             "machine": self.machine.to_json(),
             "settings": self.settings,
