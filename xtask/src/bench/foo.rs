@@ -18,9 +18,8 @@ use serde_json::json;
 use super::{
     Bench, QUIET_TIMEOUT,
     audit::RequestCounts,
-    idle_requests,
-    manager::cpu_seconds,
-    manager_requests,
+    cpu::PhaseCpu,
+    idle_requests, manager_requests,
     report::{Percentiles, Row, ScenarioResult, Unit},
     start_manager,
     track::{Clock, Condition, ObjectWatch, Tracker, run_all},
@@ -34,9 +33,9 @@ const AFTER_SAMPLE: Duration = Duration::from_millis(200);
 struct Managed {
     converged: Duration,
     flipped: Duration,
-    /// CPU seconds the manager used until convergence, and until all were happy.
-    cpu_converge: f64,
-    cpu_flip: f64,
+    /// CPU until convergence, and from the first Pod until all were happy.
+    cpu_converge: PhaseCpu,
+    cpu_flip: PhaseCpu,
     converge_requests: RequestCounts,
     flip_requests: RequestCounts,
     idle: RequestCounts,
@@ -61,7 +60,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     let mut progress = Tracker::start("Foos", foos.clone(), n, conditions).await?;
 
     eprintln!("creating {n} Foos");
-    let cpu_before = manager.cpu_seconds()?;
+    let phase = bench.manager_phase(&manager)?;
     let clock = Clock::now();
     let limit = bench.phase_timeout();
     within(
@@ -73,11 +72,11 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     let converged = progress
         .reached(0, "unhappy statuses at their generation", limit)
         .await?;
-    let cpu_converge = manager.cpu_seconds()? - cpu_before;
+    let cpu_converge = phase.finish()?;
     eprintln!("converged after {:.2}s", clock.secs_until(converged));
 
     eprintln!("creating {n} Pods");
-    let cpu_before = manager.cpu_seconds()?;
+    let phase = bench.manager_phase(&manager)?;
     let pods_clock = Clock::now();
     within(
         "creating the Pods",
@@ -86,7 +85,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     )
     .await?;
     let flipped = progress.reached(1, "happy statuses", limit).await?;
-    let cpu_flip = manager.cpu_seconds()? - cpu_before;
+    let cpu_flip = phase.finish()?;
     eprintln!("all happy after {:.2}s", pods_clock.secs_until(flipped));
     progress.stop();
     // The Events of the last flips are published after their status writes.
@@ -197,9 +196,8 @@ async fn flip_latency(bench: &Bench<'_>, foos: &Api<Foo>, pods: &Api<Pod>, i: us
 struct Floor {
     converge: Duration,
     flip: Duration,
-    /// CPU seconds this process used for each phase.
-    cpu_converge: f64,
-    cpu_flip: f64,
+    cpu_converge: PhaseCpu,
+    cpu_flip: PhaseCpu,
 }
 
 /// The same Foo creates and status applies, then the same Pod creates and status applies, sent
@@ -213,7 +211,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     let (foos, pods) = (&foos, &pods);
 
     eprintln!("floor: {} × (create Foo, apply status)", bench.n);
-    let cpu_before = cpu_seconds(std::process::id())?;
+    let phase = bench.floor_phase()?;
     let started = Instant::now();
     let created: BTreeMap<usize, Foo> = within(
         "the floor's Foos",
@@ -228,10 +226,10 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     .into_iter()
     .collect();
     let converge = started.elapsed();
-    let cpu_converge = cpu_seconds(std::process::id())? - cpu_before;
+    let cpu_converge = phase.finish()?;
 
     eprintln!("floor: {} × (create Pod, apply status)", bench.n);
-    let cpu_before = cpu_seconds(std::process::id())?;
+    let phase = bench.floor_phase()?;
     let started = Instant::now();
     within(
         "the floor's Pods",
@@ -248,7 +246,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     )
     .await?;
     let flip = started.elapsed();
-    let cpu_flip = cpu_seconds(std::process::id())? - cpu_before;
+    let cpu_flip = phase.finish()?;
     eprintln!(
         "floor took {:.2}s (statuses) and {:.2}s (flips)",
         converge.as_secs_f64(),
@@ -286,8 +284,14 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             1.5,
             Unit::Ratio,
         ),
-        Row::info("manager CPU until converged", managed.cpu_converge, Unit::CpuSeconds),
-        Row::info("floor client CPU", floor.cpu_converge, Unit::CpuSeconds),
+        Row::info("manager CPU (converge)", managed.cpu_converge.worker, Unit::CpuSeconds),
+        Row::info("floor client CPU", floor.cpu_converge.worker, Unit::CpuSeconds),
+        Row::info(
+            "others' CPU during converge",
+            managed.cpu_converge.others,
+            Unit::CpuSeconds,
+        ),
+        Row::info("others' CPU during floor", floor.cpu_converge.others, Unit::CpuSeconds),
         Row::info("flip (create Pods → all happy)", flipped, Unit::Seconds),
         Row::info(
             "floor (Pod create + status apply)",
@@ -295,8 +299,14 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             Unit::Seconds,
         ),
         Row::at_most("flip / floor", flipped / floor.flip.as_secs_f64(), 1.5, Unit::Ratio),
-        Row::info("manager CPU until all happy", managed.cpu_flip, Unit::CpuSeconds),
-        Row::info("floor client CPU (flips)", floor.cpu_flip, Unit::CpuSeconds),
+        Row::info("manager CPU (flip)", managed.cpu_flip.worker, Unit::CpuSeconds),
+        Row::info("floor client CPU (flips)", floor.cpu_flip.worker, Unit::CpuSeconds),
+        Row::info("others' CPU during flip", managed.cpu_flip.others, Unit::CpuSeconds),
+        Row::info(
+            "others' CPU during floor (flips)",
+            floor.cpu_flip.others,
+            Unit::CpuSeconds,
+        ),
         // One status per state the Foo goes through (unhappy, then happy): the Memcached
         // target's reasoning applied to Foo.
         Row::at_most(

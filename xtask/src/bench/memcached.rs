@@ -16,9 +16,8 @@ use serde_json::json;
 use super::{
     Bench, QUIET_TIMEOUT,
     audit::RequestCounts,
-    idle_requests,
-    manager::cpu_seconds,
-    manager_requests,
+    cpu::PhaseCpu,
+    idle_requests, manager_requests,
     report::{Percentiles, Row, ScenarioResult, Unit},
     start_manager,
     track::{Clock, ObjectWatch, Tracker, poll_until, run_all},
@@ -37,8 +36,8 @@ const AFTER_SAMPLE: Duration = Duration::from_millis(200);
 struct Managed {
     created: Duration,
     converged: Duration,
-    /// CPU seconds the manager used from the first create to convergence.
-    cpu: f64,
+    /// CPU from the first create to convergence.
+    cpu: PhaseCpu,
     settled: Duration,
     requests: RequestCounts,
     idle: RequestCounts,
@@ -75,7 +74,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
     .await?;
 
     eprintln!("creating {n} Memcacheds");
-    let cpu_before = manager.cpu_seconds()?;
+    let phase = bench.manager_phase(&manager)?;
     let clock = Clock::now();
     within(
         "creating the Memcacheds",
@@ -93,7 +92,7 @@ async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
         .await?;
     let converged = deployed.max(observed);
     // Read a moment after convergence: close enough to say how busy the manager was.
-    let cpu = manager.cpu_seconds()? - cpu_before;
+    let cpu = phase.finish()?;
     eprintln!("converged after {:.2}s", clock.secs_until(converged));
     // The controller-manager goes on making ReplicaSets and Pods; the statuses then list the
     // Pods. Only once that is over is the system idle.
@@ -217,8 +216,7 @@ async fn wait_quiet(memcacheds: &Api<Memcached>, name: &str) -> anyhow::Result<(
 /// What the floor took for the same work.
 struct Floor {
     took: Duration,
-    /// CPU seconds this process used for it.
-    cpu: f64,
+    cpu: PhaseCpu,
 }
 
 /// The same creates, Deployment applies and status applies as the manager's, sent by one client
@@ -231,7 +229,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     let memcacheds = Api::<Memcached>::namespaced(bench.client.clone(), &namespace);
     let deployments = Api::<Deployment>::namespaced(bench.client.clone(), &namespace);
     eprintln!("floor: {} × (create, apply Deployment, apply status)", bench.n);
-    let cpu_before = cpu_seconds(std::process::id())?;
+    let phase = bench.floor_phase()?;
     let started = Instant::now();
     within(
         "the floor",
@@ -240,7 +238,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     )
     .await?;
     let took = started.elapsed();
-    let cpu = cpu_seconds(std::process::id())? - cpu_before;
+    let cpu = phase.finish()?;
     eprintln!("floor took {:.2}s", took.as_secs_f64());
     // The controller-manager now makes N ReplicaSets and Pods here; nothing else may be measured
     // until it is done.
@@ -285,8 +283,10 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
         Row::info("converge (create → Deployments + statuses)", converged, Unit::Seconds),
         Row::info("floor (create + apply + status apply)", floor_took, Unit::Seconds),
         Row::at_most("converge / floor", converged / floor_took, 1.5, Unit::Ratio),
-        Row::info("manager CPU until converged", managed.cpu, Unit::CpuSeconds),
-        Row::info("floor client CPU", floor.cpu, Unit::CpuSeconds),
+        Row::info("manager CPU (converge)", managed.cpu.worker, Unit::CpuSeconds),
+        Row::info("floor client CPU", floor.cpu.worker, Unit::CpuSeconds),
+        Row::info("others' CPU during converge", managed.cpu.others, Unit::CpuSeconds),
+        Row::info("others' CPU during floor", floor.cpu.others, Unit::CpuSeconds),
         Row::at_most(
             "Deployment applies",
             per_object(requests.writes_to("deployments")),

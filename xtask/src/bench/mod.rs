@@ -8,6 +8,7 @@
 //! a manager. Prints a table and writes JSON to `target/bench/`.
 
 mod audit;
+mod cpu;
 mod foo;
 mod manager;
 mod memcached;
@@ -46,7 +47,7 @@ pub struct Args {
     /// Requests the bench keeps in flight, and the manager's `--concurrency`.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// How long to count the manager's writes once everything has settled (target: none).
+    /// How long to count the manager's writes once everything has settled (the target is zero).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     idle: Duration,
     /// Single-change latency samples per scenario.
@@ -159,6 +160,29 @@ impl Bench<'_> {
     /// controller, so waiting for it to finish takes longer than our own phases.
     fn settle_timeout(&self) -> Duration {
         Duration::from_secs(180) + Duration::from_millis(600) * self.n as u32
+    }
+
+    /// Counts CPU by our own processes (control plane, `manager`, this process) apart from the
+    /// machine's other load.
+    fn cpu_meter(&self, manager: Option<&manager::ManagerProcess>) -> cpu::Meter {
+        let control_plane = ["etcd", "kube-apiserver", "kube-controller-manager"]
+            .into_iter()
+            .filter_map(|component| self.control_plane.pid(component));
+        cpu::Meter::new(
+            control_plane
+                .chain(manager.map(manager::ManagerProcess::pid))
+                .chain([std::process::id()]),
+        )
+    }
+
+    /// Starts measuring the CPU of a phase the manager works through.
+    fn manager_phase(&self, manager: &manager::ManagerProcess) -> anyhow::Result<cpu::Phase> {
+        cpu::Phase::start(self.cpu_meter(Some(manager)), manager.pid())
+    }
+
+    /// Starts measuring the CPU of a floor phase, which this process works through.
+    fn floor_phase(&self) -> anyhow::Result<cpu::Phase> {
+        cpu::Phase::start(self.cpu_meter(None), std::process::id())
     }
 
     fn audit_log(&self) -> anyhow::Result<&Path> {

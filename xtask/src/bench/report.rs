@@ -247,6 +247,7 @@ impl Report {
             m.load_at_start,
             humantime::format_duration(Duration::from_secs(self.took.as_secs()))
         );
+        println!("revision {}", self.revision);
         println!();
         println!(
             "{:<10} {:<44} {:>14} {:>16}  ok",
