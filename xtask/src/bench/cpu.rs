@@ -45,78 +45,68 @@ fn machine_busy_seconds() -> anyhow::Result<f64> {
     Ok(busy / TICKS_PER_SECOND)
 }
 
-/// A reading of the machine's busy time and of the bench's own processes (control plane,
-/// manager, this process).
-#[derive(Debug, Clone, Copy)]
-pub struct Reading {
-    machine: f64,
-    ours: f64,
-}
-
-/// Reads CPU time for a fixed set of our processes.
+/// Our processes during a phase, in the roles the report tells apart.
 #[derive(Debug, Clone)]
-pub struct Meter {
-    pids: Vec<u32>,
+pub struct Processes {
+    /// etcd, kube-apiserver, kube-controller-manager.
+    pub control_plane: Vec<u32>,
+    /// The process doing the phase's work: the manager, or this process for the floor.
+    pub worker: u32,
+    /// Ours, but neither: this process while the manager works (it creates the objects).
+    pub helpers: Vec<u32>,
 }
 
-impl Meter {
-    pub fn new(pids: impl IntoIterator<Item = u32>) -> Meter {
-        Meter {
-            pids: pids.into_iter().collect(),
-        }
-    }
-
-    pub fn read(&self) -> anyhow::Result<Reading> {
-        let mut ours = 0.0;
-        for pid in &self.pids {
-            ours += process_seconds(*pid)?;
-        }
-        Ok(Reading {
-            machine: machine_busy_seconds()?,
-            ours,
-        })
-    }
-
-    /// CPU seconds processes other than ours used since `before`.
-    pub fn others_since(&self, before: Reading) -> anyhow::Result<f64> {
-        let now = self.read()?;
-        Ok(((now.machine - before.machine) - (now.ours - before.ours)).max(0.0))
-    }
-}
-
-/// CPU used during one timed phase: by the process doing the work (the manager, or this process
-/// for the floor) and by processes that are none of ours.
+/// CPU seconds used during one timed phase.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PhaseCpu {
     pub worker: f64,
+    pub control_plane: f64,
+    /// Processes that are none of ours: other work on this machine, and steal.
     pub others: f64,
 }
 
 /// A phase being timed; [`Phase::finish`] says what it cost.
 pub struct Phase {
-    meter: Meter,
-    worker: u32,
-    worker_before: f64,
+    processes: Processes,
     before: Reading,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    machine: f64,
+    worker: f64,
+    control_plane: f64,
+    helpers: f64,
+}
+
 impl Phase {
-    /// Starts counting; `worker` is the pid doing the phase's work.
-    pub fn start(meter: Meter, worker: u32) -> anyhow::Result<Phase> {
-        Ok(Phase {
-            worker_before: process_seconds(worker)?,
-            before: meter.read()?,
-            meter,
-            worker,
-        })
+    pub fn start(processes: Processes) -> anyhow::Result<Phase> {
+        let before = read(&processes)?;
+        Ok(Phase { processes, before })
     }
 
     pub fn finish(self) -> anyhow::Result<PhaseCpu> {
+        let now = read(&self.processes)?;
+        let before = self.before;
+        let worker = now.worker - before.worker;
+        let control_plane = now.control_plane - before.control_plane;
+        let ours = worker + control_plane + (now.helpers - before.helpers);
         Ok(PhaseCpu {
-            worker: process_seconds(self.worker)? - self.worker_before,
-            others: self.meter.others_since(self.before)?,
+            worker,
+            control_plane,
+            others: ((now.machine - before.machine) - ours).max(0.0),
         })
     }
+}
+
+fn read(processes: &Processes) -> anyhow::Result<Reading> {
+    let sum = |pids: &[u32]| -> anyhow::Result<f64> { pids.iter().map(|pid| process_seconds(*pid)).sum() };
+    Ok(Reading {
+        machine: machine_busy_seconds()?,
+        worker: process_seconds(processes.worker)?,
+        control_plane: sum(&processes.control_plane)?,
+        helpers: sum(&processes.helpers)?,
+    })
 }
 
 #[cfg(test)]
@@ -129,12 +119,13 @@ mod tests {
         assert!(spent > 0);
         let own = process_seconds(std::process::id()).expect("own /proc stat");
         assert!((0.0..1e6).contains(&own), "{own}");
-        let meter = Meter::new([std::process::id()]);
-        let before = meter.read().expect("reading");
-        assert!(before.machine >= before.ours);
-        assert!(meter.others_since(before).expect("reading") >= 0.0);
-        let phase = Phase::start(meter, std::process::id()).expect("phase");
+        let phase = Phase::start(Processes {
+            control_plane: Vec::new(),
+            worker: std::process::id(),
+            helpers: Vec::new(),
+        })
+        .expect("phase");
         let cpu = phase.finish().expect("phase");
-        assert!(cpu.worker >= 0.0 && cpu.others >= 0.0);
+        assert!(cpu.worker >= 0.0 && cpu.control_plane == 0.0 && cpu.others >= 0.0);
     }
 }

@@ -20,7 +20,7 @@ use super::{
     audit::RequestCounts,
     cpu::PhaseCpu,
     idle_requests, manager_requests,
-    report::{Percentiles, Row, ScenarioResult, Unit},
+    report::{Percentiles, Row, ScenarioResult, Unit, cpu_rows},
     start_manager,
     track::{Clock, Condition, ObjectWatch, Tracker, run_all},
     within,
@@ -271,7 +271,7 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
     let converged = managed.converged.as_secs_f64();
     let flipped = managed.flipped.as_secs_f64();
     let idle = format!("writes while idle ({})", humantime::format_duration(bench.idle));
-    let rows = vec![
+    let mut rows = vec![
         Row::info("converge (create → unhappy statuses)", converged, Unit::Seconds),
         Row::info(
             "floor (create + status apply)",
@@ -284,14 +284,9 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             1.5,
             Unit::Ratio,
         ),
-        Row::info("manager CPU (converge)", managed.cpu_converge.worker, Unit::CpuSeconds),
-        Row::info("floor client CPU", floor.cpu_converge.worker, Unit::CpuSeconds),
-        Row::info(
-            "others' CPU during converge",
-            managed.cpu_converge.others,
-            Unit::CpuSeconds,
-        ),
-        Row::info("others' CPU during floor", floor.cpu_converge.others, Unit::CpuSeconds),
+    ];
+    rows.extend(cpu_rows("converge", managed.cpu_converge, floor.cpu_converge));
+    rows.extend([
         Row::info("flip (create Pods → all happy)", flipped, Unit::Seconds),
         Row::info(
             "floor (Pod create + status apply)",
@@ -299,14 +294,9 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
             Unit::Seconds,
         ),
         Row::at_most("flip / floor", flipped / floor.flip.as_secs_f64(), 1.5, Unit::Ratio),
-        Row::info("manager CPU (flip)", managed.cpu_flip.worker, Unit::CpuSeconds),
-        Row::info("floor client CPU (flips)", floor.cpu_flip.worker, Unit::CpuSeconds),
-        Row::info("others' CPU during flip", managed.cpu_flip.others, Unit::CpuSeconds),
-        Row::info(
-            "others' CPU during floor (flips)",
-            floor.cpu_flip.others,
-            Unit::CpuSeconds,
-        ),
+    ]);
+    rows.extend(cpu_rows("flip", managed.cpu_flip, floor.cpu_flip));
+    rows.extend([
         // One status per state the Foo goes through (unhappy, then happy): the Memcached
         // target's reasoning applied to Foo.
         Row::at_most(
@@ -332,7 +322,7 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
         Row::info("single-flip latency p50", latency.p50, Unit::Millis),
         Row::below("single-flip latency p99", latency.p99, 100.0, Unit::Millis),
         Row::info("single-flip latency max", latency.max, Unit::Millis),
-    ];
+    ]);
     let details = json!({
         "converged_seconds": converged,
         "flipped_seconds": flipped,

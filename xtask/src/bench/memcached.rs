@@ -18,7 +18,7 @@ use super::{
     audit::RequestCounts,
     cpu::PhaseCpu,
     idle_requests, manager_requests,
-    report::{Percentiles, Row, ScenarioResult, Unit},
+    report::{Percentiles, Row, ScenarioResult, Unit, cpu_rows},
     start_manager,
     track::{Clock, ObjectWatch, Tracker, poll_until, run_all},
     within,
@@ -279,14 +279,13 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
     let converged = managed.converged.as_secs_f64();
     let floor_took = floor.took.as_secs_f64();
     let idle = format!("writes while idle ({})", humantime::format_duration(bench.idle));
-    let rows = vec![
+    let mut rows = vec![
         Row::info("converge (create → Deployments + statuses)", converged, Unit::Seconds),
         Row::info("floor (create + apply + status apply)", floor_took, Unit::Seconds),
         Row::at_most("converge / floor", converged / floor_took, 1.5, Unit::Ratio),
-        Row::info("manager CPU (converge)", managed.cpu.worker, Unit::CpuSeconds),
-        Row::info("floor client CPU", floor.cpu.worker, Unit::CpuSeconds),
-        Row::info("others' CPU during converge", managed.cpu.others, Unit::CpuSeconds),
-        Row::info("others' CPU during floor", floor.cpu.others, Unit::CpuSeconds),
+    ];
+    rows.extend(cpu_rows("converge", managed.cpu, floor.cpu));
+    rows.extend([
         Row::at_most(
             "Deployment applies",
             per_object(requests.writes_to("deployments")),
@@ -321,7 +320,7 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
         Row::info("single-change latency p50", latency.p50, Unit::Millis),
         Row::below("single-change latency p99", latency.p99, 100.0, Unit::Millis),
         Row::info("single-change latency max", latency.max, Unit::Millis),
-    ];
+    ]);
     let details = json!({
         "created_seconds": managed.created.as_secs_f64(),
         "converged_seconds": converged,

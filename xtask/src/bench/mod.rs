@@ -162,27 +162,30 @@ impl Bench<'_> {
         Duration::from_secs(180) + Duration::from_millis(600) * self.n as u32
     }
 
-    /// Counts CPU by our own processes (control plane, `manager`, this process) apart from the
-    /// machine's other load.
-    fn cpu_meter(&self, manager: Option<&manager::ManagerProcess>) -> cpu::Meter {
-        let control_plane = ["etcd", "kube-apiserver", "kube-controller-manager"]
+    fn control_plane_pids(&self) -> Vec<u32> {
+        ["etcd", "kube-apiserver", "kube-controller-manager"]
             .into_iter()
-            .filter_map(|component| self.control_plane.pid(component));
-        cpu::Meter::new(
-            control_plane
-                .chain(manager.map(manager::ManagerProcess::pid))
-                .chain([std::process::id()]),
-        )
+            .filter_map(|component| self.control_plane.pid(component))
+            .collect()
     }
 
-    /// Starts measuring the CPU of a phase the manager works through.
+    /// Starts measuring the CPU of a phase the manager works through (this process only creates
+    /// the objects and watches).
     fn manager_phase(&self, manager: &manager::ManagerProcess) -> anyhow::Result<cpu::Phase> {
-        cpu::Phase::start(self.cpu_meter(Some(manager)), manager.pid())
+        cpu::Phase::start(cpu::Processes {
+            control_plane: self.control_plane_pids(),
+            worker: manager.pid(),
+            helpers: vec![std::process::id()],
+        })
     }
 
     /// Starts measuring the CPU of a floor phase, which this process works through.
     fn floor_phase(&self) -> anyhow::Result<cpu::Phase> {
-        cpu::Phase::start(self.cpu_meter(None), std::process::id())
+        cpu::Phase::start(cpu::Processes {
+            control_plane: self.control_plane_pids(),
+            worker: std::process::id(),
+            helpers: Vec::new(),
+        })
     }
 
     fn audit_log(&self) -> anyhow::Result<&Path> {

@@ -6,7 +6,7 @@ use anyhow::Context;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Args, Scenario};
+use super::{Args, Scenario, cpu::PhaseCpu};
 
 /// How a measured value is shown.
 #[derive(Debug, Clone, Copy)]
@@ -93,6 +93,21 @@ impl Row {
             "pass": self.pass,
         })
     }
+}
+
+/// Where the CPU went while the manager worked through `phase`, and while the floor did the
+/// same work: the ratios hold only if the control plane, not a client, is what limits both, and
+/// only if other load on the machine was alike.
+pub fn cpu_rows(phase: &str, managed: PhaseCpu, floor: PhaseCpu) -> Vec<Row> {
+    let row = |what: &str, value: f64| Row::info(&format!("{phase}: {what}"), value, Unit::CpuSeconds);
+    vec![
+        row("manager CPU", managed.worker),
+        row("control plane CPU", managed.control_plane),
+        row("others' CPU", managed.others),
+        row("floor client CPU", floor.worker),
+        row("floor control plane CPU", floor.control_plane),
+        row("floor others' CPU", floor.others),
+    ]
 }
 
 /// What one scenario measured: table rows, and details for the JSON (request counts, samples).
