@@ -407,6 +407,24 @@ impl ProcessSpec {
         command.args(argv).stdin(Stdio::null()).kill_on_drop(false);
         command
     }
+
+    /// Runs a one-off command in the sandbox (`kubectl exec`, exec probes) and collects its output.
+    /// A bare program name resolves on the host's PATH, which the Pod's root shares.
+    pub async fn exec(&self, argv: &[String]) -> std::io::Result<std::process::Output> {
+        let mut argv = argv.to_vec();
+        if let Some(first) = argv.first_mut()
+            && !first.contains('/')
+            && let Some(path) = crate::prerequisites::which(first)
+        {
+            *first = path.to_string_lossy().into_owned();
+        }
+        self.command(&argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+    }
 }
 
 #[cfg(test)]

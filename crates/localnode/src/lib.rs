@@ -273,24 +273,11 @@ impl LocalNode {
                 pod: pod.into(),
                 container: container.into(),
             })?;
-        let mut argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
-        if let Some(first) = argv.first_mut()
-            && !first.contains('/')
-            && let Some(path) = prerequisites::which(first)
-        {
-            *first = path.to_string_lossy().into_owned();
-        }
-        process
-            .command(&argv)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .map_err(|e| Error::Command {
-                command: argv.join(" "),
-                message: e.to_string(),
-            })
+        let argv: Vec<String> = argv.iter().map(|s| (*s).to_owned()).collect();
+        process.exec(&argv).await.map_err(|e| Error::Command {
+            command: argv.join(" "),
+            message: e.to_string(),
+        })
     }
 
     /// The state directory (Pod roots, volumes, logs).

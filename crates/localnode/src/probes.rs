@@ -51,20 +51,7 @@ pub async fn check(
             if argv.is_empty() {
                 return Err("exec probe without a command".to_owned());
             }
-            let mut argv = argv;
-            if !argv[0].starts_with('/') {
-                argv[0] = crate::prerequisites::which(&argv[0])
-                    .map(|p| p.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| argv[0].clone());
-            }
-            let output = process
-                .command(&argv)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .kill_on_drop(true)
-                .output()
-                .await
-                .map_err(|e| e.to_string())?;
+            let output = process.exec(&argv).await.map_err(|e| e.to_string())?;
             if output.status.success() {
                 Ok(())
             } else {
