@@ -48,6 +48,16 @@ pub struct Settings {
     pub backoff_initial: Duration,
     pub stop_grace_cap: Duration,
     pub images: Vec<(String, PathBuf)>,
+    pub allow_privileged: bool,
+    pub allow_remote_apiserver: bool,
+    pub state_size_mib: u64,
+    pub log_max_bytes: u64,
+}
+
+impl Settings {
+    pub fn marker(&self) -> host::Marker {
+        host::Marker::new(&self.state_dir)
+    }
 }
 
 /// What every Pod worker shares.
@@ -76,6 +86,15 @@ pub async fn run(
     ready: oneshot::Sender<Result<(), Error>>,
 ) -> Result<(), Error> {
     let state_dir = settings.state_dir.clone();
+    // The apiserver is checked before anything on the host is touched.
+    let connected = client(&settings.kubeconfig, settings.allow_remote_apiserver).await;
+    let (client, apiserver) = match connected {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = ready.send(Err(Error::Other(e.to_string())));
+            return Err(e);
+        }
+    };
     let stale = {
         let dir = state_dir.clone();
         tokio::task::spawn_blocking(move || host::remove_all(&dir))
@@ -85,7 +104,7 @@ pub async fn run(
     if !stale.is_empty() {
         tracing::warn!(?stale, "some leftovers of an earlier run could not be removed");
     }
-    let started = start(settings, registry, shutdown.clone()).await;
+    let started = start(settings, registry, shutdown.clone(), client, apiserver).await;
     let (ctx, background) = match started {
         Ok(up) => {
             let _ = ready.send(Ok(()));
@@ -115,7 +134,13 @@ pub async fn run(
     result
 }
 
-async fn client(kubeconfig: &std::path::Path) -> Result<(Client, String), Error> {
+/// Whether an apiserver host is this machine's loopback.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn client(kubeconfig: &std::path::Path, allow_remote: bool) -> Result<(Client, String), Error> {
     let err = |message: String| Error::Kubeconfig {
         path: kubeconfig.to_path_buf(),
         message,
@@ -124,20 +149,43 @@ async fn client(kubeconfig: &std::path::Path) -> Result<(Client, String), Error>
     let config = kube::Config::from_custom_kubeconfig(raw, &KubeConfigOptions::default())
         .await
         .map_err(|e| err(e.to_string()))?;
-    let host = config.cluster_url.host().unwrap_or("127.0.0.1").to_owned();
+    let host = config.cluster_url.host().unwrap_or_default().to_owned();
     let port = config.cluster_url.port_u16().unwrap_or(443);
+    if !is_loopback(&host) {
+        if !allow_remote {
+            return Err(Error::RemoteApiserver {
+                server: config.cluster_url.to_string(),
+                kubeconfig: kubeconfig.to_path_buf(),
+            });
+        }
+        tracing::warn!(server = %config.cluster_url, "running against an apiserver that is not on loopback");
+    }
     let client = Client::try_from(config)?;
     Ok((client, format!("{host}:{port}")))
 }
 
 async fn start(
-    settings: Settings,
+    mut settings: Settings,
     registry: Arc<Registry>,
     shutdown: watch::Receiver<bool>,
+    client: Client,
+    apiserver: String,
 ) -> Result<(Arc<Ctx>, Vec<JoinHandle<()>>), Error> {
-    let (client, apiserver) = client(&settings.kubeconfig).await?;
-    std::fs::create_dir_all(&settings.state_dir).map_err(Error::io("creating", settings.state_dir.clone()))?;
-    network::setup_bridge(&settings.pod_cidr, &settings.service_cidr).await?;
+    let marker = settings.marker();
+    host::check_no_foreign_bridge(&marker)?;
+    match services::learn_service_cidr(&client).await {
+        Ok(cidr) => {
+            if cidr != settings.service_cidr {
+                tracing::info!(configured = %settings.service_cidr, apiserver = %cidr, "using the apiserver's Service range");
+            }
+            settings.service_cidr = cidr;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, range = %settings.service_cidr, "cannot learn the Service range; using the configured one")
+        }
+    }
+    host::mount_state_dir(&settings.state_dir, settings.state_size_mib).await?;
+    network::setup_bridge(&settings.pod_cidr, &settings.service_cidr, &marker).await?;
     let gateway = settings.pod_cidr.gateway();
 
     let ctx = Arc::new(Ctx {
@@ -182,7 +230,7 @@ async fn start(
     tokio::time::timeout(Duration::from_secs(30), wait_ready)
         .await
         .map_err(|_| Error::Other("Services and Endpoints were not listed within 30s".into()))??;
-    let rules = services::ruleset(&services, &endpoints, &ctx.settings.service_cidr);
+    let rules = services::ruleset(&services, &endpoints, &ctx.settings.service_cidr, &marker.text);
     services::apply_host(&rules).await?;
     *ctx.rules.lock().unwrap_or_else(PoisonError::into_inner) = rules;
 
@@ -257,7 +305,12 @@ async fn sync_services(
             })
             .and_then(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()));
         *ctx.kubernetes_ip.lock().unwrap_or_else(PoisonError::into_inner) = kubernetes_ip;
-        let rules = services::ruleset(&services, &endpoints, &ctx.settings.service_cidr);
+        let rules = services::ruleset(
+            &services,
+            &endpoints,
+            &ctx.settings.service_cidr,
+            &ctx.settings.marker().text,
+        );
         let unchanged = *ctx.rules.lock().unwrap_or_else(PoisonError::into_inner) == rules;
         if !unchanged {
             // Stored first: a Pod whose namespace appears meanwhile loads the new rules itself.
@@ -417,6 +470,8 @@ impl Pods {
 
     fn delete(&mut self, uid: &str) {
         self.all.remove(uid);
+        // A deleted Pod's uid never comes back: forget it.
+        self.done.remove(uid);
         if let Some(worker) = self.workers.get(uid) {
             let _ = worker.updates.send(None);
         }
@@ -432,7 +487,10 @@ impl Pods {
             .collect();
         for uid in finished {
             self.workers.remove(&uid);
-            self.done.insert(uid);
+            // Remembered only while the Pod object exists (a terminal Pod is kept by the API).
+            if self.all.contains_key(&uid) {
+                self.done.insert(uid);
+            }
         }
     }
 
@@ -456,13 +514,12 @@ impl Pods {
     }
 
     async fn schedule(&mut self, pod: &Pod) {
-        let all: Vec<Pod> = self.all.values().cloned().collect();
         let key = format!(
             "{}/{}",
             pod.metadata.namespace.as_deref().unwrap_or_default(),
             pod.metadata.name.as_deref().unwrap_or_default()
         );
-        match scheduler::choose(pod, &self.node_labels, &all) {
+        match scheduler::choose(pod, &self.node_labels, self.all.values()) {
             Ok(node) => match scheduler::bind(&self.ctx.client, pod, &node).await {
                 Ok(()) => {
                     tracing::info!(pod = %key, %node, "bound");

@@ -15,7 +15,7 @@ use k8s_openapi::{
 use kube::{Api, Client};
 use tokio::process::Command;
 
-use crate::prerequisites::which;
+use crate::{prerequisites::which, security::Confinement};
 
 /// The official redis image's uid and gid (`redis`); the entrypoint drops to it from root.
 pub const REDIS_ID: u32 = 999;
@@ -369,7 +369,8 @@ pub async fn secret_data(
     }
 }
 
-/// How to start a process inside a Pod: which sandbox, as whom, where, with what environment.
+/// How to start a process inside a Pod: which sandbox, as whom, where, with what environment and
+/// what confinement.
 #[derive(Debug, Clone)]
 pub struct ProcessSpec {
     pub holder_pid: u32,
@@ -378,18 +379,48 @@ pub struct ProcessSpec {
     pub groups: Vec<u32>,
     pub workdir: String,
     pub env: Vec<(String, String)>,
+    pub confinement: Confinement,
+    /// Whether `/tmp` is the sandbox's own tmpfs (made read-only with a read-only root) rather
+    /// than a volume.
+    pub private_tmp: bool,
+    /// For commands run beside a running container (exec, probes, hooks): its pid, whose mount
+    /// namespace (read-only root) they join instead of the sandbox's.
+    pub beside: Option<u32>,
 }
 
 impl ProcessSpec {
-    /// `nsenter` joins the sandbox holder's mount, UTS and network namespaces and its root,
-    /// `setpriv` drops to the container's user (and asks for SIGKILL should the agent die), `env`
-    /// sets a clean environment and the working directory. Each one `exec`s the next, so the
-    /// spawned pid is the container's process.
+    /// The same process settings, for commands run beside the container with this pid.
+    pub fn beside(&self, pid: Option<u32>) -> ProcessSpec {
+        ProcessSpec {
+            beside: pid,
+            ..self.clone()
+        }
+    }
+
+    /// `nsenter` joins the Pod's namespaces (mount, UTS, IPC, network, PID) and root and forks the
+    /// container's process into the Pod's PID namespace: the spawned process is `nsenter`, its one
+    /// child the container (see [`crate::sandbox::child_of`]). With a read-only root a private
+    /// mount namespace remounts `/` read-only first. `setpriv` sets the user, groups, capability
+    /// bounding set and `no_new_privs` (and SIGKILL should its parent die); `env` sets a clean
+    /// environment and the working directory. Everything after `nsenter` `exec`s the next.
     pub fn command(&self, argv: &[String]) -> Command {
-        let mut command = Command::new("nsenter");
+        let mut command = Command::new("setpriv");
         command
-            .arg(format!("--target={}", self.holder_pid))
-            .args(["--mount", "--uts", "--net", "--root", "--wd", "setpriv"])
+            .args(["--pdeathsig=KILL", "nsenter"])
+            .arg(format!("--target={}", self.beside.unwrap_or(self.holder_pid)))
+            .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--"]);
+        if self.confinement.read_only_root && self.beside.is_none() {
+            let tmp = if self.private_tmp {
+                "mount -o remount,bind,ro /tmp && "
+            } else {
+                ""
+            };
+            command.args(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]);
+            command.arg(format!("mount -o remount,bind,ro / && {tmp}exec \"$@\""));
+            command.arg("sh");
+        }
+        command
+            .arg("setpriv")
             .arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid));
         if self.groups.is_empty() {
@@ -398,6 +429,7 @@ impl ProcessSpec {
             let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
             command.arg(format!("--groups={}", groups.join(",")));
         }
+        command.args(self.confinement.setpriv_args());
         command
             .args(["--pdeathsig=KILL", "--", "env", "-i"])
             .arg(format!("--chdir={}", self.workdir));
@@ -408,8 +440,8 @@ impl ProcessSpec {
         command
     }
 
-    /// Runs a one-off command in the sandbox (`kubectl exec`, exec probes) and collects its output.
-    /// A bare program name resolves on the host's PATH, which the Pod's root shares.
+    /// Runs a one-off command in the sandbox (`kubectl exec`, exec probes and hooks) and collects
+    /// its output. A bare program name resolves on the host's PATH, which the Pod's root shares.
     pub async fn exec(&self, argv: &[String]) -> std::io::Result<std::process::Output> {
         let mut argv = argv.to_vec();
         if let Some(first) = argv.first_mut()

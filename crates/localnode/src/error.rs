@@ -30,6 +30,17 @@ pub enum Error {
         pod: String,
         container: String,
     },
+    #[error(
+        "another capstan-localnode agent runs on this host: it holds {lock} (one agent per host; stop it, \
+         or wait for it)"
+    )]
+    AlreadyRunning { lock: PathBuf },
+    #[error(
+        "the apiserver {server} (kubeconfig {kubeconfig}) is not on loopback: capstan-localnode runs a \
+         cluster's Pods as root on this machine and is for the local control plane only (pass \
+         --dangerously-allow-remote-apiserver if you really mean it)"
+    )]
+    RemoteApiserver { server: String, kubeconfig: PathBuf },
     #[error("the agent stopped: {0}")]
     Stopped(String),
     #[error("{0}")]

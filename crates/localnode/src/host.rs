@@ -2,7 +2,7 @@
 //! so a crashed run's leftovers can be found and removed without touching anything else.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command as StdCommand, Stdio},
 };
 
@@ -120,18 +120,147 @@ pub fn kill_netns_processes(netns: &str) {
     }
 }
 
-/// Removes everything a run of the agent may have left on the host: processes in our network
-/// namespaces, the namespaces, our interfaces, our nftables table and the state directory.
-/// Returns what could not be removed.
+/// What marks the host objects of the agent with one state directory: the alias of its interfaces,
+/// the comment of its nftables table, and a file per network namespace under `<state>/netns/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub text: String,
+    pub netns_dir: PathBuf,
+}
+
+impl Marker {
+    pub fn new(state_dir: &Path) -> Marker {
+        Marker {
+            text: format!("capstan-localnode:{}", state_dir.display()),
+            netns_dir: state_dir.join("netns"),
+        }
+    }
+
+    /// Records a network namespace as ours before it is created.
+    pub fn record_netns(&self, netns: &str) -> Result<(), Error> {
+        std::fs::create_dir_all(&self.netns_dir).map_err(Error::io("creating", self.netns_dir.clone()))?;
+        let path = self.netns_dir.join(netns);
+        std::fs::write(&path, b"").map_err(Error::io("writing", path))
+    }
+
+    pub fn forget_netns(&self, netns: &str) {
+        let _ = std::fs::remove_file(self.netns_dir.join(netns));
+    }
+
+    fn owns_link(&self, link: &str) -> bool {
+        link_alias(link).as_deref() == Some(self.text.as_str())
+    }
+
+    fn owns_netns(&self, netns: &str) -> bool {
+        self.netns_dir.join(netns).exists()
+            || netns
+                .strip_prefix(NETNS_PREFIX)
+                .is_some_and(|id| self.owns_link(&format!("{VETH_PREFIX}{id}")))
+    }
+
+    fn owns_table(&self) -> bool {
+        run_sync("nft", &["list", "table", "ip", NFT_TABLE]).is_ok_and(|t| t.contains(&self.text))
+    }
+}
+
+/// An interface's alias (`ip link set … alias`), if it has one.
+pub fn link_alias(link: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/sys/class/net/{link}/ifalias"))
+        .ok()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+}
+
+/// Marks an interface as ours.
+pub async fn mark_link(link: &str, marker: &Marker) -> Result<(), Error> {
+    run("ip", &["link", "set", "dev", link, "alias", &marker.text])
+        .await
+        .map(drop)
+}
+
+/// The lock file of a state directory: beside it, as the directory itself is removed and made
+/// anew by every run.
+pub fn lock_path(state_dir: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.lock", state_dir.display()))
+}
+
+/// Takes the exclusive lock of a state directory, or says which agent holds it.
+pub fn lock_state_dir(state_dir: &Path) -> Result<std::fs::File, Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let lock = lock_path(state_dir);
+    if let Some(parent) = lock.parent() {
+        std::fs::create_dir_all(parent).map_err(Error::io("creating", parent))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&lock)
+        .map_err(Error::io("opening", lock.clone()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning { lock }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("locking", lock)(e)),
+    }
+}
+
+/// Refuses to go on when the bridge exists and is not ours: another agent (with another state
+/// directory) or something else owns it, and its names clash with ours.
+pub fn check_no_foreign_bridge(marker: &Marker) -> Result<(), Error> {
+    if our_links().iter().any(|l| l == BRIDGE) && !marker.owns_link(BRIDGE) {
+        return Err(Error::Other(format!(
+            "the interface {BRIDGE} exists and is not this agent's (alias {:?}, expected {:?}): another \
+             capstan-localnode runs with another state directory, or an older run left it; stop that agent \
+             or remove it with `ip link delete {BRIDGE}`",
+            link_alias(BRIDGE).unwrap_or_default(),
+            marker.text
+        )));
+    }
+    Ok(())
+}
+
+/// Mounts a size-capped tmpfs on the state directory, so what Pods write there (root layers,
+/// emptyDirs, claims, logs) cannot fill the host's `/run`.
+pub async fn mount_state_dir(state_dir: &Path, size_mib: u64) -> Result<(), Error> {
+    std::fs::create_dir_all(state_dir).map_err(Error::io("creating", state_dir))?;
+    let dir = state_dir.to_string_lossy();
+    run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size_mib}m,mode=0700,nosuid,nodev"),
+            "capstan-localnode",
+            &dir,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let wanted = path.to_string_lossy().replace(' ', "\\040");
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(4) == Some(wanted.as_str()))
+}
+
+/// Removes what a run of the agent with this state directory left on the host, and only that:
+/// processes in its network namespaces, the namespaces, its interfaces, its nftables table and the
+/// state directory. Returns what could not be removed.
 pub fn remove_all(state_dir: &Path) -> Vec<String> {
+    let marker = Marker::new(state_dir);
     let mut problems = Vec::new();
-    for netns in our_netns() {
+    for netns in our_netns().into_iter().filter(|n| marker.owns_netns(n)) {
         kill_netns_processes(&netns);
         if let Err(e) = run_sync("ip", &["netns", "delete", &netns]) {
             problems.push(e);
         }
     }
-    for link in our_links() {
+    for link in our_links().into_iter().filter(|l| marker.owns_link(l)) {
         // Deleting one end of a veth pair removes both; the list may hold a peer already gone.
         if let Err(e) = run_sync("ip", &["link", "delete", &link])
             && !our_links().iter().all(|l| l != &link)
@@ -139,10 +268,19 @@ pub fn remove_all(state_dir: &Path) -> Vec<String> {
             problems.push(e);
         }
     }
-    if run_sync("nft", &["list", "table", "ip", NFT_TABLE]).is_ok()
+    if marker.owns_table()
         && let Err(e) = run_sync("nft", &["delete", "table", "ip", NFT_TABLE])
     {
         problems.push(e);
+    }
+    for _ in 0..3 {
+        if !is_mount_point(state_dir) {
+            break;
+        }
+        if let Err(e) = run_sync("umount", &["-l", &state_dir.to_string_lossy()]) {
+            problems.push(e);
+            break;
+        }
     }
     if state_dir.exists()
         && let Err(e) = std::fs::remove_dir_all(state_dir)

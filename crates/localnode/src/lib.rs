@@ -17,14 +17,17 @@ mod container;
 mod dns;
 mod error;
 mod host;
+mod logs;
 mod network;
 mod node;
 mod pod;
 mod prerequisites;
 mod probes;
 mod registry;
+mod resolv;
 mod sandbox;
 mod scheduler;
+mod security;
 mod services;
 mod status;
 mod volumes;
@@ -69,6 +72,17 @@ pub struct LocalNodeConfig {
     /// Extra image table entries: an image whose name (last path component, no tag) starts with the
     /// prefix runs this host binary, copied into the Pod's root at `/usr/local/bin/<file name>`.
     pub images: Vec<(String, PathBuf)>,
+    /// Run `privileged` containers (every capability, no `no_new_privs`) and hostPath volumes.
+    /// Off by default: either one gives a Pod the developer's machine.
+    pub allow_privileged: bool,
+    /// Start against an apiserver that is not on loopback. Off by default: the node runs whatever
+    /// a cluster's Pods say, as root, on this machine, and would register itself in that cluster.
+    pub dangerously_allow_remote_apiserver: bool,
+    /// The size of the tmpfs holding Pod roots' upper layers, emptyDirs, claims and logs, so a
+    /// Pod filling it cannot fill the host's `/run`.
+    pub state_size_mib: u64,
+    /// A container's log is rotated (one previous file kept) when it grows past this.
+    pub log_max_bytes: u64,
 }
 
 impl LocalNodeConfig {
@@ -85,6 +99,10 @@ impl LocalNodeConfig {
             backoff_initial: Duration::from_secs(10),
             stop_grace_cap: Duration::from_secs(5),
             images: Vec::new(),
+            allow_privileged: false,
+            dangerously_allow_remote_apiserver: false,
+            state_size_mib: 2048,
+            log_max_bytes: 10 * 1024 * 1024,
         }
     }
 
@@ -105,6 +123,10 @@ impl LocalNodeConfig {
             backoff_initial: self.backoff_initial.max(Duration::from_millis(100)),
             stop_grace_cap: self.stop_grace_cap,
             images: self.images.clone(),
+            allow_privileged: self.allow_privileged,
+            allow_remote_apiserver: self.dangerously_allow_remote_apiserver,
+            state_size_mib: self.state_size_mib.max(64),
+            log_max_bytes: self.log_max_bytes.max(4096),
         })
     }
 }
@@ -131,6 +153,9 @@ impl LocalNode {
         }
         check_prerequisites().map_err(Error::Prerequisites)?;
         let settings = config.settings()?;
+        // One agent per state directory (and, as names on the host are fixed, per host): held by the
+        // agent thread until everything it made is removed.
+        let lock = host::lock_state_dir(&settings.state_dir)?;
         let registry = Arc::new(Registry::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -141,6 +166,7 @@ impl LocalNode {
         let thread = std::thread::Builder::new()
             .name("capstan-localnode".into())
             .spawn(move || {
+                let _lock = lock;
                 let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime.block_on(agent::run(agent_settings, agent_registry, shutdown_rx, ready_tx)),
                     Err(e) => Err(Error::Other(format!("a tokio runtime: {e}"))),
@@ -267,7 +293,7 @@ impl LocalNode {
         let process = entry
             .containers
             .get(container)
-            .map(|c| c.process.clone())
+            .map(|c| c.process.beside(c.pid))
             .ok_or_else(|| Error::NoSuchContainer {
                 namespace: namespace.into(),
                 pod: pod.into(),

@@ -43,8 +43,22 @@ struct RunArgs {
     /// Extra image table entries, `PREFIX=/path/to/binary` (repeatable).
     #[arg(long = "image", value_name = "PREFIX=BINARY")]
     images: Vec<String>,
+    /// The local control plane's kubeconfig. Required (or KUBECONFIG): never ~/.kube/config, which
+    /// may name a real cluster.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Permit privileged containers and hostPath volumes (either one gives a Pod this machine).
+    #[arg(long)]
+    allow_privileged: bool,
+    /// Start even though the apiserver is not on loopback: its Pods then run as root here.
+    #[arg(long)]
+    dangerously_allow_remote_apiserver: bool,
+    /// Size of the tmpfs holding Pod roots, emptyDirs, claims and logs (MiB).
+    #[arg(long, default_value_t = 2048)]
+    state_size_mib: u64,
+    /// A container's log is rotated past this many bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    log_max_bytes: u64,
 }
 
 #[tokio::main]
@@ -53,16 +67,18 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let Commands::Run(args) = Cli::parse().command;
+    let Some(kubeconfig) = args.kubeconfig.filter(|p| !p.as_os_str().is_empty()) else {
+        bail!(
+            "name the local control plane's kubeconfig with --kubeconfig or KUBECONFIG: capstan-localnode \
+             never falls back to ~/.kube/config, which may point at a real cluster"
+        );
+    };
     if !nix::unistd::geteuid().is_root() {
         bail!(
             "capstan-localnode needs root: it creates network namespaces, a bridge, mounts and nftables \
              rules. Run it with sudo (or in a privileged container)."
         );
     }
-    let kubeconfig = match args.kubeconfig {
-        Some(path) => path,
-        None => PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into())).join(".kube/config"),
-    };
     let mut config = LocalNodeConfig::new(kubeconfig);
     config.node_name = args.node_name;
     config.nodes = args.nodes;
@@ -70,6 +86,10 @@ async fn main() -> anyhow::Result<()> {
     config.service_cidr = args.service_cidr;
     config.cluster_domain = args.cluster_domain;
     config.state_dir = args.state_dir;
+    config.allow_privileged = args.allow_privileged;
+    config.dangerously_allow_remote_apiserver = args.dangerously_allow_remote_apiserver;
+    config.state_size_mib = args.state_size_mib;
+    config.log_max_bytes = args.log_max_bytes;
     config.backoff_initial = std::time::Duration::from_secs_f64(args.backoff_initial.max(0.1));
     for image in args.images {
         let (prefix, binary) = image.split_once('=').context("--image takes PREFIX=BINARY")?;

@@ -97,9 +97,10 @@ impl IpAllocator {
 
 /// Creates the bridge with the gateway address and routes the Service CIDR onto it, so the host's
 /// own traffic to a Service address never follows a default route off the machine.
-pub async fn setup_bridge(pod_cidr: &Cidr, service_cidr: &Cidr) -> Result<(), Error> {
+pub async fn setup_bridge(pod_cidr: &Cidr, service_cidr: &Cidr, marker: &host::Marker) -> Result<(), Error> {
     let gateway = format!("{}/{}", pod_cidr.gateway(), pod_cidr.prefix);
     host::run("ip", &["link", "add", host::BRIDGE, "type", "bridge"]).await?;
+    host::mark_link(host::BRIDGE, marker).await?;
     host::run("ip", &["addr", "add", &gateway, "dev", host::BRIDGE]).await?;
     host::run("ip", &["link", "set", host::BRIDGE, "up"]).await?;
     let service = service_cidr.to_string();
@@ -114,14 +115,16 @@ pub struct PodNetwork {
     pub netns: String,
     pub host_veth: String,
     pub ip: Ipv4Addr,
+    marker: host::Marker,
 }
 
 impl PodNetwork {
-    pub fn new(id: &str, ip: Ipv4Addr) -> PodNetwork {
+    pub fn new(id: &str, ip: Ipv4Addr, marker: host::Marker) -> PodNetwork {
         PodNetwork {
             netns: format!("{}{id}", host::NETNS_PREFIX),
             host_veth: format!("{}{id}", host::VETH_PREFIX),
             ip,
+            marker,
         }
     }
 
@@ -131,6 +134,7 @@ impl PodNetwork {
 
     pub async fn create(&self, pod_cidr: &Cidr, service_cidr: &Cidr) -> Result<(), Error> {
         let ns = self.netns.as_str();
+        self.marker.record_netns(ns)?;
         host::run("ip", &["netns", "add", ns]).await?;
         host::run(
             "ip",
@@ -148,6 +152,7 @@ impl PodNetwork {
             ],
         )
         .await?;
+        host::mark_link(&self.host_veth, &self.marker).await?;
         host::run("ip", &["link", "set", &self.host_veth, "master", host::BRIDGE, "up"]).await?;
         let address = format!("{}/{}", self.ip, pod_cidr.prefix);
         host::run("ip", &["-n", ns, "addr", "add", &address, "dev", "eth0"]).await?;
@@ -172,6 +177,8 @@ impl PodNetwork {
         }
         if let Err(e) = host::run("ip", &["netns", "delete", &self.netns]).await {
             tracing::warn!(error = %e, netns = %self.netns, "cannot delete a Pod network namespace");
+        } else {
+            self.marker.forget_netns(&self.netns);
         }
     }
 

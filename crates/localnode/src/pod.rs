@@ -8,7 +8,7 @@ use std::{
 };
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
@@ -19,10 +19,13 @@ use tokio::sync::{Notify, watch};
 use crate::{
     agent::Ctx,
     container::{self, DEFAULT_PATH, Image, ProcessSpec},
+    logs,
     network::PodNetwork,
     probes,
     registry::{ContainerEntry, log_path},
+    resolv, sandbox,
     sandbox::{RootDir, RootFile, Sandbox, SandboxSpec},
+    security,
     status::{PodState, State, Terminated, now},
     volumes,
 };
@@ -225,6 +228,7 @@ async fn finish(
 async fn write_status(ctx: Arc<Ctx>, namespace: String, name: String, state: Shared, changed: Arc<Notify>) {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut last = serde_json::Value::Null;
+    let mut retry = Duration::from_millis(500);
     loop {
         changed.notified().await;
         tokio::time::sleep(STATUS_DEBOUNCE).await;
@@ -237,11 +241,15 @@ async fn write_status(ctx: Arc<Ctx>, namespace: String, name: String, state: Sha
             .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => last = status,
+            Ok(_) => {
+                last = status;
+                retry = Duration::from_millis(500);
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => return,
             Err(e) => {
-                tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, "status write failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, ?retry, "status write failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
                 changed.notify_one();
             }
         }
@@ -284,7 +292,7 @@ impl Worker {
         let settings = &self.ctx.settings;
         let ip = self.ctx.allocator.allocate().map_err(|e| e.to_string())?;
         let id = short_id(&self.uid);
-        let network = PodNetwork::new(&id, ip);
+        let network = PodNetwork::new(&id, ip, settings.marker());
         let dir = settings.state_dir.join("pods").join(&self.uid);
         match self.build_sandbox(network.clone(), dir.clone(), ip).await {
             Ok(sandbox) => Ok(sandbox),
@@ -313,9 +321,11 @@ impl Worker {
             claims_dir: &settings.state_dir.join("claims"),
             pod_ip: &pod_ip,
             host_ip: &host_ip,
+            allow_host_path: settings.allow_privileged,
         })
         .await?;
-        let mounts = volumes::mounts(&self.pod, &volume_dirs)?;
+        // The subPath files stay open until the sandbox has mounted them.
+        let (mounts, held_files) = volumes::mounts(&self.pod, &volume_dirs)?;
 
         let hostname = self.hostname();
         let domain = &settings.cluster_domain;
@@ -324,13 +334,21 @@ impl Worker {
             Some(sub) => format!("{hostname}.{sub}.{ns}.svc.{domain} "),
             None => String::new(),
         };
+        let spec = self.spec();
+        let resolv = resolv::resolv_conf(
+            spec.dns_policy.as_deref(),
+            spec.dns_config.as_ref(),
+            &resolv::DnsContext {
+                namespace: ns,
+                cluster_domain: domain,
+                cluster_dns: &host_ip,
+                host_resolv_conf: &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+            },
+        )?;
         let mut files = vec![
             RootFile {
                 path: "/etc/resolv.conf".into(),
-                contents: format!(
-                    "nameserver {host_ip}\nsearch {ns}.svc.{domain} svc.{domain} {domain}\noptions ndots:5\n"
-                )
-                .into_bytes(),
+                contents: resolv.into_bytes(),
                 mode: 0o644,
             },
             RootFile {
@@ -378,6 +396,7 @@ impl Worker {
                 _ => {}
             }
             if let Some(wd) = &c.working_dir {
+                security::check_pod_path("workingDir", wd).map_err(|e| format!("container {}: {e}", c.name))?;
                 dirs.push(RootDir {
                     path: wd.clone(),
                     uid: 0,
@@ -403,6 +422,7 @@ impl Worker {
             dirs,
         };
         let sandbox = Sandbox::start(spec, network.clone()).await.map_err(|e| e.to_string())?;
+        drop(held_files);
         self.ctx
             .registry
             .update(&self.namespace, &self.name, &self.uid, |entry| {
@@ -588,6 +608,17 @@ impl Worker {
                 "container has runAsNonRoot and image will run as root".to_owned(),
             ));
         }
+        let confinement = security::confinement(
+            spec.security_context.as_ref(),
+            c.security_context.as_ref(),
+            settings.allow_privileged,
+        )
+        .map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
+        let private_tmp = !self
+            .all_containers()
+            .iter()
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .any(|m| m.mount_path.trim_end_matches('/') == "/tmp");
         let mut groups: Vec<u32> = pod_sc
             .fs_group
             .into_iter()
@@ -615,6 +646,9 @@ impl Worker {
                 groups,
                 workdir,
                 env,
+                confinement,
+                private_tmp,
+                beside: None,
             },
             resolved.argv,
         ))
@@ -632,14 +666,8 @@ impl Worker {
         stop: &mut watch::Receiver<Option<Duration>>,
     ) -> Run {
         let log = log_path(&self.ctx.settings.state_dir, &self.namespace, &self.name, &c.name);
-        let files = log
-            .parent()
-            .map(std::fs::create_dir_all)
-            .transpose()
-            .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(&log))
-            .and_then(|f| Ok((f.try_clone()?, f)));
-        let (stdout, stderr) = match files {
-            Ok(files) => files,
+        let log_file = match logs::RotatingLog::open(&log, self.ctx.settings.log_max_bytes) {
+            Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => {
                 lock(&self.state).container(init, index).state = State::Waiting {
                     reason: "CreateContainerError".into(),
@@ -649,7 +677,12 @@ impl Worker {
                 return Run::NotStarted;
             }
         };
-        let mut child = match process.command(argv).stdout(stdout).stderr(stderr).spawn() {
+        let spawned = process
+            .command(argv)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
                 lock(&self.state).container(init, index).state = State::Waiting {
@@ -660,7 +693,18 @@ impl Worker {
                 return Run::NotStarted;
             }
         };
-        let pid = child.id().unwrap_or_default();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(logs::copy(out, log_file.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(logs::copy(err, log_file));
+        }
+        // `nsenter` forks the container into the Pod's PID namespace: its child is the container.
+        let nsenter_pid = child.id().unwrap_or_default();
+        let pid = sandbox::child_of(nsenter_pid, Duration::from_secs(2))
+            .await
+            .unwrap_or(nsenter_pid);
+        let beside = process.beside(Some(pid));
         let started_at = now();
         tracing::info!(pod = %self.key(), container = %c.name, pid, argv = ?argv, "container started");
         self.ctx
@@ -681,45 +725,34 @@ impl Worker {
             status.state = State::Running {
                 started_at: started_at.clone(),
             };
-            status.started = true;
-            // Without a readiness probe a running container is ready.
-            status.ready = !init && c.readiness_probe.is_none();
+            status.started = false;
+            status.ready = false;
         }
         self.changed.notify_one();
 
-        let (liveness_tx, mut liveness_rx) = tokio::sync::mpsc::channel::<String>(1);
-        let mut probes = Vec::new();
-        if !init {
-            if let Some(probe) = c.readiness_probe.clone() {
-                probes.push(tokio::spawn(readiness_loop(
-                    probe,
-                    c.clone(),
-                    sandbox.network.ip,
-                    process.clone(),
-                    self.state.clone(),
-                    self.changed.clone(),
-                    index,
-                )));
-            }
-            if let Some(probe) = c.liveness_probe.clone() {
-                probes.push(tokio::spawn(liveness_loop(
-                    probe,
-                    c.clone(),
-                    sandbox.network.ip,
-                    process.clone(),
-                    liveness_tx,
-                )));
-            }
-        }
+        // postStart, the startup probe, then readiness and liveness; a failure of any but
+        // readiness asks for the container to be killed.
+        let (kill_tx, mut kill_rx) = tokio::sync::mpsc::channel::<String>(1);
+        let checks = tokio::spawn(container_checks(
+            c.clone(),
+            init,
+            index,
+            sandbox.network.ip,
+            beside.clone(),
+            self.state.clone(),
+            self.changed.clone(),
+            kill_tx,
+        ));
         let spec = self.spec();
         let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
+        let pre_stop = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
         let mut message = None;
         let mut stopped = false;
         let status = tokio::select! {
             status = child.wait() => Ok(status),
-            Some(reason) = liveness_rx.recv() => {
-                tracing::info!(pod = %self.key(), container = %c.name, %reason, "liveness probe failed; restarting");
-                message = Some(format!("Container {} failed liveness probe, will be restarted", c.name));
+            Some(reason) = kill_rx.recv() => {
+                tracing::info!(pod = %self.key(), container = %c.name, %reason, "killing the container");
+                message = Some(reason);
                 Err(grace)
             }
             requested = stop.wait_for(Option::is_some) => {
@@ -728,13 +761,14 @@ impl Worker {
                 Err(grace)
             }
         };
+        checks.abort();
         let status = match status {
-            Err(grace) => terminate(&mut child, pid, grace).await,
+            Err(grace) => {
+                let hook = pre_stop.map(|hook| (hook, c, sandbox.network.ip, &beside));
+                terminate(&mut child, pid, grace, hook, &self.key()).await
+            }
             Ok(status) => status,
         };
-        for probe in probes {
-            probe.abort();
-        }
         self.ctx
             .registry
             .update(&self.namespace, &self.name, &self.uid, |entry| {
@@ -751,7 +785,11 @@ impl Worker {
             },
             Err(_) => (-1, None),
         };
-        let reason = if exit_code == 0 { "Completed" } else { "Error" };
+        let reason = if exit_code == 0 {
+            TerminatedReason::Completed
+        } else {
+            TerminatedReason::Error
+        };
         tracing::info!(pod = %self.key(), container = %c.name, exit_code, "container exited");
         {
             let mut s = lock(&self.state);
@@ -760,7 +798,7 @@ impl Worker {
             status.state = State::Terminated(Terminated {
                 exit_code,
                 signal,
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
                 message,
                 started_at,
                 finished_at: now(),
@@ -784,39 +822,167 @@ enum Run {
     Stopped,
 }
 
-/// SIGTERM, up to `grace` for the process to exit, then SIGKILL.
+/// Why a container ended, as the kubelet words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TerminatedReason {
+    Completed,
+    Error,
+}
+
+impl TerminatedReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            TerminatedReason::Completed => "Completed",
+            TerminatedReason::Error => "Error",
+        }
+    }
+}
+
+/// The kubelet gives a container at least this long after its preStop hook used up the grace period.
+const MIN_GRACE_AFTER_PRE_STOP: Duration = Duration::from_secs(2);
+
+/// The preStop hook (if the container still runs) within `grace`, then SIGTERM, the rest of the
+/// grace period for the process to exit, then SIGKILL.
 async fn terminate(
     child: &mut tokio::process::Child,
     pid: u32,
     grace: Duration,
+    pre_stop: Option<(LifecycleHandler, &Container, Ipv4Addr, &ProcessSpec)>,
+    key: &str,
 ) -> std::io::Result<std::process::ExitStatus> {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    if let Some((hook, c, ip, process)) = pre_stop
+        && matches!(child.try_wait(), Ok(None))
+    {
+        let started = Instant::now();
+        match tokio::time::timeout(grace, probes::run_hook(&hook, c, ip, process)).await {
+            Ok(Ok(())) => {
+                tracing::info!(pod = %key, container = %c.name, took = ?started.elapsed(), "preStop hook done")
+            }
+            Ok(Err(e)) => tracing::warn!(pod = %key, container = %c.name, error = %e, "preStop hook failed"),
+            Err(_) => {
+                tracing::warn!(pod = %key, container = %c.name, ?grace, "preStop hook did not finish within the grace period")
+            }
+        }
     }
-    match tokio::time::timeout(grace, child.wait()).await {
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(if grace.is_zero() {
+            Duration::ZERO
+        } else {
+            MIN_GRACE_AFTER_PRE_STOP.min(grace)
+        });
+    let signal = |s: Signal| {
+        if let Ok(pid) = i32::try_from(pid) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), s);
+        }
+    };
+    signal(Signal::SIGTERM);
+    match tokio::time::timeout(remaining, child.wait()).await {
         Ok(status) => status,
         Err(_) => {
+            signal(Signal::SIGKILL);
             let _ = child.start_kill();
             child.wait().await
         }
     }
 }
 
-async fn readiness_loop(
-    probe: k8s_openapi::api::core::v1::Probe,
+/// Everything that watches a running container: the postStart hook, then the startup probe, then
+/// readiness and liveness. Sets `started` and `ready`; sends why the container must be killed.
+#[allow(clippy::too_many_arguments)]
+async fn container_checks(
     c: Container,
+    init: bool,
+    index: usize,
     ip: Ipv4Addr,
     process: ProcessSpec,
     state: Shared,
     changed: Arc<Notify>,
+    kill: tokio::sync::mpsc::Sender<String>,
+) {
+    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+        && let Err(e) = probes::run_hook(hook, &c, ip, &process).await
+    {
+        let _ = kill.send(format!("PostStartHookError: {e}")).await;
+        return;
+    }
+    if init {
+        return;
+    }
+    if let Some(probe) = &c.startup_probe
+        && let Err(reason) = startup_loop(probe, &c, ip, &process).await
+    {
+        let _ = kill
+            .send(format!(
+                "Container {} failed startup probe, will be restarted: {reason}",
+                c.name
+            ))
+            .await;
+        return;
+    }
+    {
+        let mut s = lock(&state);
+        s.main[index].started = true;
+        // Without a readiness probe a started container is ready.
+        s.main[index].ready = c.readiness_probe.is_none();
+    }
+    changed.notify_one();
+    let readiness = async {
+        if let Some(probe) = &c.readiness_probe {
+            readiness_loop(probe, &c, ip, &process, &state, &changed, index).await;
+        }
+    };
+    let liveness = async {
+        if let Some(probe) = &c.liveness_probe
+            && let Some(reason) = liveness_loop(probe, &c, ip, &process).await
+        {
+            let _ = kill
+                .send(format!(
+                    "Container {} failed liveness probe, will be restarted: {reason}",
+                    c.name
+                ))
+                .await;
+        }
+    };
+    tokio::join!(readiness, liveness);
+}
+
+/// Probes until the first success (`Ok`) or `failureThreshold` failures in a row (`Err`).
+async fn startup_loop(probe: &Probe, c: &Container, ip: Ipv4Addr, process: &ProcessSpec) -> Result<(), String> {
+    let timing = probes::Timing::of(probe);
+    tokio::time::sleep(timing.initial_delay).await;
+    let mut failures = 0u32;
+    loop {
+        match probes::check(probe, c, ip, process).await {
+            Ok(()) => return Ok(()),
+            Err(reason) => {
+                failures += 1;
+                tracing::debug!(container = %c.name, %reason, failures, "startup probe failed");
+                if failures >= timing.failure_threshold {
+                    return Err(reason);
+                }
+            }
+        }
+        tokio::time::sleep(timing.period).await;
+    }
+}
+
+async fn readiness_loop(
+    probe: &Probe,
+    c: &Container,
+    ip: Ipv4Addr,
+    process: &ProcessSpec,
+    state: &Shared,
+    changed: &Notify,
     index: usize,
 ) {
-    let timing = probes::Timing::of(&probe);
+    let timing = probes::Timing::of(probe);
     tokio::time::sleep(timing.initial_delay).await;
     let (mut successes, mut failures) = (0u32, 0u32);
     loop {
-        let result = probes::check(&probe, &c, ip, &process).await;
-        let current = lock(&state).main[index].ready;
+        let result = probes::check(probe, c, ip, process).await;
+        let current = lock(state).main[index].ready;
         let mut next = current;
         match result {
             Ok(()) => {
@@ -836,31 +1002,26 @@ async fn readiness_loop(
             }
         }
         if next != current {
-            lock(&state).main[index].ready = next;
+            lock(state).main[index].ready = next;
             changed.notify_one();
         }
         tokio::time::sleep(timing.period).await;
     }
 }
 
-async fn liveness_loop(
-    probe: k8s_openapi::api::core::v1::Probe,
-    c: Container,
-    ip: Ipv4Addr,
-    process: ProcessSpec,
-    failed: tokio::sync::mpsc::Sender<String>,
-) {
-    let timing = probes::Timing::of(&probe);
+/// Probes until `failureThreshold` failures in a row; returns the last reason.
+async fn liveness_loop(probe: &Probe, c: &Container, ip: Ipv4Addr, process: &ProcessSpec) -> Option<String> {
+    let timing = probes::Timing::of(probe);
     tokio::time::sleep(timing.initial_delay).await;
     let mut failures = 0u32;
     loop {
-        match probes::check(&probe, &c, ip, &process).await {
+        match probes::check(probe, c, ip, process).await {
             Ok(()) => failures = 0,
             Err(reason) => {
                 failures += 1;
+                tracing::debug!(container = %c.name, %reason, "liveness probe failed");
                 if failures >= timing.failure_threshold {
-                    let _ = failed.send(reason).await;
-                    return;
+                    return Some(reason);
                 }
             }
         }

@@ -1,8 +1,9 @@
 //! A Pod's sandbox: its network namespace, and a holder process that owns the Pod's mount and UTS
 //! namespaces. The holder mounts an overlay of the host's `/` with a per-Pod upper layer, a private
-//! `/proc`, `/sys` and `/tmp`, `pivot_root`s into it, bind-mounts the volumes at their `mountPath`s
-//! (created inside the new root, so the host is never touched), detaches the host's mounts and then
-//! sleeps. Containers join it with `nsenter --target <holder>`. The mounts live and die with the
+//! `/proc`, `/sys`, `/tmp` and a minimal `/dev`, stages the volumes inside the new root,
+//! `pivot_root`s into it, detaches the host's mounts, and only then moves the volumes to their
+//! `mountPath`s (so creating a mount path can never touch the host), and sleeps as PID 1 of the Pod's
+//! own PID namespace. Containers join it with `nsenter --target <holder>`. The mounts live and die with the
 //! holder's mount namespace: they never appear in the host's mount table.
 
 use std::{
@@ -80,6 +81,10 @@ impl Sandbox {
                 "unshare",
                 "--mount",
                 "--uts",
+                "--ipc",
+                "--pid",
+                "--fork",
+                "--kill-child",
                 "--propagation",
                 "private",
                 "--",
@@ -96,7 +101,9 @@ impl Sandbox {
                 command: "the sandbox holder (setpriv nsenter unshare sh)".into(),
                 message: e.to_string(),
             })?;
-        let holder_pid = holder.id().unwrap_or_default();
+        // `unshare --fork` makes the shell PID 1 of the Pod's PID namespace: containers join it.
+        let unshare_pid = holder.id().unwrap_or_default();
+        let holder_pid = child_of(unshare_pid, READY_TIMEOUT).await.unwrap_or(unshare_pid);
         let stdout = holder.stdout.take();
         let ready = async {
             let mut lines = BufReader::new(stdout?).lines();
@@ -137,38 +144,133 @@ impl Sandbox {
 
 fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> String {
     let q = |p: &Path| host::shell_quote(&p.to_string_lossy());
-    let root_q = q(root);
+    let r = q(root);
     let mut s = String::from("set -e\n");
     s += &format!(
-        "mount -t overlay overlay -o lowerdir=/,upperdir={},workdir={} {root_q}\n",
+        "mount -t overlay overlay -o lowerdir=/,upperdir={},workdir={} {r}\n",
         upper.to_string_lossy(),
         work.to_string_lossy()
     );
-    s += &format!("mount -t proc proc {root_q}/proc\n");
-    s += &format!("mount --rbind /dev {root_q}/dev\n");
-    s += &format!("mount -t sysfs sysfs {root_q}/sys\n");
-    s += &format!("mount -t tmpfs -o mode=1777 tmpfs {root_q}/tmp\n");
+    // This shell is PID 1 of the Pod's own PID namespace: this /proc shows the Pod's processes only.
+    s += &format!("mount -t proc -o nosuid,nodev,noexec proc {r}/proc\n");
+    s += &format!("mount -t sysfs -o ro,nosuid,nodev,noexec sysfs {r}/sys\n");
+    s += &format!("mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs {r}/tmp\n");
+    // A minimal /dev, never the host's.
+    s += &format!("mount -t tmpfs -o mode=755,nosuid,size=1m tmpfs {r}/dev\n");
+    for device in DEVICES {
+        s += &format!("touch {r}/dev/{device}\nmount --bind /dev/{device} {r}/dev/{device}\n");
+    }
+    s += &format!(
+        "mkdir {r}/dev/shm {r}/dev/pts\nmount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} shm {r}/dev/shm\n\
+         mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts {r}/dev/pts\n\
+         ln -s pts/ptmx {r}/dev/ptmx\nln -s /proc/self/fd {r}/dev/fd\nln -s /proc/self/fd/0 {r}/dev/stdin\n\
+         ln -s /proc/self/fd/1 {r}/dev/stdout\nln -s /proc/self/fd/2 {r}/dev/stderr\n"
+    );
+    // The host's root file system is the Pod's lower layer: hide its users' homes and password hashes.
+    for dir in MASKED_DIRS {
+        s += &format!("if [ -d {r}{dir} ]; then mount -t tmpfs -o mode=755,size=16m tmpfs {r}{dir}; fi\n");
+    }
+    for file in MASKED_FILES {
+        s += &format!("if [ -f {r}{file} ]; then mount --bind /dev/null {r}{file}; fi\n");
+    }
+    // Volumes are staged inside the new root while the host is still reachable, and moved to their
+    // mount paths only once it is not: creating a mount path can never touch the host's root.
+    s += &format!("mkdir {r}{STAGING}\n");
+    for (i, mount) in spec.mounts.iter().enumerate() {
+        let stage = format!("{r}{STAGING}/{i}");
+        s += if mount.is_file { "touch " } else { "mkdir " };
+        s += &format!(
+            "{stage}\nmount --bind {} {stage}\n",
+            host::shell_quote(&mount.source.to_string_lossy())
+        );
+    }
     s += &format!("hostname {}\n", host::shell_quote(&spec.hostname));
-    s += &format!("cd {root_q}\nmkdir -p .capstan-oldroot\npivot_root . .capstan-oldroot\ncd /\n");
-    // From here on paths resolve inside the Pod's root (absolute symlinks such as /var/run too).
+    s +=
+        &format!("cd {r}\nmkdir {OLD_ROOT}\npivot_root . {OLD_ROOT}\ncd /\numount -l /{OLD_ROOT}\nrmdir /{OLD_ROOT}\n");
+    // From here on no path reaches the host: absolute symlinks resolve inside the Pod's root.
     for dir in &spec.dirs {
         let path = host::shell_quote(&dir.path);
         s += &format!("mkdir -p {path}\nchown {}:{} {path}\n", dir.uid, dir.gid);
     }
-    for mount in &spec.mounts {
-        let source = host::shell_quote(&format!("/.capstan-oldroot{}", mount.source.to_string_lossy()));
+    for (i, mount) in spec.mounts.iter().enumerate() {
         let target = host::shell_quote(&mount.target);
-        if mount.source.is_file() {
+        if mount.is_file {
             s += &format!("mkdir -p \"$(dirname {target})\"\n[ -e {target} ] || touch {target}\n");
         } else {
             s += &format!("mkdir -p {target}\n");
         }
-        s += &format!("mount --bind {source} {target}\n");
+        s += &format!("mount --move {STAGING}/{i} {target}\n");
         if mount.read_only {
             s += &format!("mount -o remount,bind,ro {target}\n");
         }
+        s += &format!("rm -d {STAGING}/{i}\n");
     }
-    s += "umount -l /.capstan-oldroot\nrmdir /.capstan-oldroot\n";
+    s += &format!("rmdir {STAGING}\n");
     s += "echo ready\nexec sleep infinity\n";
     s
+}
+
+/// Device nodes a Pod gets (bind-mounted from the host's), besides its own `shm` and `pts`.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Host directories replaced by an empty tmpfs in every Pod's root.
+const MASKED_DIRS: &[&str] = &["/root", "/home"];
+/// Host files replaced by an empty file in every Pod's root.
+const MASKED_FILES: &[&str] = &["/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-"];
+/// Where volumes wait for the host's root to be detached.
+const STAGING: &str = "/.capstan-volumes";
+const OLD_ROOT: &str = ".capstan-oldroot";
+/// The size of each Pod's private `/tmp` and `/dev/shm`.
+const TMP_SIZE: &str = "256m";
+
+/// The one child of `pid` (the process `unshare --fork` or `nsenter` started), once it exists.
+pub async fn child_of(pid: u32, wait: Duration) -> Option<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(child) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        {
+            return Some(child);
+        }
+        if started.elapsed() > wait {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mount_paths_are_created_only_after_the_host_root_is_detached() {
+        let spec = SandboxSpec {
+            dir: "/s".into(),
+            hostname: "h".into(),
+            mounts: vec![Mount {
+                source: "/s/volumes/v".into(),
+                target: "/data/x".into(),
+                read_only: true,
+                is_file: false,
+            }],
+            files: vec![],
+            dirs: vec![RootDir {
+                path: "/work".into(),
+                uid: 0,
+                gid: 0,
+            }],
+        };
+        let script = holder_script(&spec, Path::new("/s/upper"), Path::new("/s/work"), Path::new("/s/root"));
+        let detached = script.find("umount -l /.capstan-oldroot").unwrap_or(usize::MAX);
+        for created in ["mkdir -p '/data/x'", "mkdir -p '/work'", "mount --move"] {
+            let at = script.find(created).unwrap_or(0);
+            assert!(at > detached, "{created} before the host root is detached:\n{script}");
+        }
+        assert!(
+            !script.contains("--rbind /dev"),
+            "the host's /dev is never given to a Pod"
+        );
+    }
 }

@@ -32,7 +32,10 @@ pub fn wants(pod: &Pod) -> bool {
 }
 
 /// The node for `pod`, or why none fits.
-pub fn choose(pod: &Pod, nodes: &[(String, BTreeMap<String, String>)], pods: &[Pod]) -> Result<String, String> {
+pub fn choose<'a, I>(pod: &Pod, nodes: &[(String, BTreeMap<String, String>)], pods: I) -> Result<String, String>
+where
+    I: IntoIterator<Item = &'a Pod> + Clone,
+{
     let spec = pod.spec.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let mut reasons = Vec::new();
@@ -66,7 +69,8 @@ pub fn choose(pod: &Pod, nodes: &[(String, BTreeMap<String, String>)], pods: &[P
             .and_then(|a| a.pod_anti_affinity.as_ref())
             .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
         let on_node: Vec<&Pod> = pods
-            .iter()
+            .clone()
+            .into_iter()
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
             .filter(|p| p.metadata.deletion_timestamp.is_none())
             .collect();
@@ -203,7 +207,7 @@ mod tests {
             ("b".to_owned(), BTreeMap::from([("zone".to_owned(), "2".to_owned())])),
         ];
         let selected = pod("metadata: {name: p, namespace: n}\nspec: {nodeSelector: {zone: '2'}, containers: []}");
-        assert_eq!(choose(&selected, &nodes, &[]), Ok("b".to_owned()));
+        assert_eq!(choose(&selected, &nodes, &[] as &[Pod]), Ok("b".to_owned()));
         let anti = pod(
             "metadata: {name: p, namespace: n, labels: {app: x}}\nspec:\n  containers: []\n  affinity:\n    podAntiAffinity:\n      requiredDuringSchedulingIgnoredDuringExecution:\n      - topologyKey: kubernetes.io/hostname\n        labelSelector: {matchLabels: {app: x}}\n",
         );

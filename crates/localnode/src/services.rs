@@ -5,7 +5,7 @@
 //! where the connection started and the host never forwards a packet. Also: the `kubernetes`
 //! Service's endpoint, a relay on the bridge address to the loopback apiserver.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{collections::HashMap, fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::{
@@ -27,20 +27,30 @@ struct Rule {
     endpoints: Vec<(String, i32)>,
 }
 
-/// The whole table, replaced atomically by each load.
-pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_cidr: &Cidr) -> String {
+/// The whole table, replaced atomically by each load. Built in O(Services + Endpoints).
+pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_cidr: &Cidr, marker: &str) -> String {
+    let services = services.state();
+    let endpoints = endpoints.state();
+    let by_name: HashMap<(&str, &str), &Endpoints> = endpoints
+        .iter()
+        .filter_map(|e| {
+            Some((
+                (e.metadata.namespace.as_deref()?, e.metadata.name.as_deref()?),
+                e.as_ref(),
+            ))
+        })
+        .collect();
     let mut rules = Vec::new();
-    for service in services.state() {
+    let mut cluster_ips = std::collections::BTreeSet::new();
+    for service in &services {
         let Some(spec) = &service.spec else { continue };
         let Some(cluster_ip) = spec.cluster_ip.clone().filter(|ip| ip.parse::<Ipv4Addr>().is_ok()) else {
             continue;
         };
         let namespace = service.metadata.namespace.clone().unwrap_or_default();
         let name = service.metadata.name.clone().unwrap_or_default();
-        let eps = endpoints
-            .state()
-            .into_iter()
-            .find(|e| e.metadata.namespace.as_deref() == Some(&namespace) && e.metadata.name.as_deref() == Some(&name));
+        cluster_ips.insert(cluster_ip.clone());
+        let eps = by_name.get(&(namespace.as_str(), name.as_str()));
         for port in spec.ports.iter().flatten() {
             let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".into()).to_lowercase();
             if protocol != "tcp" && protocol != "udp" {
@@ -95,8 +105,16 @@ pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_
             );
         }
     }
+    // Every ClusterIP is rejected when unserved, also one outside the range routed to the bridge.
+    let listed = if cluster_ips.is_empty() {
+        String::new()
+    } else {
+        let set = cluster_ips.into_iter().collect::<Vec<_>>().join(", ");
+        format!("    ip daddr {{ {set} }} meta l4proto tcp reject with tcp reset\n    ip daddr {{ {set} }} reject\n")
+    };
+    let marker = marker.replace('"', "");
     format!(
-        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n  chain services {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n{chains}  chain reject_unserved {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {service_cidr} meta l4proto tcp reject with tcp reset\n    ip daddr {service_cidr} reject\n  }}\n}}\n"
+        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n  comment \"{marker}\"\n  chain services {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n{chains}  chain reject_unserved {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {service_cidr} meta l4proto tcp reject with tcp reset\n    ip daddr {service_cidr} reject\n{listed}  }}\n}}\n"
     )
 }
 
@@ -110,6 +128,43 @@ pub async fn apply_in(netns: &str, rules: &str) -> Result<(), Error> {
     host::run_with_input("ip", &["netns", "exec", netns, "nft", "-f", "-"], Some(rules))
         .await
         .map(drop)
+}
+
+/// The apiserver's Service range. v1.20 has no ServiceCIDR API, so a dry-run Service with a
+/// `clusterIP` outside any likely range is refused with a message naming the range.
+pub async fn learn_service_cidr(client: &Client) -> Result<Cidr, String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some("capstan".into()),
+    };
+    for probe in ["1.1.1.1", "203.0.113.1", "100.64.0.1"] {
+        let service: Service = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": "capstan-localnode-service-range-probe" },
+            "spec": { "clusterIP": probe, "ports": [{ "port": 80 }] },
+        }))
+        .map_err(|e| e.to_string())?;
+        match api.create(&params, &service).await {
+            Ok(_) => continue,
+            Err(kube::Error::Api(status)) => {
+                if let Some(cidr) = range_in_message(&status.message) {
+                    return Ok(cidr);
+                }
+                return Err(format!("unexpected answer to the dry-run Service: {}", status.message));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("every probe address was inside the Service range".to_owned())
+}
+
+/// `… The range of valid IPs is 10.96.0.0/12` → that range.
+fn range_in_message(message: &str) -> Option<Cidr> {
+    let (_, rest) = message.split_once("range of valid IPs is ")?;
+    let range = rest.split(|c: char| c.is_whitespace() || c == '"' || c == ',').next()?;
+    Cidr::parse(range).ok()
 }
 
 /// Keeps `default/kubernetes` Endpoints pointing at the relay. The apiserver's own reconciler
@@ -153,9 +208,20 @@ pub async fn ensure_kubernetes_endpoints(
 /// Relays TCP from `relay:API_RELAY_PORT` to the apiserver (TLS passes through untouched; the
 /// serving certificate names 10.96.0.1 and kubernetes.default.svc).
 pub async fn api_relay(listener: TcpListener, apiserver: String) {
+    let mut backoff = Duration::from_millis(10);
     loop {
-        let Ok((mut inbound, _)) = listener.accept().await else {
-            continue;
+        let mut inbound = match listener.accept().await {
+            Ok((inbound, _)) => {
+                backoff = Duration::from_millis(10);
+                inbound
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: wait instead of spinning on the error.
+                tracing::warn!(error = %e, ?backoff, "the API relay cannot accept; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let apiserver = apiserver.clone();
         tokio::spawn(async move {
@@ -166,5 +232,19 @@ pub async fn api_relay(listener: TcpListener, apiserver: String) {
                 Err(e) => tracing::warn!(%apiserver, error = %e, "the API relay cannot reach the apiserver"),
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_service_range_is_read_from_the_apiservers_refusal() -> Result<(), Error> {
+        let message = "Service \"x\" is invalid: spec.clusterIP: Invalid value: \"1.1.1.1\": provided IP is not in \
+                       the valid range. The range of valid IPs is 10.0.0.0/24";
+        assert_eq!(range_in_message(message), Some(Cidr::parse("10.0.0.0/24")?));
+        assert_eq!(range_in_message("something else"), None);
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    os::unix::fs::PermissionsExt,
+    os::{fd::AsRawFd, unix::fs::PermissionsExt},
     path::{Component, Path, PathBuf},
 };
 
@@ -22,6 +22,8 @@ pub struct Mount {
     pub source: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// A file (a subPath naming one) rather than a directory.
+    pub is_file: bool,
 }
 
 /// What `prepare` needs besides the Pod.
@@ -35,6 +37,8 @@ pub struct VolumeContext<'a> {
     pub claims_dir: &'a Path,
     pub pod_ip: &'a str,
     pub host_ip: &'a str,
+    /// hostPath volumes expose the host: refused unless the node was started allowing them.
+    pub allow_host_path: bool,
 }
 
 /// Materialises every volume; returns each volume's host directory (or file, for hostPath).
@@ -130,10 +134,16 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
             }
         }
     } else if let Some(claim) = &volume.persistent_volume_claim {
-        let dir = ctx.claims_dir.join(namespace).join(&claim.claim_name);
-        create(&dir, 0o777)?;
-        return Ok(dir);
+        return claim_dir(ctx.claims_dir, namespace, &claim.claim_name)
+            .map_err(|e| format!("volume {}: {e}", volume.name));
     } else if let Some(host_path) = &volume.host_path {
+        if !ctx.allow_host_path {
+            return Err(format!(
+                "volume {}: hostPath {} is refused by capstan-localnode: it would expose the developer's machine \
+                 (start the node with --allow-privileged to permit it)",
+                volume.name, host_path.path
+            ));
+        }
         return Ok(PathBuf::from(&host_path.path));
     } else {
         return Err(format!(
@@ -143,6 +153,31 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
         ));
     }
     Ok(dir.to_path_buf())
+}
+
+/// A claim's directory, `<claims>/<namespace>/<claim>`, created 0777 like an emptyDir. The apiserver
+/// only checks that `claimName` is not empty: it must be a DNS-1123 name here, and the resolved
+/// directory must lie inside the claims directory.
+pub fn claim_dir(claims_dir: &Path, namespace: &str, claim: &str) -> Result<PathBuf, String> {
+    if !crate::security::is_dns1123_subdomain(claim) || !crate::security::is_dns1123_subdomain(namespace) {
+        return Err(format!(
+            "persistentVolumeClaim.claimName {claim:?} is not a DNS-1123 name; refused"
+        ));
+    }
+    let dir = claims_dir.join(namespace).join(claim);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let resolved = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    let base = claims_dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", claims_dir.display()))?;
+    if !resolved.starts_with(&base) || resolved == base {
+        return Err(format!(
+            "claim {claim:?} resolves outside the claims directory; refused"
+        ));
+    }
+    std::fs::set_permissions(&resolved, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| format!("{}: {e}", resolved.display()))?;
+    Ok(resolved)
 }
 
 fn write_keys(
@@ -253,39 +288,91 @@ fn chown_group_recursive(path: &Path, group: u32) {
 }
 
 /// The bind mounts of all the Pod's containers (all containers share one mount namespace, so a
-/// path mounted by one container is visible to all).
-pub fn mounts(pod: &Pod, volumes: &HashMap<String, PathBuf>) -> Result<Vec<Mount>, String> {
+/// path mounted by one container is visible to all), parents before children. A `subPath` is
+/// opened beneath its volume without following any symlink, and mounted through that open file
+/// (`/proc/<agent>/fd/<n>`), so neither a symlink planted in a volume nor a swap after the check can
+/// point it elsewhere (CVE-2017-1002101). The returned files must stay open until the sandbox has
+/// mounted them.
+pub fn mounts(pod: &Pod, volumes: &HashMap<String, PathBuf>) -> Result<(Vec<Mount>, Vec<std::fs::File>), String> {
     let mut mounts: Vec<Mount> = Vec::new();
+    let mut held = Vec::new();
     let spec = pod.spec.as_ref();
     let containers = spec
         .into_iter()
         .flat_map(|s| s.init_containers.iter().flatten().chain(s.containers.iter()));
     for container in containers {
         for mount in container.volume_mounts.iter().flatten() {
+            crate::security::check_pod_path("mountPath", &mount.mount_path)
+                .map_err(|e| format!("container {}: {e}", container.name))?;
+            if mounts.iter().any(|existing| existing.target == mount.mount_path) {
+                continue;
+            }
             let source = volumes
                 .get(&mount.name)
                 .ok_or_else(|| format!("container {} mounts unknown volume {}", container.name, mount.name))?;
-            let source = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            let (source, is_file) = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 Some(sub) => {
-                    let path = source.join(sub);
-                    if !path.exists() {
-                        std::fs::create_dir_all(&path).map_err(|e| format!("subPath {sub}: {e}"))?;
-                    }
-                    path
+                    let file = open_beneath(source, sub)?;
+                    let is_file = !file.metadata().map_err(|e| format!("subPath {sub}: {e}"))?.is_dir();
+                    let path = PathBuf::from(format!("/proc/{}/fd/{}", std::process::id(), file.as_raw_fd()));
+                    held.push(file);
+                    (path, is_file)
                 }
-                None => source.clone(),
+                None => (source.clone(), source.is_file()),
             };
-            let m = Mount {
+            mounts.push(Mount {
                 source,
                 target: mount.mount_path.clone(),
                 read_only: mount.read_only.unwrap_or(false),
-            };
-            if !mounts.iter().any(|existing| existing.target == m.target) {
-                mounts.push(m);
-            }
+                is_file,
+            });
         }
     }
-    Ok(mounts)
+    mounts.sort_by_key(|m| Path::new(&m.target).components().count());
+    Ok((mounts, held))
+}
+
+/// Opens `root/sub` one component at a time, each relative to the last and never following a
+/// symlink; missing components are created as directories (as the kubelet does for a subPath).
+pub fn open_beneath(root: &Path, sub: &str) -> Result<std::fs::File, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| format!("subPath {sub:?}: {why}; refused");
+    let relative = Path::new(sub);
+    let parts: Vec<&std::ffi::OsStr> = relative
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(p) => Some(Ok(p)),
+            Component::CurDir => None,
+            _ => Some(Err(())),
+        })
+        .collect::<Result<_, ()>>()
+        .map_err(|()| refuse("must be a relative path without `..`".into()))?;
+    let open = |path: &Path, directory: bool| {
+        let flags = nix::libc::O_PATH | nix::libc::O_NOFOLLOW | if directory { nix::libc::O_DIRECTORY } else { 0 };
+        std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)
+    };
+    let mut current = open(root, true).map_err(|e| refuse(format!("volume root {}: {e}", root.display())))?;
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        let path = PathBuf::from(format!("/proc/self/fd/{}", current.as_raw_fd())).join(part);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&path).map_err(|e| refuse(format!("creating {}: {e}", part.display())))?;
+            }
+            Err(e) => return Err(refuse(e.to_string())),
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(refuse(format!("{} is a symlink", part.display())));
+            }
+            Ok(_) => {}
+        }
+        let next = open(&path, !last).map_err(|e| refuse(format!("{}: {e}", part.display())))?;
+        let meta = next.metadata().map_err(|e| refuse(e.to_string()))?;
+        if meta.file_type().is_symlink() {
+            return Err(refuse(format!("{} is a symlink", part.display())));
+        }
+        current = next;
+    }
+    Ok(current)
 }
 
 #[cfg(test)]
@@ -311,6 +398,41 @@ mod tests {
         assert!(!dir.join("b").exists());
         assert!(write_file(&dir, "../escape", b"", 0o644).is_err());
         let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn sub_paths_never_follow_a_symlink_out_of_their_volume() -> Result<(), String> {
+        let root = std::env::temp_dir().join(format!("capstan-localnode-subpath-{}", std::process::id()));
+        let volume = root.join("volume");
+        std::fs::create_dir_all(volume.join("real")).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink("/etc", volume.join("escape")).map_err(|e| e.to_string())?;
+        std::os::unix::fs::symlink("real", volume.join("inner")).map_err(|e| e.to_string())?;
+        assert!(open_beneath(&volume, "escape").is_err_and(|e| e.contains("symlink")));
+        assert!(open_beneath(&volume, "escape/passwd").is_err());
+        assert!(
+            open_beneath(&volume, "inner/x").is_err(),
+            "no symlink at all, even an inner one"
+        );
+        assert!(open_beneath(&volume, "../volume").is_err());
+        let made = open_beneath(&volume, "real/new/dir")?;
+        assert!(made.metadata().map_err(|e| e.to_string())?.is_dir());
+        assert!(volume.join("real/new/dir").is_dir());
+        let _ = std::fs::remove_dir_all(&root);
+        Ok(())
+    }
+
+    #[test]
+    fn claim_names_cannot_leave_the_claims_directory() -> Result<(), String> {
+        let claims = std::env::temp_dir().join(format!("capstan-localnode-claims-{}", std::process::id()));
+        std::fs::create_dir_all(&claims).map_err(|e| e.to_string())?;
+        for bad in ["../../etc", "/etc", "..", "a/../../x"] {
+            assert!(claim_dir(&claims, "ns", bad).is_err(), "{bad} accepted");
+        }
+        assert!(claim_dir(&claims, "..", "data").is_err());
+        let dir = claim_dir(&claims, "ns", "data-0")?;
+        assert!(dir.starts_with(claims.canonicalize().map_err(|e| e.to_string())?));
+        let _ = std::fs::remove_dir_all(&claims);
         Ok(())
     }
 }

@@ -1,12 +1,15 @@
 //! Opt-in per test: Pods that really run, through `capstan-localnode`, on the shared control plane.
 //! Without a local node Pods stay Pending; tests that need a workload (memcached answering, Redis
 //! replicating) ask for one with [`ControlPlane::shared_local_node`].
-use capstan_localnode::{LocalNode, LocalNodeConfig, check_prerequisites};
+use capstan_localnode::{Error, LocalNode, LocalNodeConfig, check_prerequisites};
 use std::{sync::OnceLock, time::Duration};
 
 use crate::{ControlPlane, process};
 
 static NODE: OnceLock<Result<LocalNode, String>> = OnceLock::new();
+
+/// How long a test binary waits for another one's local node to stop (one agent per host).
+const LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
 
 /// Whether a local node can run on this machine. When it cannot, the test should return early:
 /// this prints `SKIPPED <test>: <what is missing>`; under `CI=true` a missing prerequisite is a
@@ -29,7 +32,9 @@ pub fn local_node_available(test: &str) -> bool {
 impl ControlPlane {
     /// The local node of [`ControlPlane::shared`], started on first use and stopped when the test
     /// binary exits (before the control plane, so its Node and Pod objects can be removed).
-    /// Check [`local_node_available`] first. Panics with the agent's error if it cannot start.
+    /// Check [`local_node_available`] first. While another process's local node runs (one per
+    /// host), this waits for it, up to 20 minutes, saying so. Panics with the agent's error if the
+    /// node cannot start.
     pub fn shared_local_node() -> &'static LocalNode {
         let control_plane = ControlPlane::shared();
         let node = NODE.get_or_init(|| {
@@ -40,12 +45,37 @@ impl ControlPlane {
             // The agent runs on its own thread; this runtime only drives its start, and a fresh
             // thread keeps it clear of whatever runtime the calling test uses.
             let result = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
-                    .map_err(|e| e.to_string())?
-                    .block_on(LocalNode::start(config))
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                // One agent per host: another test binary's node holds the lock; queue behind it.
+                let waiting_since = std::time::Instant::now();
+                let mut said = false;
+                loop {
+                    match runtime.block_on(LocalNode::start(config.clone())) {
+                        Err(Error::AlreadyRunning { lock }) if waiting_since.elapsed() < LOCK_WAIT => {
+                            if !said {
+                                eprintln!(
+                                    "capstan-testenv: another local node holds {}; waiting up to {} min for it",
+                                    lock.display(),
+                                    LOCK_WAIT.as_secs() / 60
+                                );
+                                said = true;
+                            }
+                            std::thread::sleep(Duration::from_secs(2));
+                        }
+                        other => {
+                            if said {
+                                eprintln!(
+                                    "capstan-testenv: waited {:.0}s for the local node lock",
+                                    waiting_since.elapsed().as_secs_f64()
+                                );
+                            }
+                            return other.map_err(|e| e.to_string());
+                        }
+                    }
+                }
             })
             .join()
             .unwrap_or_else(|_| Err("the local node's start panicked".to_owned()));
