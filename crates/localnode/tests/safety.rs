@@ -241,7 +241,7 @@ async fn secrets_are_readable_by_the_pod_only() {
         &ns,
         &sleeper(
             "reader",
-            "  volumes: [{name: creds, secret: {secretName: creds, defaultMode: 0400}}]",
+            "  volumes: [{name: creds, secret: {secretName: creds, defaultMode: 256}}]",
             "    volumeMounts: [{name: creds, mountPath: /creds}]",
         ),
     )
