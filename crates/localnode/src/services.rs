@@ -130,29 +130,33 @@ pub async fn apply_in(netns: &str, rules: &str) -> Result<(), Error> {
         .map(drop)
 }
 
-/// The apiserver's Service range. v1.20 has no ServiceCIDR API, so a dry-run Service with a
-/// `clusterIP` outside any likely range is refused with a message naming the range.
+/// The apiserver's Service range. v1.20 has no ServiceCIDR API, and a dry run does not allocate,
+/// so a Service with a `clusterIP` outside any likely range is created for real: the allocator
+/// refuses it with a message naming the range. Should one be accepted, it is deleted at once.
 pub async fn learn_service_cidr(client: &Client) -> Result<Cidr, String> {
     let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let name = "capstan-localnode-service-range-probe";
     let params = PostParams {
-        dry_run: true,
+        dry_run: false,
         field_manager: Some("capstan".into()),
     };
     for probe in ["1.1.1.1", "203.0.113.1", "100.64.0.1"] {
         let service: Service = serde_json::from_value(serde_json::json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": { "name": "capstan-localnode-service-range-probe" },
+            "metadata": { "name": name },
             "spec": { "clusterIP": probe, "ports": [{ "port": 80 }] },
         }))
         .map_err(|e| e.to_string())?;
         match api.create(&params, &service).await {
-            Ok(_) => continue,
+            Ok(_) => {
+                let _ = api.delete(name, &Default::default()).await;
+            }
             Err(kube::Error::Api(status)) => {
                 if let Some(cidr) = range_in_message(&status.message) {
                     return Ok(cidr);
                 }
-                return Err(format!("unexpected answer to the dry-run Service: {}", status.message));
+                return Err(format!("unexpected answer to the probe Service: {}", status.message));
             }
             Err(e) => return Err(e.to_string()),
         }
