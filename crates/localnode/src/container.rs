@@ -1,5 +1,5 @@
 //! What a container runs and how it is started: the image table (which host binary stands in for
-//! an image), the environment (`env`, `envFrom`, `$(VAR)` expansion) and the process itself, a host
+//! an image, and what it adds to the Pod's root), the environment (`env`, `envFrom`, `$(VAR)` expansion) and the process itself, a host
 //! process placed into the Pod's namespaces and root by `nsenter`, with its user set by `setpriv`.
 
 use std::{
@@ -15,7 +15,11 @@ use k8s_openapi::{
 use kube::{Api, Client};
 use tokio::process::Command;
 
-use crate::{prerequisites::which, security::Confinement};
+use crate::{
+    prerequisites::which,
+    sandbox::{RootDir, RootFile},
+    security::Confinement,
+};
 
 /// The official redis image's uid and gid (`redis`); the entrypoint drops to it from root.
 pub const REDIS_ID: u32 = 999;
@@ -68,6 +72,44 @@ pub fn in_pod_binary_path(binary: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     format!("/usr/local/bin/{name}")
+}
+
+/// What an emulated image adds to the Pod's root: the redis image's `redis-server` and
+/// `redis-sentinel` (protected mode off, as the image is built) and its `/data`, or the host binary
+/// a configured prefix maps to.
+pub fn root_additions(image: &Image, c: &Container) -> Result<(Vec<RootFile>, Vec<RootDir>), String> {
+    let (mut files, mut dirs) = (Vec::new(), Vec::new());
+    match image {
+        Image::Redis => {
+            for program in ["redis-server", "redis-sentinel"] {
+                files.push(RootFile {
+                    path: format!("/usr/local/bin/{program}"),
+                    contents: format!(
+                        "#!/bin/sh\n# capstan-localnode: the official redis image is built with protected mode off.\nexec /usr/bin/{program} \"$@\" --protected-mode no\n"
+                    )
+                    .into_bytes(),
+                    mode: 0o755,
+                });
+            }
+            if c.working_dir.is_none() {
+                dirs.push(RootDir {
+                    path: "/data".into(),
+                    uid: REDIS_ID,
+                    gid: REDIS_ID,
+                });
+            }
+        }
+        Image::Binary(binary) => {
+            let contents = std::fs::read(binary).map_err(|e| format!("{}: {e}", binary.display()))?;
+            files.push(RootFile {
+                path: in_pod_binary_path(binary),
+                contents,
+                mode: 0o755,
+            });
+        }
+        Image::Memcached | Image::Busybox | Image::Other => {}
+    }
+    Ok((files, dirs))
 }
 
 /// The argv of a container, its image's default user and working directory.

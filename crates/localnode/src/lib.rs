@@ -14,6 +14,7 @@
 
 mod agent;
 mod container;
+mod context;
 mod dns;
 mod error;
 mod host;
@@ -30,6 +31,7 @@ mod scheduler;
 mod security;
 mod services;
 mod status;
+mod supervision;
 mod volumes;
 
 use std::{
@@ -44,7 +46,7 @@ use tokio::sync::{oneshot, watch};
 pub use error::Error;
 pub use prerequisites::{PACKAGES, check_prerequisites};
 
-use crate::{agent::Settings, network::Cidr, registry::Registry};
+use crate::{context::Settings, network::Cidr, registry::Registry};
 
 /// The prefix of every host object the node creates (interfaces, network namespaces, nftables table).
 pub const HOST_PREFIX: &str = host::PREFIX;

@@ -8,31 +8,27 @@ use std::{
 };
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod, Probe};
+use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams, Preconditions},
 };
-use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    agent::Ctx,
-    container::{self, DEFAULT_PATH, Image, ProcessSpec},
+    container::{self, DEFAULT_PATH, ProcessSpec},
+    context::Ctx,
     logs,
     network::PodNetwork,
-    probes,
     registry::{ContainerEntry, log_path},
     resolv, sandbox,
     sandbox::{RootDir, RootFile, Sandbox, SandboxSpec},
     security,
-    status::{PodState, State, Terminated, now},
+    status::{Phase, PodState, Shared, State, Terminated, TerminatedReason, WaitingReason, lock, now},
+    supervision::{BACKOFF_RESET, RestartPolicy, backoff_delay, container_checks, terminate},
     volumes,
 };
 
-/// The kubelet caps its back-off at five minutes and forgets it after ten of good running.
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Why the Pod's processes are being stopped.
@@ -56,12 +52,6 @@ struct Worker {
     state: Arc<Mutex<PodState>>,
     changed: Arc<Notify>,
     stop: watch::Receiver<Option<Duration>>,
-}
-
-type Shared = Arc<Mutex<PodState>>;
-
-fn lock(state: &Shared) -> std::sync::MutexGuard<'_, PodState> {
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Runs a Pod until it is deleted (then removes the object) or the agent stops.
@@ -137,7 +127,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
                     let PodState { init, main, .. } = &mut *s;
                     for c in init.iter_mut().chain(main.iter_mut()) {
                         c.state = State::Waiting {
-                            reason: "CreateContainerConfigError".into(),
+                            reason: WaitingReason::CreateContainerConfigError,
                             message: Some(message.clone()),
                         };
                     }
@@ -256,11 +246,6 @@ async fn write_status(ctx: Arc<Ctx>, namespace: String, name: String, state: Sha
     }
 }
 
-fn backoff_delay(initial: Duration, attempt: u32) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    (initial * factor).min(BACKOFF_MAX)
-}
-
 impl Worker {
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -364,37 +349,10 @@ impl Worker {
         ];
         let mut dirs = Vec::new();
         for c in self.all_containers() {
-            let image_ref = c.image.clone().unwrap_or_default();
-            match container::classify(&image_ref, &settings.images) {
-                Image::Redis => {
-                    for program in ["redis-server", "redis-sentinel"] {
-                        files.push(RootFile {
-                            path: format!("/usr/local/bin/{program}"),
-                            contents: format!(
-                                "#!/bin/sh\n# capstan-localnode: the official redis image is built with protected mode off.\nexec /usr/bin/{program} \"$@\" --protected-mode no\n"
-                            )
-                            .into_bytes(),
-                            mode: 0o755,
-                        });
-                    }
-                    if c.working_dir.is_none() {
-                        dirs.push(RootDir {
-                            path: "/data".into(),
-                            uid: container::REDIS_ID,
-                            gid: container::REDIS_ID,
-                        });
-                    }
-                }
-                Image::Binary(binary) => {
-                    let contents = std::fs::read(&binary).map_err(|e| format!("{}: {e}", binary.display()))?;
-                    files.push(RootFile {
-                        path: container::in_pod_binary_path(&binary),
-                        contents,
-                        mode: 0o755,
-                    });
-                }
-                _ => {}
-            }
+            let image = container::classify(c.image.as_deref().unwrap_or_default(), &settings.images);
+            let (image_files, image_dirs) = container::root_additions(&image, &c)?;
+            files.extend(image_files);
+            dirs.extend(image_dirs);
             if let Some(wd) = &c.working_dir {
                 security::check_pod_path("workingDir", wd).map_err(|e| format!("container {}: {e}", c.name))?;
                 dirs.push(RootDir {
@@ -437,14 +395,12 @@ impl Worker {
     /// or stopped.
     async fn run_containers(&self, sandbox: &Sandbox) {
         let spec = self.spec();
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = RestartPolicy::of(spec.restart_policy.as_deref());
         for (index, c) in spec.init_containers.iter().flatten().enumerate() {
-            // Init containers are restarted on failure unless the Pod's policy is Never.
-            let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
-            match self.supervise(sandbox, c, true, index, init_policy).await {
+            match self.supervise(sandbox, c, true, index, policy.for_init()).await {
                 Outcome::Succeeded => {}
                 Outcome::Failed => {
-                    lock(&self.state).terminal_phase = Some("Failed");
+                    lock(&self.state).terminal_phase = Some(Phase::Failed);
                     return;
                 }
                 Outcome::Stopped => return,
@@ -455,7 +411,7 @@ impl Worker {
             s.initialized = true;
             for c in &mut s.main {
                 c.state = State::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: WaitingReason::ContainerCreating,
                     message: None,
                 };
             }
@@ -465,22 +421,29 @@ impl Worker {
             spec.containers
                 .iter()
                 .enumerate()
-                .map(|(index, c)| self.supervise(sandbox, c, false, index, &policy)),
+                .map(|(index, c)| self.supervise(sandbox, c, false, index, policy)),
         )
         .await;
         if outcomes.contains(&Outcome::Stopped) {
             return;
         }
         lock(&self.state).terminal_phase = Some(if outcomes.iter().all(|o| *o == Outcome::Succeeded) {
-            "Succeeded"
+            Phase::Succeeded
         } else {
-            "Failed"
+            Phase::Failed
         });
     }
 
     /// Runs one container, restarting it per `policy` with back-off, until it ends for good or
     /// the Pod stops.
-    async fn supervise(&self, sandbox: &Sandbox, c: &Container, init: bool, index: usize, policy: &str) -> Outcome {
+    async fn supervise(
+        &self,
+        sandbox: &Sandbox,
+        c: &Container,
+        init: bool,
+        index: usize,
+        policy: RestartPolicy,
+    ) -> Outcome {
         let mut stop = self.stop.clone();
         let mut failures = 0u32;
         loop {
@@ -505,12 +468,7 @@ impl Worker {
                 Run::Exited(code) => Some(code),
                 Run::NotStarted => None,
             };
-            let restart = match (policy, exit_code) {
-                (_, None) => true,
-                ("Never", _) => false,
-                ("OnFailure", Some(0)) => false,
-                _ => true,
-            };
+            let restart = policy.restarts(exit_code);
             if !restart {
                 return if exit_code == Some(0) {
                     Outcome::Succeeded
@@ -531,7 +489,7 @@ impl Worker {
                     status.last = Some(t.clone());
                 }
                 status.state = State::Waiting {
-                    reason: "CrashLoopBackOff".into(),
+                    reason: WaitingReason::CrashLoopBackOff,
                     message: Some(format!(
                         "back-off {}s restarting failed container={} pod={}_{}({})",
                         delay.as_secs_f64(),
@@ -554,7 +512,11 @@ impl Worker {
     }
 
     /// The command and process settings of a container, or the Waiting reason and message.
-    async fn prepare(&self, sandbox: &Sandbox, c: &Container) -> Result<(ProcessSpec, Vec<String>), (String, String)> {
+    async fn prepare(
+        &self,
+        sandbox: &Sandbox,
+        c: &Container,
+    ) -> Result<(ProcessSpec, Vec<String>), (WaitingReason, String)> {
         let settings = &self.ctx.settings;
         let image_ref = c.image.clone().unwrap_or_default();
         let image = container::classify(&image_ref, &settings.images);
@@ -589,11 +551,11 @@ impl Worker {
         }
         let env = container::environment(&self.ctx.client, &self.pod, c, base, &pod_ip, &host_ip)
             .await
-            .map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
+            .map_err(|m| (WaitingReason::CreateContainerConfigError, m))?;
         let command: Vec<String> = c.command.iter().flatten().map(|s| container::expand(s, &env)).collect();
         let args: Vec<String> = c.args.iter().flatten().map(|s| container::expand(s, &env)).collect();
         let resolved = container::resolve(&image, &image_ref, &command, &args)
-            .map_err(|m| ("CreateContainerError".to_owned(), m))?;
+            .map_err(|m| (WaitingReason::CreateContainerError, m))?;
 
         let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
         let uid = to_u32(sc.run_as_user.or(pod_sc.run_as_user))
@@ -604,7 +566,7 @@ impl Worker {
             .unwrap_or(0);
         if sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true) && uid == 0 {
             return Err((
-                "CreateContainerConfigError".to_owned(),
+                WaitingReason::CreateContainerConfigError,
                 "container has runAsNonRoot and image will run as root".to_owned(),
             ));
         }
@@ -613,7 +575,7 @@ impl Worker {
             c.security_context.as_ref(),
             settings.allow_privileged,
         )
-        .map_err(|m| ("CreateContainerConfigError".to_owned(), m))?;
+        .map_err(|m| (WaitingReason::CreateContainerConfigError, m))?;
         let private_tmp = !self
             .all_containers()
             .iter()
@@ -670,7 +632,7 @@ impl Worker {
             Ok(file) => Arc::new(Mutex::new(file)),
             Err(e) => {
                 lock(&self.state).container(init, index).state = State::Waiting {
-                    reason: "CreateContainerError".into(),
+                    reason: WaitingReason::CreateContainerError,
                     message: Some(format!("log file {}: {e}", log.display())),
                 };
                 self.changed.notify_one();
@@ -686,7 +648,7 @@ impl Worker {
             Ok(child) => child,
             Err(e) => {
                 lock(&self.state).container(init, index).state = State::Waiting {
-                    reason: "CreateContainerError".into(),
+                    reason: WaitingReason::CreateContainerError,
                     message: Some(format!("starting {argv:?}: {e}")),
                 };
                 self.changed.notify_one();
@@ -785,11 +747,7 @@ impl Worker {
             },
             Err(_) => (-1, None),
         };
-        let reason = if exit_code == 0 {
-            TerminatedReason::Completed
-        } else {
-            TerminatedReason::Error
-        };
+        let reason = TerminatedReason::of_exit_code(exit_code);
         tracing::info!(pod = %self.key(), container = %c.name, exit_code, "container exited");
         {
             let mut s = lock(&self.state);
@@ -798,7 +756,7 @@ impl Worker {
             status.state = State::Terminated(Terminated {
                 exit_code,
                 signal,
-                reason: reason.as_str().to_owned(),
+                reason,
                 message,
                 started_at,
                 finished_at: now(),
@@ -822,213 +780,6 @@ enum Run {
     Stopped,
 }
 
-/// Why a container ended, as the kubelet words it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TerminatedReason {
-    Completed,
-    Error,
-}
-
-impl TerminatedReason {
-    fn as_str(self) -> &'static str {
-        match self {
-            TerminatedReason::Completed => "Completed",
-            TerminatedReason::Error => "Error",
-        }
-    }
-}
-
-/// The kubelet gives a container at least this long after its preStop hook used up the grace period.
-const MIN_GRACE_AFTER_PRE_STOP: Duration = Duration::from_secs(2);
-
-/// The preStop hook (if the container still runs) within `grace`, then SIGTERM, the rest of the
-/// grace period for the process to exit, then SIGKILL.
-async fn terminate(
-    child: &mut tokio::process::Child,
-    pid: u32,
-    grace: Duration,
-    pre_stop: Option<(LifecycleHandler, &Container, Ipv4Addr, &ProcessSpec)>,
-    key: &str,
-) -> std::io::Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + grace;
-    if let Some((hook, c, ip, process)) = pre_stop
-        && matches!(child.try_wait(), Ok(None))
-    {
-        let started = Instant::now();
-        match tokio::time::timeout(grace, probes::run_hook(&hook, c, ip, process)).await {
-            Ok(Ok(())) => {
-                tracing::info!(pod = %key, container = %c.name, took = ?started.elapsed(), "preStop hook done")
-            }
-            Ok(Err(e)) => tracing::warn!(pod = %key, container = %c.name, error = %e, "preStop hook failed"),
-            Err(_) => {
-                tracing::warn!(pod = %key, container = %c.name, ?grace, "preStop hook did not finish within the grace period")
-            }
-        }
-    }
-    let remaining = deadline
-        .saturating_duration_since(Instant::now())
-        .max(if grace.is_zero() {
-            Duration::ZERO
-        } else {
-            MIN_GRACE_AFTER_PRE_STOP.min(grace)
-        });
-    let signal = |s: Signal| {
-        if let Ok(pid) = i32::try_from(pid) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), s);
-        }
-    };
-    signal(Signal::SIGTERM);
-    match tokio::time::timeout(remaining, child.wait()).await {
-        Ok(status) => status,
-        Err(_) => {
-            signal(Signal::SIGKILL);
-            let _ = child.start_kill();
-            child.wait().await
-        }
-    }
-}
-
-/// Everything that watches a running container: the postStart hook, then the startup probe, then
-/// readiness and liveness. Sets `started` and `ready`; sends why the container must be killed.
-#[allow(clippy::too_many_arguments)]
-async fn container_checks(
-    c: Container,
-    init: bool,
-    index: usize,
-    ip: Ipv4Addr,
-    process: ProcessSpec,
-    state: Shared,
-    changed: Arc<Notify>,
-    kill: tokio::sync::mpsc::Sender<String>,
-) {
-    if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
-        && let Err(e) = probes::run_hook(hook, &c, ip, &process).await
-    {
-        let _ = kill.send(format!("PostStartHookError: {e}")).await;
-        return;
-    }
-    if init {
-        return;
-    }
-    if let Some(probe) = &c.startup_probe
-        && let Err(reason) = startup_loop(probe, &c, ip, &process).await
-    {
-        let _ = kill
-            .send(format!(
-                "Container {} failed startup probe, will be restarted: {reason}",
-                c.name
-            ))
-            .await;
-        return;
-    }
-    {
-        let mut s = lock(&state);
-        s.main[index].started = true;
-        // Without a readiness probe a started container is ready.
-        s.main[index].ready = c.readiness_probe.is_none();
-    }
-    changed.notify_one();
-    let readiness = async {
-        if let Some(probe) = &c.readiness_probe {
-            readiness_loop(probe, &c, ip, &process, &state, &changed, index).await;
-        }
-    };
-    let liveness = async {
-        if let Some(probe) = &c.liveness_probe
-            && let Some(reason) = liveness_loop(probe, &c, ip, &process).await
-        {
-            let _ = kill
-                .send(format!(
-                    "Container {} failed liveness probe, will be restarted: {reason}",
-                    c.name
-                ))
-                .await;
-        }
-    };
-    tokio::join!(readiness, liveness);
-}
-
-/// Probes until the first success (`Ok`) or `failureThreshold` failures in a row (`Err`).
-async fn startup_loop(probe: &Probe, c: &Container, ip: Ipv4Addr, process: &ProcessSpec) -> Result<(), String> {
-    let timing = probes::Timing::of(probe);
-    tokio::time::sleep(timing.initial_delay).await;
-    let mut failures = 0u32;
-    loop {
-        match probes::check(probe, c, ip, process).await {
-            Ok(()) => return Ok(()),
-            Err(reason) => {
-                failures += 1;
-                tracing::debug!(container = %c.name, %reason, failures, "startup probe failed");
-                if failures >= timing.failure_threshold {
-                    return Err(reason);
-                }
-            }
-        }
-        tokio::time::sleep(timing.period).await;
-    }
-}
-
-async fn readiness_loop(
-    probe: &Probe,
-    c: &Container,
-    ip: Ipv4Addr,
-    process: &ProcessSpec,
-    state: &Shared,
-    changed: &Notify,
-    index: usize,
-) {
-    let timing = probes::Timing::of(probe);
-    tokio::time::sleep(timing.initial_delay).await;
-    let (mut successes, mut failures) = (0u32, 0u32);
-    loop {
-        let result = probes::check(probe, c, ip, process).await;
-        let current = lock(state).main[index].ready;
-        let mut next = current;
-        match result {
-            Ok(()) => {
-                failures = 0;
-                successes += 1;
-                if successes >= timing.success_threshold {
-                    next = true;
-                }
-            }
-            Err(reason) => {
-                successes = 0;
-                failures += 1;
-                tracing::debug!(container = %c.name, %reason, "readiness probe failed");
-                if failures >= timing.failure_threshold {
-                    next = false;
-                }
-            }
-        }
-        if next != current {
-            lock(state).main[index].ready = next;
-            changed.notify_one();
-        }
-        tokio::time::sleep(timing.period).await;
-    }
-}
-
-/// Probes until `failureThreshold` failures in a row; returns the last reason.
-async fn liveness_loop(probe: &Probe, c: &Container, ip: Ipv4Addr, process: &ProcessSpec) -> Option<String> {
-    let timing = probes::Timing::of(probe);
-    tokio::time::sleep(timing.initial_delay).await;
-    let mut failures = 0u32;
-    loop {
-        match probes::check(probe, c, ip, process).await {
-            Ok(()) => failures = 0,
-            Err(reason) => {
-                failures += 1;
-                tracing::debug!(container = %c.name, %reason, "liveness probe failed");
-                if failures >= timing.failure_threshold {
-                    return Some(reason);
-                }
-            }
-        }
-        tokio::time::sleep(timing.period).await;
-    }
-}
-
 /// Eight hex digits of the Pod's uid: short enough for interface names, unique enough per node.
 fn short_id(uid: &str) -> String {
     let hex: String = uid.chars().filter(char::is_ascii_hexdigit).collect();
@@ -1039,15 +790,6 @@ fn short_id(uid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn back_off_doubles_up_to_five_minutes() {
-        let initial = Duration::from_secs(10);
-        assert_eq!(backoff_delay(initial, 1), Duration::from_secs(10));
-        assert_eq!(backoff_delay(initial, 2), Duration::from_secs(20));
-        assert_eq!(backoff_delay(initial, 3), Duration::from_secs(40));
-        assert_eq!(backoff_delay(initial, 30), BACKOFF_MAX);
-    }
 
     #[test]
     fn short_ids_fit_interface_names() {

@@ -5,6 +5,13 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+/// The state a Pod worker and its container tasks share.
+pub type Shared = std::sync::Arc<std::sync::Mutex<PodState>>;
+
+pub fn lock(state: &Shared) -> std::sync::MutexGuard<'_, PodState> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -15,16 +22,93 @@ pub fn now() -> String {
 pub struct Terminated {
     pub exit_code: i32,
     pub signal: Option<i32>,
-    pub reason: String,
+    pub reason: TerminatedReason,
     pub message: Option<String>,
     pub started_at: String,
     pub finished_at: String,
 }
 
+/// Why a container is waiting, as the kubelet words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingReason {
+    PodInitializing,
+    ContainerCreating,
+    CreateContainerConfigError,
+    CreateContainerError,
+    CrashLoopBackOff,
+}
+
+impl WaitingReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitingReason::PodInitializing => "PodInitializing",
+            WaitingReason::ContainerCreating => "ContainerCreating",
+            WaitingReason::CreateContainerConfigError => "CreateContainerConfigError",
+            WaitingReason::CreateContainerError => "CreateContainerError",
+            WaitingReason::CrashLoopBackOff => "CrashLoopBackOff",
+        }
+    }
+}
+
+impl std::fmt::Display for WaitingReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a container ended, as the kubelet words it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminatedReason {
+    Completed,
+    Error,
+}
+
+impl TerminatedReason {
+    pub fn of_exit_code(code: i32) -> TerminatedReason {
+        if code == 0 {
+            TerminatedReason::Completed
+        } else {
+            TerminatedReason::Error
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TerminatedReason::Completed => "Completed",
+            TerminatedReason::Error => "Error",
+        }
+    }
+}
+
+/// A Pod's phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: String },
+    Waiting {
+        reason: WaitingReason,
+        message: Option<String>,
+    },
+    Running {
+        started_at: String,
+    },
     Terminated(Terminated),
 }
 
@@ -41,14 +125,11 @@ pub struct ContainerStatus {
 }
 
 impl ContainerStatus {
-    fn new(name: &str, image: &str, reason: &str) -> ContainerStatus {
+    fn new(name: &str, image: &str, reason: WaitingReason) -> ContainerStatus {
         ContainerStatus {
             name: name.to_owned(),
             image: image.to_owned(),
-            state: State::Waiting {
-                reason: reason.to_owned(),
-                message: None,
-            },
+            state: State::Waiting { reason, message: None },
             last: None,
             restart_count: 0,
             ready: false,
@@ -79,7 +160,7 @@ impl ContainerStatus {
 fn terminated_json(t: &Terminated) -> Value {
     let mut v = json!({
         "exitCode": t.exit_code,
-        "reason": t.reason,
+        "reason": t.reason.as_str(),
         "startedAt": t.started_at,
         "finishedAt": t.finished_at,
     });
@@ -95,7 +176,7 @@ fn terminated_json(t: &Terminated) -> Value {
 fn state_json(state: &State) -> Value {
     match state {
         State::Waiting { reason, message } => {
-            let mut w = json!({ "reason": reason });
+            let mut w = json!({ "reason": reason.as_str() });
             if let Some(m) = message {
                 w["message"] = json!(m);
             }
@@ -112,7 +193,7 @@ pub struct PodState {
     pub main: Vec<ContainerStatus>,
     pub initialized: bool,
     /// Set once the Pod has ended for good (Succeeded or Failed).
-    pub terminal_phase: Option<&'static str>,
+    pub terminal_phase: Option<Phase>,
     pub pod_ip: Option<String>,
     pub host_ip: String,
     pub start_time: String,
@@ -131,7 +212,7 @@ impl PodState {
                 .init_containers
                 .iter()
                 .flatten()
-                .map(|c| ContainerStatus::new(&c.name, &image(c), "PodInitializing"))
+                .map(|c| ContainerStatus::new(&c.name, &image(c), WaitingReason::PodInitializing))
                 .collect(),
             main: spec
                 .containers
@@ -141,9 +222,9 @@ impl PodState {
                         &c.name,
                         &image(c),
                         if has_init {
-                            "PodInitializing"
+                            WaitingReason::PodInitializing
                         } else {
-                            "ContainerCreating"
+                            WaitingReason::ContainerCreating
                         },
                     )
                 })
@@ -166,15 +247,15 @@ impl PodState {
         }
     }
 
-    fn phase(&self) -> &'static str {
+    fn phase(&self) -> Phase {
         if let Some(phase) = self.terminal_phase {
             return phase;
         }
         if !self.initialized {
-            return "Pending";
+            return Phase::Pending;
         }
         let started = self.main.iter().all(|c| c.instance > 0);
-        if started { "Running" } else { "Pending" }
+        if started { Phase::Running } else { Phase::Pending }
     }
 
     fn condition(&mut self, kind: &'static str, status: bool, reason: Option<&str>) -> Value {
@@ -209,7 +290,7 @@ impl PodState {
         ];
         let uid = self.uid.clone();
         let mut status = json!({
-            "phase": phase,
+            "phase": phase.as_str(),
             "conditions": conditions,
             "hostIP": self.host_ip,
             "startTime": self.start_time,
