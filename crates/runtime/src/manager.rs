@@ -214,11 +214,15 @@ impl Manager {
             .collect();
 
         let stopped_early = tokio::select! {
+            biased;
             () = shutdown.draining() => None,
-            Some((what, joined)) = running.next() => Some(match joined {
-                Err(error) if error.is_panic() => format!("{what} (panicked)"),
-                _ => what,
-            }),
+            Some((what, joined)) = running.next() => {
+                // A controller ends by itself once draining begins; only an end before is early.
+                (!shutdown.is_shutting_down()).then(|| match joined {
+                    Err(error) if error.is_panic() => format!("{what} (panicked)"),
+                    _ => what,
+                })
+            }
         };
         if let Some(what) = &stopped_early {
             tracing::error!(%what, "stopped while the manager was running; shutting down to be restarted");
