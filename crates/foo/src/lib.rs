@@ -12,26 +12,25 @@ pub use crd::{Foo, FooSpec, FooStatus};
 pub use index::FriendIndex;
 pub use reconcile::{Error, FooReconciler, build_status};
 
-use capstan_runtime::{ControllerDef, Informers};
-use futures::StreamExt;
+use capstan_runtime::{ControllerEntry, Watches};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{core::PartialObjectMeta, runtime::Controller};
+use kube::{CustomResourceExt, core::PartialObjectMeta, runtime::watcher};
 
-/// The Foo controller, subscribed to the shared Foo and Pod (metadata) informers.
-pub fn controller(informers: &mut Informers) -> ControllerDef<FooReconciler> {
-    let foos = informers.subscribe::<Foo>();
-    let pods = informers.subscribe::<PartialObjectMeta<Pod>>();
-    let foo_store = foos.store();
-    let pod_store = pods.store();
+/// The Foo controller's line in a manager's controller table.
+pub const CONTROLLER: ControllerEntry = ControllerEntry {
+    name: "foo",
+    crds: || vec![Foo::crd()],
+    add: |manager| manager.add(controller),
+};
+
+/// Foos, and Pods (metadata only) mapped to the Foos naming them.
+pub fn controller(w: &mut Watches<'_, Foo>) -> FooReconciler {
     let friends = FriendIndex::default();
     let recorded = friends.clone();
-    let foo_changes = foos.into_stream().inspect(move |foo| recorded.record(foo));
-    let lookup = friends.clone();
-    let lookup_store = foo_store.clone();
-    let controller = Controller::for_shared_stream(foo_changes, foo_store)
-        .watches_shared_stream(pods.into_stream(), move |pod| lookup.foos_naming(&pod, &lookup_store));
-    ControllerDef {
-        controller,
-        reconciler: FooReconciler::new(pod_store),
-    }
+    w.on_change(move |foo| recorded.record(foo));
+    let pods = w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default());
+    let pod_store = pods.store();
+    let foos = w.store();
+    w.watches(pods.into_stream(), move |pod| friends.foos_naming(&pod, &foos));
+    FooReconciler::new(pod_store)
 }

@@ -2,7 +2,7 @@
 //! scoped to its own namespace.
 use capstan_foo::{Foo, FooSpec};
 use capstan_runtime::testing::{RunningManager, eventually, spawn_manager};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, audit};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
     Api, Client, CustomResourceExt,
@@ -19,10 +19,43 @@ async fn setup(prefix: &str) -> (Client, String, RunningManager) {
         .await
         .expect("install the Foo CRD");
     let ns = cp.namespace(&client, prefix).await.expect("test namespace");
-    let manager = spawn_manager(client.clone(), &ns, |m| m.add(capstan_foo::controller))
+    // The manager's own user agent, so the audit log tells its requests from the test's.
+    let mut config = cp.kube_config();
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_str(&manager_agent(&ns)).expect("user agent"),
+    ));
+    let manager_client = Client::try_from(config).expect("manager client");
+    let manager = spawn_manager(manager_client, &ns, |m| m.add(capstan_foo::controller))
         .await
         .expect("manager starts");
     (client, ns, manager)
+}
+
+fn manager_agent(ns: &str) -> String {
+    format!("capstan-foo-test/{ns}")
+}
+
+/// Successful Foo reconciles so far.
+async fn reconciles(manager: &RunningManager) -> f64 {
+    manager
+        .metric(r#"controller_runtime_reconcile_total{controller="foo",result="success"}"#)
+        .await
+}
+
+/// Waits until the reconcile count has not moved for a second, and returns it.
+async fn settled_reconciles(manager: &RunningManager) -> f64 {
+    let started = std::time::Instant::now();
+    let mut last = reconciles(manager).await;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = reconciles(manager).await;
+        if now == last {
+            return now;
+        }
+        assert!(started.elapsed() < WAIT, "the Foo controller kept reconciling");
+        last = now;
+    }
 }
 
 fn pod(name: &str) -> Pod {
@@ -124,6 +157,34 @@ async fn two_foos_naming_the_same_pod_both_follow_it_and_others_do_not() {
     wait_happy(&foos, "foo-a", true).await;
     wait_happy(&foos, "foo-b", true).await;
     assert_eq!(happy(&foos, "foo-c").await, Some(false), "foo-c names joe, not jill");
+
+    // A Pod nobody names wakes nobody: no reconcile runs, nothing is written.
+    let audit_log = ControlPlane::shared().audit_log_path().expect("audit log").to_owned();
+    let before = settled_reconciles(&manager).await;
+    let mark = audit::mark(&audit_log);
+    pods.create(&PostParams::default(), &pod("stranger"))
+        .await
+        .expect("create Pod");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = reconciles(&manager).await;
+    let writes: Vec<String> = audit::since(&audit_log, mark)
+        .expect("audit log")
+        .into_iter()
+        .filter(|e| e.from_user_agent(&manager_agent(&ns)) && e.is_write())
+        .map(|e| format!("{} {}", e.verb, e.request_uri))
+        .collect();
+    eprintln!("reconciles after a Pod nobody names: {before} -> {after}; writes: {writes:?}");
+    assert_eq!(after, before, "a Pod no Foo names must not wake any Foo");
+    assert!(writes.is_empty(), "{writes:?}");
+    // The same signal moves when the Pod is named: joe appearing wakes foo-c.
+    pods.create(&PostParams::default(), &pod("joe"))
+        .await
+        .expect("create Pod");
+    wait_happy(&foos, "foo-c", true).await;
+    assert!(
+        reconciles(&manager).await > after,
+        "the reconcile count shows a wake-up"
+    );
 
     delete_now(&pods, "jill").await.expect("delete Pod");
     wait_happy(&foos, "foo-a", false).await;

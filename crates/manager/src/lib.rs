@@ -1,8 +1,7 @@
 //! The capstan manager: every controller in one process, on one shared runtime.
 use anyhow::Context as _;
-use capstan_runtime::{Manager, RuntimeArgs, manager::BoundAddrs, telemetry};
+use capstan_runtime::{ControllerEntry, Manager, RuntimeArgs, manager::BoundAddrs, telemetry};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
 /// The user agent of the manager's requests, so audit logs and apiserver metrics can single
 /// them out.
@@ -26,39 +25,37 @@ pub enum Command {
     Crds,
 }
 
+/// Every controller this binary can run: adding one is one line here.
+pub const CONTROLLERS: &[ControllerEntry] = &[capstan_foo::CONTROLLER, capstan_memcached::CONTROLLER];
+
+/// The names `--controllers` accepts.
+pub fn controller_names() -> Vec<&'static str> {
+    CONTROLLERS.iter().map(|c| c.name).collect()
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Controllers to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = ControllerName::all())]
-    pub controllers: Vec<ControllerName>,
+    /// Controllers to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(controller_names()))]
+    pub controllers: Vec<String>,
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ControllerName {
-    Foo,
-    Memcached,
-}
-
-impl ControllerName {
-    pub fn all() -> Vec<ControllerName> {
-        vec![ControllerName::Foo, ControllerName::Memcached]
-    }
-}
-
-impl std::fmt::Display for ControllerName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ControllerName::Foo => "foo",
-            ControllerName::Memcached => "memcached",
-        })
+impl RunArgs {
+    /// The selected table entries, in table order, each once.
+    pub fn selected(&self) -> Vec<ControllerEntry> {
+        CONTROLLERS
+            .iter()
+            .filter(|c| self.controllers.is_empty() || self.controllers.iter().any(|name| name == c.name))
+            .copied()
+            .collect()
     }
 }
 
 /// Every CRD the manager serves controllers for.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![capstan_foo::Foo::crd(), capstan_memcached::Memcached::crd()]
+    CONTROLLERS.iter().flat_map(|c| (c.crds)()).collect()
 }
 
 /// The CRDs as multi-document YAML, as `capstan-manager crds` prints them.
@@ -71,21 +68,16 @@ pub fn crds_yaml() -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Runs the selected controllers until SIGTERM/SIGINT.
+/// Runs the selected controllers until SIGTERM/SIGINT. The bound admin addresses go to
+/// `on_bound`; an error (also a controller that stopped on its own) means exit non-zero.
 pub async fn run(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> anyhow::Result<()> {
     telemetry::init(args.runtime.log_format);
     let client = capstan_runtime::client::from_environment(USER_AGENT)
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
     let mut manager = Manager::new(client, args.runtime.clone()).context("setting up the manager")?;
-    let mut enabled = args.controllers.clone();
-    enabled.sort_by_key(|c| *c as u8);
-    enabled.dedup();
-    for controller in enabled {
-        match controller {
-            ControllerName::Foo => manager.add(capstan_foo::controller),
-            ControllerName::Memcached => manager.add(capstan_memcached::controller),
-        }
+    for controller in args.selected() {
+        (controller.add)(&mut manager);
     }
     manager.shutdown().listen_for_signals();
     manager.run(on_bound).await.context("running the manager")

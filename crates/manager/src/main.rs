@@ -2,6 +2,14 @@ use clap::Parser;
 
 use capstan_manager::{Cli, Command, crds_yaml, run};
 
+/// The bound admin addresses, as one JSON line on stdout (logs go to stderr), so that whatever
+/// started the manager with port 0 learns them without parsing logs.
+fn print_bound(addrs: capstan_runtime::manager::BoundAddrs) {
+    if let Ok(line) = serde_json::to_string(&serde_json::json!({ "bound": addrs })) {
+        println!("{line}");
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -10,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", crds_yaml()?);
             Ok(())
         }
-        Some(Command::Run(args)) => run(*args, |_| {}).await,
-        None => run(cli.run, |_| {}).await,
+        Some(Command::Run(args)) => run(*args, print_bound).await,
+        None => run(cli.run, print_bound).await,
     }
 }

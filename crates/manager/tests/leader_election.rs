@@ -106,6 +106,12 @@ async fn one_leader_writes_and_a_follower_takes_over_after_kill_and_after_sigter
         takeover <= Duration::from_secs(15 + 2 + 8),
         "takeover took {takeover:?}"
     );
+    // Not before the killed leader's lease could have expired: it renewed at most one retry
+    // (2 s) before the kill, and the follower saw that renewal at most one retry later.
+    assert!(
+        takeover >= Duration::from_secs(15 - 2 - 2),
+        "a follower took over {takeover:?} after the kill, before the lease could expire"
+    );
 
     // SIGTERM: the leader drains, releases the Lease, and a new follower takes over within a retry.
     let successor = ManagerProcess::start(cp.kubeconfig_path(), &elect_args(&ns));

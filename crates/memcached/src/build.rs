@@ -170,6 +170,16 @@ pub enum Observed<'a> {
     Conflict,
     /// The spec is invalid; no Deployment was applied.
     Invalid(&'a SpecError),
+    /// The apiserver refused the Deployment as invalid (422), with this message.
+    Rejected(&'a str),
+}
+
+/// Conditions of a Memcached that cannot be acted on: Degraded with `reason` and `message`.
+fn failed(reason: &'static str, message: &str) -> Vec<DesiredCondition> {
+    [AVAILABLE, PROGRESSING, DEGRADED, READY]
+        .into_iter()
+        .map(|type_| DesiredCondition::new(type_, type_ == DEGRADED, reason, message))
+        .collect()
 }
 
 /// The status a Memcached should have.
@@ -245,15 +255,8 @@ pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, 
                 ],
             )
         }
-        Observed::Invalid(error) => (
-            0,
-            vec![
-                DesiredCondition::new(AVAILABLE, false, "InvalidSpec", error.to_string()),
-                DesiredCondition::new(PROGRESSING, false, "InvalidSpec", error.to_string()),
-                DesiredCondition::new(DEGRADED, true, "InvalidSpec", error.to_string()),
-                DesiredCondition::new(READY, false, "InvalidSpec", error.to_string()),
-            ],
-        ),
+        Observed::Invalid(error) => (0, failed("InvalidSpec", &error.to_string())),
+        Observed::Rejected(message) => (0, failed("Rejected", message)),
     };
     let previous = mc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     MemcachedStatus {

@@ -10,28 +10,29 @@ pub use build::{
 pub use crd::{DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, MAX_SIZE, Memcached, MemcachedSpec, MemcachedStatus};
 pub use reconcile::{Error, MemcachedReconciler};
 
-use capstan_runtime::{ControllerDef, Informers, labels};
+use capstan_runtime::{ControllerEntry, Watches, labels};
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
-    ResourceExt,
+    CustomResourceExt, ResourceExt,
     core::PartialObjectMeta,
-    runtime::{Controller, reflector::ObjectRef},
+    runtime::{reflector::ObjectRef, watcher},
 };
 
-/// The Memcached controller: Memcached objects, the Deployments capstan manages for them, and
-/// their Pods (metadata only).
-pub fn controller(informers: &mut Informers) -> ControllerDef<MemcachedReconciler> {
-    let memcacheds = informers.subscribe::<Memcached>();
-    // Every Deployment in scope is cached, not only capstan's: a same-named foreign one must be
-    // seen to be refused, and a cache answers that without a read per new object.
-    let deployments = informers.subscribe::<Deployment>();
-    let pods = informers.subscribe::<PartialObjectMeta<Pod>>();
-    let reconciler = MemcachedReconciler::new(deployments.store(), pods.store());
-    let store = memcacheds.store();
-    let controller = Controller::for_shared_stream(memcacheds.into_stream(), store)
-        .owns_shared_stream(deployments.into_stream())
-        .watches_shared_stream(pods.into_stream(), |pod| owner_of_pod(&pod));
-    ControllerDef { controller, reconciler }
+/// The Memcached controller's line in a manager's controller table.
+pub const CONTROLLER: ControllerEntry = ControllerEntry {
+    name: "memcached",
+    crds: || vec![Memcached::crd()],
+    add: |manager| manager.add(controller),
+};
+
+/// Memcacheds, their Deployments, and their Pods (metadata only, capstan-labelled ones).
+pub fn controller(w: &mut Watches<'_, Memcached>) -> MemcachedReconciler {
+    let deployments = w.owns::<Deployment>();
+    let pods =
+        w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    let pod_store = pods.store();
+    w.watches(pods.into_stream(), |pod| owner_of_pod(&pod));
+    MemcachedReconciler::new(deployments, pod_store)
 }
 
 /// The Memcached a Pod belongs to, read from the labels its Deployment's template gives it.

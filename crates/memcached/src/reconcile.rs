@@ -1,17 +1,9 @@
-use capstan_runtime::{
-    Action, Context, ReconcileError, Reconciler,
-    apply::{ApplyOutcome, is_controlled_by},
-    labels,
-};
+use capstan_runtime::{Action, ChildApplied, Context, ReconcileError, Reconciler, apply::ApplyOutcome, labels};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Pod},
     jiff::Timestamp,
 };
-use kube::{
-    Resource, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Resource, ResourceExt, core::PartialObjectMeta, runtime::reflector::Store};
 use std::sync::Arc;
 
 use crate::{
@@ -23,8 +15,6 @@ use crate::{
 pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(#[from] SpecError),
-    #[error("Deployment {0} exists and is not controlled by this Memcached; delete or rename it")]
-    ResourceExists(String),
     #[error("applying Deployment: {0}")]
     Apply(#[source] capstan_runtime::Error),
     #[error("writing status: {0}")]
@@ -35,7 +25,7 @@ impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::ResourceExists(_) => "resource_exists",
+            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "resource_exists",
             Error::Apply(e) | Error::Status(e) => e.metric_label(),
         }
     }
@@ -43,9 +33,17 @@ impl ReconcileError for Error {
     fn event_reason(&self) -> Option<&'static str> {
         Some(match self {
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::ResourceExists(_) => "ResourceExists",
+            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "ResourceExists",
+            Error::Apply(e) if e.invalid_message().is_some() => "Rejected",
             Error::Apply(_) | Error::Status(_) => "ReconcileFailed",
         })
+    }
+
+    fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_) => true,
+            Error::Apply(e) | Error::Status(e) => e.is_permanent(),
+        }
     }
 }
 
@@ -74,13 +72,6 @@ impl MemcachedReconciler {
         names
     }
 
-    /// The Deployment of this name, from the cache of every Deployment in scope. Should a
-    /// foreign Deployment appear in the instant before the cache hears of it, the apply cannot
-    /// take it over if it has a controller (the apiserver refuses a second controller reference).
-    fn find_deployment(&self, namespace: &str, name: &str) -> Option<Arc<Deployment>> {
-        self.deployments.get(&ObjectRef::new(name).within(namespace))
-    }
-
     async fn write_status(
         &self,
         mc: &Memcached,
@@ -93,6 +84,19 @@ impl MemcachedReconciler {
             .await
             .map_err(Error::Status)?;
         Ok(())
+    }
+
+    /// Reports an apply error that retrying cannot fix in the status, then returns it.
+    async fn refused(&self, mc: &Memcached, ctx: &Context, error: capstan_runtime::Error) -> Result<Action, Error> {
+        let observed = match (&error, error.invalid_message()) {
+            (capstan_runtime::Error::ForeignChild { .. }, _) => Some(Observed::Conflict),
+            (_, Some(message)) => Some(Observed::Rejected(message)),
+            _ => None,
+        };
+        if let Some(observed) = observed {
+            self.write_status(mc, ctx, observed, Vec::new()).await?;
+        }
+        Err(Error::Apply(error))
     }
 }
 
@@ -112,19 +116,14 @@ impl Reconciler for MemcachedReconciler {
                 return Err(invalid.into());
             }
         };
-        let uid = mc.meta().uid.clone().unwrap_or_default();
-        let current = self.find_deployment(&namespace, &name);
-        if let Some(existing) = &current
-            && !is_controlled_by(existing.as_ref(), &uid)
-        {
-            self.write_status(&mc, ctx, Observed::Conflict, Vec::new()).await?;
-            return Err(Error::ResourceExists(name));
-        }
-
-        let outcome = ctx.apply(&desired, current.as_deref()).await.map_err(Error::Apply)?;
+        let mut children = ctx.children(mc.as_ref()).map_err(Error::Apply)?;
+        let ChildApplied { outcome, previous } = match children.apply(&self.deployments, desired).await {
+            Ok(applied) => applied,
+            Err(error) => return self.refused(&mc, ctx, error).await,
+        };
         if outcome == ApplyOutcome::Applied {
             let size = mc.spec.size;
-            let (reason, action, note) = match current.as_ref().and_then(|d| d.spec.replicas) {
+            let (reason, action, note) = match previous.as_ref().and_then(|d| d.spec.replicas) {
                 None => (
                     "Created",
                     "CreateDeployment",
@@ -139,13 +138,13 @@ impl Reconciler for MemcachedReconciler {
             };
             ctx.events().normal(&mc.object_ref(&()), reason, action, note);
         }
-        if outcome == ApplyOutcome::Applied && current.is_none() {
+        if outcome == ApplyOutcome::Applied && previous.is_none() {
             // The new Deployment's watch event reconciles this object again within milliseconds,
             // with the Deployment (and usually its Pod) in the caches: one status write then
             // instead of an empty one now and another then.
             return Ok(Action::await_change());
         }
-        let deployment_status = current.as_ref().and_then(|d| d.status.as_ref());
+        let deployment_status = previous.as_ref().and_then(|d| d.status.as_ref());
         self.write_status(
             &mc,
             ctx,

@@ -28,6 +28,15 @@ pub struct RuntimeArgs {
     #[arg(long, default_value_t = 16)]
     pub concurrency: u16,
 
+    /// How long one reconcile may run before it is abandoned and retried with backoff.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub reconcile_deadline: Duration,
+
+    /// How long shutdown waits for running reconciles: below the default 30 s termination grace
+    /// period, leaving time to release the Lease.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -103,6 +112,8 @@ impl Default for RuntimeArgs {
             health_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             log_format: LogFormat::Text,
             concurrency: 16,
+            reconcile_deadline: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(20),
             leader_election: LeaderElectionArgs::default(),
         }
     }

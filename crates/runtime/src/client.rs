@@ -1,6 +1,11 @@
 //! The Kubernetes client every manager builds the same way.
 use kube::{Api, Client, Config, api::ListParams};
-use std::time::Duration;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use crate::{Error, informer::Informable};
 
@@ -11,7 +16,75 @@ pub async fn from_environment(user_agent: &str) -> Result<Client, Error> {
     let agent = http::HeaderValue::from_str(user_agent)
         .map_err(|e| Error::Config(format!("user agent {user_agent:?}: {e}")))?;
     config.headers.push((http::header::USER_AGENT, agent));
-    Client::try_from(config).map_err(Error::Kube)
+    with_timeouts(config)
+}
+
+/// How long any API request but a watch may wait for its response. A watch is long by design;
+/// kube's watcher drops one idle past its server-side timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting to the apiserver may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A client whose requests time out: an apiserver that accepts connections and never answers
+/// must not hang a reconcile, a Lease renewal or the shutdown.
+pub fn with_timeouts(mut config: Config) -> Result<Client, Error> {
+    config.connect_timeout = Some(CONNECT_TIMEOUT);
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(Error::Kube)?;
+    Ok(builder.with_layer(&RequestTimeout(REQUEST_TIMEOUT)).build())
+}
+
+/// A tower layer failing every non-watch request that has no response within its duration.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTimeout(pub Duration);
+
+impl<S> tower::Layer<S> for RequestTimeout {
+    type Service = TimedService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TimedService { inner, timeout: self.0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct TimedService<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower::Service<http::Request<B>> for TimedService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // kube tags each request with its verb.
+        let is_watch = request
+            .extensions()
+            .get::<&'static str>()
+            .is_some_and(|verb| verb.starts_with("watch"));
+        let timeout = self.timeout;
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            if is_watch {
+                return response.await.map_err(Into::into);
+            }
+            match tokio::time::timeout(timeout, response).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(format!("no response from the apiserver within {timeout:?}").into()),
+            }
+        })
+    }
 }
 
 /// Waits until the apiserver serves `K`: a manager started before its CRDs are installed says so

@@ -1,21 +1,24 @@
-//! What a reconcile gets besides its object: the client, events, and writes that are counted and
-//! skipped when they would change nothing.
-use kube::{Api, Client, ResourceExt};
+//! What a reconcile gets besides its object: the client, events, leadership, and writes that are
+//! leader-checked, counted, and skipped when they would change nothing.
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, PropagationPolicy},
+};
 use serde::Serialize;
 use std::fmt::Debug;
-use tokio::sync::watch;
 
 use crate::{
     Error,
     apply::{self, ApplyOutcome},
     events::EventPublisher,
     informer::Informable,
+    leadership::Leadership,
     metrics::Metrics,
 };
 
 pub struct Context {
     client: Client,
-    leader: watch::Receiver<bool>,
+    leadership: Leadership,
     controller: &'static str,
     events: EventPublisher,
     metrics: Metrics,
@@ -27,24 +30,15 @@ impl Context {
         controller: &'static str,
         metrics: Metrics,
         instance: Option<String>,
-        leader: watch::Receiver<bool>,
+        leadership: Leadership,
     ) -> Self {
         let events = EventPublisher::new(client.clone(), controller, instance);
         Self {
             client,
-            leader,
+            leadership,
             controller,
             events,
             metrics,
-        }
-    }
-
-    /// Writes are refused once leadership is lost, even by a reconcile that started as leader.
-    fn ensure_leader(&self) -> Result<(), Error> {
-        if *self.leader.borrow() {
-            Ok(())
-        } else {
-            Err(Error::NotLeader)
         }
     }
 
@@ -60,12 +54,20 @@ impl Context {
         &self.events
     }
 
+    /// Whether this manager leads; guard side effects outside Kubernetes with
+    /// [`Leadership::while_leader`].
+    pub fn leadership(&self) -> &Leadership {
+        &self.leadership
+    }
+
     /// Server-side applies `desired` in its namespace unless `current` already matches it.
+    /// For objects the reconciled object owns, use [`Context::children`] instead.
     pub async fn apply<K>(&self, desired: &K, current: Option<&K>) -> Result<ApplyOutcome, Error>
     where
         K: Informable + Serialize,
     {
-        self.ensure_leader()?;
+        // Writes are refused once leadership is lost, even by a reconcile that started as leader.
+        self.leadership.check()?;
         let namespace = desired.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
         let outcome = apply::apply(&api, desired, current).await?;
@@ -79,12 +81,30 @@ impl Context {
         K: Informable,
         S: Serialize + Debug,
     {
-        self.ensure_leader()?;
+        self.leadership.check()?;
         let namespace = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
         let outcome = apply::apply_status(&api, obj, current, status).await?;
         self.count(outcome, &format!("{}/status", K::kind(&())));
         Ok(outcome)
+    }
+
+    /// Deletes `namespace/name` (in the background: dependents go with it). An object already
+    /// gone counts as deleted. Refused unless this manager leads.
+    pub async fn delete<K: Informable>(&self, namespace: &str, name: &str) -> Result<(), Error> {
+        self.leadership.check()?;
+        let api = Api::<K>::namespaced(self.client.clone(), namespace);
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+        self.metrics.delete_sent(self.controller, &K::kind(&()));
+        Ok(())
     }
 
     fn count(&self, outcome: ApplyOutcome, target: &str) {

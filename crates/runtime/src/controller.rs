@@ -1,25 +1,38 @@
 //! Runs a [`Reconciler`] over kube's `Controller`: per-object exponential backoff on errors,
-//! metrics, a tracing span and a Warning event per failure, leader gating, graceful shutdown.
-use futures::{StreamExt, future::BoxFuture};
+//! waiting for a change after errors retrying cannot fix, panics caught, a deadline per
+//! reconcile, metrics, a tracing span and a Warning event per failure, leader gating, graceful
+//! shutdown.
+use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
     Resource, ResourceExt,
     runtime::{
         Controller,
         controller::{Action, Config},
+        reflector::ObjectRef,
     },
 };
 use std::{
     collections::HashMap,
     future::Future,
+    panic::AssertUnwindSafe,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
-use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::{context::Context, informer::Informable, lock, metrics::Metrics, shutdown::Shutdown};
+use crate::{
+    context::Context,
+    informer::Informable,
+    leadership::Leadership,
+    lock,
+    metrics::Metrics,
+    shutdown::Shutdown,
+    tasks::{BackgroundTask, panic_message},
+    watches::WatchedParts,
+};
 
-/// An error a reconcile can return: it names its own metric label and Event reason.
+/// An error a reconcile can return: it names its own metric label and Event reason, and says
+/// whether retrying can help.
 pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
     /// Bounded label for `capstan_reconcile_errors_by_reason_total`.
     fn metric_label(&self) -> &'static str;
@@ -28,6 +41,14 @@ pub trait ReconcileError: std::error::Error + Send + Sync + 'static {
     /// nothing to the object's owner (e.g. a transient network failure).
     fn event_reason(&self) -> Option<&'static str> {
         Some("ReconcileFailed")
+    }
+
+    /// True for errors retrying cannot fix without a change (an invalid spec, an object the
+    /// apiserver refuses with 422, a same-named object someone else controls): the object is
+    /// reconciled again when it or one of its watched objects changes, not on a backoff timer
+    /// that would publish a Warning each time. Report it in the status before returning it.
+    fn is_permanent(&self) -> bool {
+        false
     }
 }
 
@@ -40,7 +61,7 @@ pub trait Reconciler: Send + Sync + 'static {
     const NAME: &'static str;
 
     /// Brings the world in line with `obj`. Must be idempotent and must not write when nothing
-    /// changed (use [`Context::apply`]).
+    /// changed (use [`Context::apply`] and [`Context::children`]).
     fn reconcile(
         &self,
         obj: Arc<Self::Object>,
@@ -48,10 +69,16 @@ pub trait Reconciler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Action, Self::Error>> + Send;
 }
 
-/// A controller ready to run: kube's `Controller` with its triggers, and the reconciler.
+/// A controller ready to run: what it watches, and the reconciler.
 pub struct ControllerDef<R: Reconciler> {
-    pub controller: Controller<R::Object>,
-    pub reconciler: R,
+    pub(crate) watched: WatchedParts<R::Object>,
+    pub(crate) reconciler: R,
+}
+
+impl<R: Reconciler> ControllerDef<R> {
+    pub(crate) fn tasks(&self) -> Vec<BackgroundTask> {
+        self.watched.tasks.clone()
+    }
 }
 
 /// Backoff after a failed reconcile: doubles per consecutive failure of the same object.
@@ -83,19 +110,56 @@ pub struct RunSettings {
     pub client: kube::Client,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
-    pub leader: watch::Receiver<bool>,
+    pub leadership: Leadership,
     pub concurrency: u16,
     pub backoff: ErrorBackoff,
+    /// How long one reconcile may take before it is abandoned and retried with backoff.
+    pub reconcile_deadline: Duration,
     pub instance: Option<String>,
 }
+
+/// Why a reconcile failed, as the runtime sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure<E: ReconcileError> {
+    #[error(transparent)]
+    Reconcile(E),
+    #[error("reconcile panicked: {0}")]
+    Panicked(String),
+    #[error("reconcile did not finish within its deadline of {0:?}")]
+    Deadline(Duration),
+}
+
+impl<E: ReconcileError> Failure<E> {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Failure::Reconcile(e) => e.metric_label(),
+            Failure::Panicked(_) => "panic",
+            Failure::Deadline(_) => "deadline",
+        }
+    }
+
+    fn event_reason(&self) -> Option<&'static str> {
+        match self {
+            Failure::Reconcile(e) => e.event_reason(),
+            Failure::Panicked(_) | Failure::Deadline(_) => Some("ReconcileFailed"),
+        }
+    }
+
+    fn is_permanent(&self) -> bool {
+        matches!(self, Failure::Reconcile(e) if e.is_permanent())
+    }
+}
+
+type ObjectKey = (String, String);
 
 struct Runner<R: Reconciler> {
     reconciler: R,
     context: Context,
     metrics: Metrics,
-    leader: watch::Receiver<bool>,
+    leadership: Leadership,
     backoff: ErrorBackoff,
-    failures: Mutex<HashMap<(String, String), u32>>,
+    deadline: Duration,
+    failures: Mutex<HashMap<ObjectKey, u32>>,
 }
 
 /// Turns a controller definition into the future that runs it until shutdown.
@@ -108,21 +172,37 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             R::NAME,
             metrics.clone(),
             settings.instance.clone(),
-            settings.leader.clone(),
+            settings.leadership.clone(),
         ),
         reconciler: def.reconciler,
         metrics,
-        leader: settings.leader.clone(),
+        leadership: settings.leadership.clone(),
         backoff: settings.backoff,
+        deadline: settings.reconcile_deadline,
         failures: Mutex::new(HashMap::new()),
     });
-    let became_leader = became_leader(settings.leader.clone());
+    let WatchedParts {
+        store,
+        primary,
+        triggers,
+        tasks: _,
+    } = def.watched;
+    // A deleted object's failure count goes with it.
+    let forget = runner.clone();
+    let cache = store.clone();
+    let primary = primary.inspect(move |obj| {
+        if cache.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
+            lock(&forget.failures).remove(&object_key(obj.as_ref()));
+        }
+    });
     let shutdown = settings.shutdown.clone();
-    let controller = def
-        .controller
+    let mut controller = Controller::for_shared_stream(primary, store)
         .with_config(Config::default().concurrency(settings.concurrency))
-        .reconcile_all_on(became_leader)
+        .reconcile_all_on(became_leader(settings.leadership.receiver()))
         .graceful_shutdown_on(async move { shutdown.draining().await });
+    for trigger in triggers {
+        controller = controller.reconcile_on(trigger);
+    }
     Box::pin(async move {
         controller
             .run(
@@ -133,7 +213,7 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             .for_each(|result| async move {
                 if let Err(error) = result {
                     // Reconcile errors were already logged with their object; these are the
-                    // controller's own (a trigger watch failing, an object missing from the cache).
+                    // controller's own (a trigger naming an object not in the cache).
                     tracing::debug!(controller = R::NAME, %error, "controller event");
                 }
             })
@@ -144,7 +224,7 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
 
 /// Fires once each time this manager becomes leader, so objects seen while following (and
 /// skipped) are reconciled. Not at start: the informers' initial list triggers everything then.
-fn became_leader(mut leader: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send + 'static {
+fn became_leader(mut leader: tokio::sync::watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send + 'static {
     let was_leader = *leader.borrow_and_update();
     futures::stream::unfold((leader, was_leader), |(mut leader, mut was_leader)| async move {
         loop {
@@ -160,8 +240,8 @@ fn became_leader(mut leader: watch::Receiver<bool>) -> impl futures::Stream<Item
 }
 
 impl<R: Reconciler> Runner<R> {
-    async fn reconcile(&self, obj: Arc<R::Object>) -> Result<Action, R::Error> {
-        if !*self.leader.borrow() {
+    async fn reconcile(&self, obj: Arc<R::Object>) -> Result<Action, Failure<R::Error>> {
+        if !self.leadership.is_leader() {
             // Followers keep their caches warm but never write.
             return Ok(Action::await_change());
         }
@@ -169,11 +249,15 @@ impl<R: Reconciler> Runner<R> {
         let span = tracing::info_span!("reconcile", controller = R::NAME, namespace = %key.0, name = %key.1);
         self.metrics.reconcile_started(R::NAME);
         let started = Instant::now();
-        let result = self
-            .reconciler
-            .reconcile(obj.clone(), &self.context)
-            .instrument(span.clone())
-            .await;
+        let attempt = AssertUnwindSafe(self.reconciler.reconcile(obj.clone(), &self.context))
+            .catch_unwind()
+            .instrument(span.clone());
+        let result = match tokio::time::timeout(self.deadline, attempt).await {
+            Ok(Ok(Ok(action))) => Ok(action),
+            Ok(Ok(Err(error))) => Err(Failure::Reconcile(error)),
+            Ok(Err(panic)) => Err(Failure::Panicked(panic_message(panic))),
+            Err(_) => Err(Failure::Deadline(self.deadline)),
+        };
         let elapsed = started.elapsed();
         match &result {
             Ok(action) => {
@@ -185,7 +269,10 @@ impl<R: Reconciler> Runner<R> {
             Err(error) => {
                 self.metrics
                     .reconcile_finished(R::NAME, elapsed, Err(error.metric_label()));
-                span.in_scope(|| tracing::warn!(%error, "reconcile failed"));
+                span.in_scope(|| match error {
+                    Failure::Reconcile(_) => tracing::warn!(%error, "reconcile failed"),
+                    _ => tracing::error!(%error, "reconcile failed"),
+                });
                 if let Some(reason) = error.event_reason() {
                     self.context
                         .events()
@@ -196,21 +283,27 @@ impl<R: Reconciler> Runner<R> {
         result
     }
 
-    fn error_policy(&self, obj: &R::Object, _error: &R::Error) -> Action {
+    fn error_policy(&self, obj: &R::Object, error: &Failure<R::Error>) -> Action {
         let mut failures = lock(&self.failures);
+        if error.is_permanent() {
+            // Reported already; only a change can fix it.
+            failures.remove(&object_key(obj));
+            return Action::await_change();
+        }
         let count = failures.entry(object_key(obj)).or_insert(0);
         *count = count.saturating_add(1);
         Action::requeue(self.backoff.delay(*count))
     }
 }
 
-fn object_key(obj: &impl Resource) -> (String, String) {
+fn object_key(obj: &impl Resource) -> ObjectKey {
     (obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::watch;
 
     #[test]
     fn backoff_doubles_per_failure_up_to_the_cap() {

@@ -11,7 +11,7 @@ use kube::{
     core::NamespaceResourceScope,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store, store::Writer},
+        reflector::{ObjectRef, Store, store::Writer},
         utils::Backoff,
         watcher,
     },
@@ -84,14 +84,15 @@ pub struct Informers {
     namespace: Option<String>,
     readiness: Readiness,
     entries: HashMap<(TypeId, String), Box<dyn Any + Send>>,
-    drivers: Vec<BoxFuture<'static, ()>>,
+    drivers: Vec<(String, BoxFuture<'static, ()>)>,
     synced: Vec<BoxFuture<'static, ()>>,
 }
 
 /// The running side of [`Informers`]: the watches to spawn, and a future that resolves once every
 /// cache has been filled by its first list.
 pub struct Started {
-    pub drivers: Vec<BoxFuture<'static, ()>>,
+    /// Each watch with what it watches; none ends before shutdown.
+    pub drivers: Vec<(String, BoxFuture<'static, ()>)>,
     pub synced: BoxFuture<'static, ()>,
 }
 
@@ -134,9 +135,10 @@ impl Informers {
             Some(ns) => Api::<K>::namespaced(self.client.clone(), ns),
             None => Api::<K>::all(self.client.clone()),
         };
-        let gate = self.readiness.gate(format!("informer {}", kind_name::<K>(&config)));
+        let name = kind_name::<K>(&config);
+        let gate = self.readiness.gate(format!("informer {name}"));
         self.drivers
-            .push(Box::pin(drive(api, config, writer, subscribers.clone(), gate)));
+            .push((name, Box::pin(drive(api, config, writer, subscribers.clone(), gate))));
         let synced = store.clone();
         self.synced.push(Box::pin(async move {
             // The writer lives as long as its driver; a dropped writer means shutdown anyway.
@@ -253,9 +255,11 @@ impl Backoff for WatchBackoff {
     }
 }
 
-/// A cache that fills from an in-memory list, for unit tests of mappers and builders.
+/// A cache that fills from an in-memory list, for unit tests of mappers and builders (feature
+/// `testing`, for dev-dependencies only).
+#[cfg(any(test, feature = "testing"))]
 pub fn store_from<K: Informable>(objects: impl IntoIterator<Item = K>) -> Store<K> {
-    let (reader, mut writer) = reflector::store::<K>();
+    let (reader, mut writer) = kube::runtime::reflector::store::<K>();
     writer.apply_watcher_event(&watcher::Event::Init);
     for obj in objects {
         writer.apply_watcher_event(&watcher::Event::InitApply(obj));

@@ -54,15 +54,33 @@ impl LeaseConfig {
 struct Observed {
     holder: Option<String>,
     renew_time: Option<MicroTime>,
+    /// The holder's `leaseDurationSeconds`: the holder, not this process, says how long its
+    /// lease lasts (client-go reads it from the record too).
+    lease_duration: Option<Duration>,
     at: Instant,
 }
 
-/// Whether this process may take or keep the lease now, given what it observed.
-fn may_acquire(observed: &Observed, identity: &str, lease_duration: Duration, now: Instant) -> bool {
+impl Observed {
+    fn of(spec: &LeaseSpec, at: Instant) -> Self {
+        Self {
+            holder: spec.holder_identity.clone(),
+            renew_time: spec.renew_time.clone(),
+            lease_duration: spec
+                .lease_duration_seconds
+                .and_then(|s| u64::try_from(s).ok())
+                .map(Duration::from_secs),
+            at,
+        }
+    }
+}
+
+/// Whether this process may take or keep the lease now, given what it observed. A record
+/// without a duration lasts `default_duration` (this process's own setting).
+fn may_acquire(observed: &Observed, identity: &str, default_duration: Duration, now: Instant) -> bool {
     match observed.holder.as_deref() {
         None | Some("") => true,
         Some(holder) if holder == identity => true,
-        Some(_) => now.duration_since(observed.at) >= lease_duration,
+        Some(_) => now.duration_since(observed.at) >= observed.lease_duration.unwrap_or(default_duration),
     }
 }
 
@@ -172,15 +190,10 @@ impl LeaderElector {
             };
         };
         let spec = lease.spec.clone().unwrap_or_default();
-        let seen = Observed {
-            holder: spec.holder_identity.clone(),
-            renew_time: spec.renew_time.clone(),
-            at: now,
-        };
-        let changed = self
-            .observed
-            .as_ref()
-            .is_none_or(|o| o.holder != seen.holder || o.renew_time != seen.renew_time);
+        let seen = Observed::of(&spec, now);
+        let changed = self.observed.as_ref().is_none_or(|o| {
+            o.holder != seen.holder || o.renew_time != seen.renew_time || o.lease_duration != seen.lease_duration
+        });
         if changed {
             self.observed = Some(seen);
         }
@@ -200,12 +213,7 @@ impl LeaderElector {
             .await
         {
             Ok(updated) => {
-                let spec = updated.spec.unwrap_or_default();
-                self.observed = Some(Observed {
-                    holder: spec.holder_identity,
-                    renew_time: spec.renew_time,
-                    at: Instant::now(),
-                });
+                self.observed = Some(Observed::of(&updated.spec.unwrap_or_default(), Instant::now()));
                 Ok(true)
             }
             Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
@@ -261,8 +269,31 @@ mod tests {
         Observed {
             holder: holder.map(str::to_owned),
             renew_time: None,
+            lease_duration: None,
             at,
         }
+    }
+
+    #[test]
+    fn expiry_follows_the_duration_written_in_the_record() {
+        let seen_at = Instant::now();
+        let own_setting = Duration::from_secs(15);
+        let short = Observed {
+            lease_duration: Some(Duration::from_secs(1)),
+            ..observed(Some("other"), seen_at)
+        };
+        assert!(may_acquire(&short, "me", own_setting, seen_at + Duration::from_secs(1)));
+        let long = Observed {
+            lease_duration: Some(Duration::from_secs(60)),
+            ..observed(Some("other"), seen_at)
+        };
+        assert!(!may_acquire(
+            &long,
+            "me",
+            own_setting,
+            seen_at + Duration::from_secs(30)
+        ));
+        assert!(may_acquire(&long, "me", own_setting, seen_at + Duration::from_secs(60)));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod apply;
 pub mod args;
+pub mod children;
 pub mod client;
 pub mod conditions;
 pub mod context;
@@ -17,25 +18,33 @@ pub mod error;
 pub mod events;
 pub mod informer;
 pub mod labels;
+pub mod leadership;
 pub mod lease;
 pub mod manager;
 pub mod metrics;
 pub mod readiness;
 pub mod shutdown;
+pub mod tasks;
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
+pub mod watches;
 
 pub use apply::FIELD_MANAGER;
 pub use args::RuntimeArgs;
+pub use children::{ChildApplied, Children};
 pub use context::Context;
-pub use controller::{ControllerDef, ReconcileError, Reconciler};
+pub use controller::{ReconcileError, Reconciler};
 pub use error::Error;
 pub use informer::{Informers, Subscription};
-pub use manager::Manager;
+pub use leadership::Leadership;
+pub use manager::{ControllerEntry, Manager};
+pub use tasks::TaskContext;
+pub use watches::{Trigger, Watches};
 
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it: every critical section in
-/// this crate leaves its data consistent, so a poisoned lock still holds valid data.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// capstan leaves its data consistent, so a poisoned lock still holds valid data.
+pub fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

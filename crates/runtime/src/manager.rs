@@ -1,18 +1,45 @@
-//! Assembles informers, controllers, the admin server and shutdown into one running manager.
-use futures::future::{self, BoxFuture};
+//! Assembles informers, controllers, background tasks, the admin server, leader election and
+//! shutdown into one running manager.
+use futures::{
+    StreamExt,
+    future::{self, BoxFuture},
+    stream::FuturesUnordered,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
-use std::net::SocketAddr;
-use tokio::sync::watch;
+use std::{net::SocketAddr, time::Duration};
+use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     Error, RuntimeArgs, admin, client,
     controller::{self, ControllerDef, ErrorBackoff, Reconciler, RunSettings},
+    events::EventPublisher,
     informer::Informers,
+    leadership::Leadership,
     lease::LeaderElector,
     metrics::Metrics,
     readiness::Readiness,
     shutdown::Shutdown,
+    tasks::{self, BackgroundTask, TaskContext},
+    watches::Watches,
 };
+
+/// One line of a manager binary's controller table: its `--controllers` name, its CRDs, and how
+/// to add it. Flags, `crds` output and bench scenarios all derive from the table.
+#[derive(Clone, Copy)]
+pub struct ControllerEntry {
+    pub name: &'static str,
+    pub crds: fn() -> Vec<CustomResourceDefinition>,
+    pub add: fn(&mut Manager),
+}
+
+type StartController = Box<dyn FnOnce(RunSettings) -> BoxFuture<'static, ()> + Send>;
+
+struct PendingController {
+    name: &'static str,
+    start: StartController,
+    tasks: Vec<BackgroundTask>,
+}
 
 pub struct Manager {
     client: Client,
@@ -22,13 +49,12 @@ pub struct Manager {
     metrics: Metrics,
     shutdown: Shutdown,
     leader: watch::Sender<bool>,
-    controllers: Vec<Box<dyn FnOnce(RunSettings) -> BoxFuture<'static, ()> + Send>>,
+    controllers: Vec<PendingController>,
     served_checks: Vec<BoxFuture<'static, ()>>,
-    names: Vec<&'static str>,
 }
 
 /// Where a running manager's admin endpoints ended up (ports may have been 0).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct BoundAddrs {
     pub metrics: SocketAddr,
     pub health: SocketAddr,
@@ -49,7 +75,6 @@ impl Manager {
             leader: watch::channel(!leader_elect).0,
             controllers: Vec::new(),
             served_checks: Vec::new(),
-            names: Vec::new(),
         })
     }
 
@@ -65,20 +90,30 @@ impl Manager {
         self.metrics.clone()
     }
 
-    /// Adds a controller; `build` subscribes to the informers it needs.
-    pub fn add<R: Reconciler>(&mut self, build: impl FnOnce(&mut Informers) -> ControllerDef<R>) {
-        let def = build(&mut self.informers);
-        self.names.push(R::NAME);
+    /// Adds a controller: `declare` says what it watches (on a [`Watches`]) and returns its
+    /// reconciler.
+    pub fn add<R: Reconciler>(&mut self, declare: impl FnOnce(&mut Watches<'_, R::Object>) -> R) {
+        let mut watches = Watches::new(&mut self.informers);
+        let reconciler = declare(&mut watches);
+        let def = ControllerDef {
+            watched: watches.into_parts(),
+            reconciler,
+        };
         self.served_checks.push(Box::pin(client::wait_until_served::<R::Object>(
             self.client.clone(),
             self.args.namespace.clone(),
         )));
-        self.controllers
-            .push(Box::new(move |settings| controller::run(def, settings)));
+        self.controllers.push(PendingController {
+            name: R::NAME,
+            tasks: def.tasks(),
+            start: Box::new(move |settings| controller::run(def, settings)),
+        });
     }
 
-    /// Runs until shutdown: admin server, informers and controllers. The returned future
-    /// resolves after every controller has drained, or at once on a second signal.
+    /// Runs until shutdown: admin server, informers, controllers and background tasks. Resolves
+    /// after every controller has drained (at most `--drain-timeout`), or at once on a second
+    /// signal. A controller or watch that stops while the manager runs is an error: the process
+    /// should exit non-zero so that it is restarted, rather than lead with a dead controller.
     pub async fn run(self, on_bound: impl FnOnce(BoundAddrs)) -> Result<(), Error> {
         let Manager {
             client,
@@ -90,7 +125,6 @@ impl Manager {
             leader,
             controllers,
             served_checks,
-            names,
         } = self;
         let (metrics_addr, health_addr) = admin::serve(
             args.metrics_addr,
@@ -104,6 +138,7 @@ impl Manager {
             metrics: metrics_addr,
             health: health_addr,
         });
+        let names: Vec<_> = controllers.iter().map(|c| c.name).collect();
         tracing::info!(controllers = ?names, namespace = ?args.namespace, "starting manager");
         let crds_gate = readiness.gate("custom resource definitions");
         tokio::select! {
@@ -111,23 +146,30 @@ impl Manager {
             () = shutdown.draining() => return Ok(()),
         }
 
+        let leadership = Leadership::new(leader.subscribe());
+        let instance = std::env::var("POD_NAME")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok());
         let settings = RunSettings {
             client,
             metrics: metrics.clone(),
             shutdown: shutdown.clone(),
-            leader: leader.subscribe(),
+            leadership: leadership.clone(),
             concurrency: args.concurrency.max(1),
             backoff: ErrorBackoff::default(),
-            instance: std::env::var("POD_NAME")
-                .ok()
-                .or_else(|| std::env::var("HOSTNAME").ok()),
+            reconcile_deadline: args.reconcile_deadline,
+            instance: instance.clone(),
         };
         let started = informers.start();
-        let informer_tasks: Vec<_> = started.drivers.into_iter().map(tokio::spawn).collect();
+        let mut must_run: Vec<(String, JoinHandle<()>)> = started
+            .drivers
+            .into_iter()
+            .map(|(kind, driver)| (format!("watch of {kind}"), tokio::spawn(driver)))
+            .collect();
         tokio::select! {
             () = started.synced => tracing::info!("caches synced"),
             () = shutdown.draining() => {
-                informer_tasks.iter().for_each(|t| t.abort());
+                must_run.iter().for_each(|(_, t)| t.abort());
                 return Ok(());
             }
         }
@@ -145,38 +187,98 @@ impl Manager {
             }
             None => None,
         };
-        let controllers = future::join_all(controllers.into_iter().map(|run| tokio::spawn(run(settings.clone()))));
+        let mut task_handles = Vec::new();
+        let mut controller_handles = Vec::new();
+        for controller in controllers {
+            let context = TaskContext {
+                client: settings.client.clone(),
+                leadership: leadership.clone(),
+                events: EventPublisher::new(settings.client.clone(), controller.name, instance.clone()),
+            };
+            for task in controller.tasks {
+                task_handles.push(tokio::spawn(tasks::supervise(
+                    task,
+                    context.clone(),
+                    shutdown.clone(),
+                    metrics.clone(),
+                )));
+            }
+            let handle = tokio::spawn((controller.start)(settings.clone()));
+            controller_handles.push(handle.abort_handle());
+            must_run.push((format!("controller {}", controller.name), handle));
+        }
+        let abort_handles: Vec<_> = must_run.iter().map(|(_, h)| h.abort_handle()).collect();
+        let mut running: FuturesUnordered<_> = must_run
+            .into_iter()
+            .map(|(what, handle)| async move { (what, handle.await) })
+            .collect();
 
-        let drain_readiness = {
-            let shutdown = shutdown.clone();
-            let readiness = readiness.clone();
-            async move {
-                shutdown.draining().await;
-                readiness.begin_shutdown();
-                tracing::info!("draining: no new reconciles, waiting for running ones");
+        let stopped_early = tokio::select! {
+            biased;
+            () = shutdown.draining() => None,
+            Some((what, joined)) = running.next() => {
+                // A controller ends by itself once draining begins; only an end before is early.
+                (!shutdown.is_shutting_down()).then(|| match joined {
+                    Err(error) if error.is_panic() => format!("{what} (panicked)"),
+                    _ => what,
+                })
             }
         };
+        if let Some(what) = &stopped_early {
+            tracing::error!(%what, "stopped while the manager was running; shutting down to be restarted");
+            shutdown.trigger();
+        }
+        readiness.begin_shutdown();
+        tracing::info!("draining: no new reconciles, waiting for running ones");
+        let controllers_done = future::join_all(controller_handles.iter().map(|h| {
+            let h = h.clone();
+            async move {
+                while !h.is_finished() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }));
         tokio::select! {
-            _ = async { tokio::join!(controllers, drain_readiness) } => {}
+            _ = controllers_done => {}
+            () = tokio::time::sleep(args.drain_timeout) => tracing::warn!(
+                timeout = ?args.drain_timeout, "running reconciles did not finish within the drain timeout; abandoning them"
+            ),
             () = shutdown.aborting() => tracing::warn!("aborting without waiting for running reconciles"),
         }
-        for task in informer_tasks {
-            task.abort();
-        }
+        abort_handles.iter().for_each(|h| h.abort());
+        task_handles.iter().for_each(|h| h.abort());
         // Only now that no reconcile runs may a successor start writing.
         leader.send_replace(false);
         let _ = stop_elector.send(());
         if let Some(elector) = elector {
-            match elector.await {
-                Ok(mut elector) => {
-                    if let Err(error) = elector.release().await {
-                        tracing::warn!(%error, "could not release the lease; a successor waits for it to expire");
-                    }
-                }
-                Err(error) => tracing::warn!(%error, "leader election task failed"),
-            }
+            release_lease(elector).await;
         }
         tracing::info!("manager stopped");
-        Ok(())
+        match stopped_early {
+            Some(what) => Err(Error::Stopped(what)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How long releasing the Lease may take: a hung apiserver must not hold the exit past the
+/// termination grace period (a successor then waits for the lease to expire instead).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn release_lease(elector: JoinHandle<LeaderElector>) {
+    let released = tokio::time::timeout(RELEASE_TIMEOUT, async move {
+        match elector.await {
+            Ok(mut elector) => elector.release().await,
+            Err(error) => Err(Error::LeaderElection(format!("leader election task failed: {error}"))),
+        }
+    })
+    .await;
+    match released {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not release the lease; a successor waits for it to expire"),
+        Err(_) => tracing::warn!(
+            timeout = ?RELEASE_TIMEOUT,
+            "releasing the lease timed out; a successor waits for it to expire"
+        ),
     }
 }

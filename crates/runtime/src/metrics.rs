@@ -16,6 +16,8 @@ pub struct Metrics {
     writes_total: IntCounterVec,
     writes_skipped_total: IntCounterVec,
     leader_status: IntGaugeVec,
+    deletes_total: IntCounterVec,
+    task_failures_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -80,6 +82,17 @@ impl Metrics {
             ),
             &["name"],
         )?;
+        let deletes_total = IntCounterVec::new(
+            Opts::new("capstan_delete_total", "Deletes sent per controller and target"),
+            &["controller", "target"],
+        )?;
+        let task_failures_total = IntCounterVec::new(
+            Opts::new(
+                "capstan_background_task_failures_total",
+                "Background tasks that failed or panicked and were restarted",
+            ),
+            &["task"],
+        )?;
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors_total.clone()),
@@ -89,6 +102,8 @@ impl Metrics {
             Box::new(writes_total.clone()),
             Box::new(writes_skipped_total.clone()),
             Box::new(leader_status.clone()),
+            Box::new(deletes_total.clone()),
+            Box::new(task_failures_total.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -104,6 +119,8 @@ impl Metrics {
             writes_total,
             writes_skipped_total,
             leader_status,
+            deletes_total,
+            task_failures_total,
         })
     }
 
@@ -146,6 +163,14 @@ impl Metrics {
 
     pub fn apply_skipped(&self, controller: &str, target: &str) {
         self.writes_skipped_total.with_label_values(&[controller, target]).inc();
+    }
+
+    pub fn delete_sent(&self, controller: &str, target: &str) {
+        self.deletes_total.with_label_values(&[controller, target]).inc();
+    }
+
+    pub fn task_failed(&self, task: &str) {
+        self.task_failures_total.with_label_values(&[task]).inc();
     }
 
     pub fn set_leader(&self, lease: &str, leader: bool) {

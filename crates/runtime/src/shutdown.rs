@@ -58,6 +58,11 @@ impl Shutdown {
         let _ = rx.wait_for(|p| *p >= phase).await;
     }
 
+    /// Whether shutdown has begun (draining or aborting).
+    pub fn is_shutting_down(&self) -> bool {
+        *self.state.borrow() >= Phase::Draining
+    }
+
     pub async fn draining(&self) {
         self.reached(Phase::Draining).await;
     }

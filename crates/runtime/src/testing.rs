@@ -19,12 +19,25 @@ pub async fn spawn_manager(
     namespace: &str,
     add: impl FnOnce(&mut Manager),
 ) -> Result<RunningManager, crate::Error> {
-    let args = RuntimeArgs {
+    spawn_manager_with(client, test_args(namespace), add).await
+}
+
+/// [`RuntimeArgs`] for a manager watching only `namespace`, admin endpoints on free loopback ports.
+pub fn test_args(namespace: &str) -> RuntimeArgs {
+    RuntimeArgs {
         namespace: Some(namespace.to_owned()),
         metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         health_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..RuntimeArgs::default()
-    };
+    }
+}
+
+/// Starts a manager with `args` and the controllers `add` registers.
+pub async fn spawn_manager_with(
+    client: Client,
+    args: RuntimeArgs,
+    add: impl FnOnce(&mut Manager),
+) -> Result<RunningManager, crate::Error> {
     let mut manager = Manager::new(client, args)?;
     add(&mut manager);
     let shutdown = manager.shutdown();
@@ -47,6 +60,30 @@ pub async fn spawn_manager(
 }
 
 impl RunningManager {
+    /// Whether the manager has stopped (on its own, unless [`stop`](Self::stop) was called).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits (bounded) for a manager that stops on its own, and returns how it ended.
+    pub async fn join(self, timeout: Duration) -> Option<Result<(), crate::Error>> {
+        match tokio::time::timeout(timeout, self.task).await {
+            Ok(Ok(result)) => Some(result),
+            _ => None,
+        }
+    }
+
+    /// The value of the `/metrics` series starting with `series`, summed; 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let Ok((_, body)) = http_get(self.addrs.metrics, "/metrics").await else {
+            return f64::NAN;
+        };
+        body.lines()
+            .filter(|l| l.starts_with(series))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Drains and waits (bounded) for the manager to stop.
     pub async fn stop(self) -> Result<(), crate::Error> {
         self.shutdown.trigger();

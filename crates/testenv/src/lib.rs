@@ -24,6 +24,7 @@ mod certs;
 mod control_plane;
 mod error;
 mod local_node;
+pub mod manager_process;
 pub mod process;
 mod random;
 

@@ -2,17 +2,14 @@
 //! so its memory is its own and its requests carry its own user agent.
 use std::{
     fs,
-    io::{BufRead, BufReader, Write},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use capstan_runtime::testing::http_get;
-use capstan_testenv::process;
+use capstan_testenv::manager_process;
 
 const ADMIN_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,7 +18,7 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 const QUIET_FOR: Duration = Duration::from_secs(1);
 
 pub struct ManagerProcess {
-    child: Child,
+    process: manager_process::ManagerProcess,
     health: SocketAddr,
     metrics: SocketAddr,
     log: PathBuf,
@@ -29,7 +26,7 @@ pub struct ManagerProcess {
 
 impl ManagerProcess {
     /// Starts `capstan-manager run` scoped to `namespace`, its log going to `log`, and returns once
-    /// it has logged its admin addresses.
+    /// it has reported its admin addresses.
     pub fn start(
         binary: &Path,
         kubeconfig: &Path,
@@ -40,39 +37,24 @@ impl ManagerProcess {
         if !binary.is_file() {
             bail!("no manager binary at {}", binary.display());
         }
-        let mut command = Command::new(binary);
-        command
-            .args(["run", "--namespace", namespace])
-            .args(["--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
-            .args(["--concurrency", &concurrency.to_string()])
-            .env("KUBECONFIG", kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Through the supervisor, so the manager dies with the bench even if the bench is killed.
-        let mut child = process::spawn(command).with_context(|| format!("cannot start {}", binary.display()))?;
-        let stderr = child.stderr.take().context("the manager's stderr")?;
-        let admin_line = forward_log(stderr, log)?;
-        let line = match admin_line.recv_timeout(ADMIN_LINE_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "the manager did not log its admin addresses within {}s; see {}",
-                    ADMIN_LINE_TIMEOUT.as_secs(),
-                    log.display()
-                );
-            }
-        };
+        let concurrency = concurrency.to_string();
+        let process = manager_process::ManagerProcess::start(
+            binary,
+            kubeconfig,
+            &["--namespace", namespace, "--concurrency", &concurrency],
+            manager_process::Log::File(log.to_path_buf()),
+            ADMIN_LINE_TIMEOUT,
+        )
+        .with_context(|| format!("starting {}", binary.display()))?;
         let manager = ManagerProcess {
-            health: logged_addr(&line, "health_addr=")?,
-            metrics: logged_addr(&line, "metrics_addr=")?,
-            child,
+            health: process.health,
+            metrics: process.metrics,
+            process,
             log: log.to_path_buf(),
         };
         eprintln!(
             "started capstan-manager (pid {}) in {namespace}, log {}",
-            manager.child.id(),
+            manager.pid(),
             log.display()
         );
         Ok(manager)
@@ -85,7 +67,7 @@ impl ManagerProcess {
             if let Ok((200, _)) = http_get(self.health, "/readyz").await {
                 return Ok(started.elapsed());
             }
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Some(status) = self.process.exited() {
                 bail!("the manager exited ({status}); see {}", self.log.display());
             }
             if started.elapsed() > READY_TIMEOUT {
@@ -101,7 +83,7 @@ impl ManagerProcess {
 
     /// The manager's peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.child.id());
+        let path = format!("/proc/{}/status", self.pid());
         let status = fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
         let kib = status
             .lines()
@@ -112,7 +94,7 @@ impl ManagerProcess {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The capstan and reconcile-count series of `/metrics`, for the JSON report.
@@ -170,63 +152,6 @@ impl ManagerProcess {
 
     /// SIGTERM, up to 20 s to drain, then SIGKILL.
     pub fn stop(mut self) {
-        process::terminate(&mut [&mut self.child], STOP_GRACE);
-    }
-}
-
-impl Drop for ManagerProcess {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Copies the manager's stderr into `log` on a thread of its own and sends back the line that
-/// names the admin addresses.
-fn forward_log(stderr: std::process::ChildStderr, log: &Path) -> anyhow::Result<mpsc::Receiver<String>> {
-    if let Some(dir) = log.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut file = fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = writeln!(file, "{line}");
-            if line.contains("admin server listening") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    Ok(rx)
-}
-
-/// `key=ADDR` from a plain-text log line.
-fn logged_addr(line: &str, key: &str) -> anyhow::Result<SocketAddr> {
-    let start = line
-        .find(key)
-        .map(|i| i + key.len())
-        .with_context(|| format!("no {key} in {line:?}"))?;
-    let value: String = line[start..].chars().take_while(|c| !c.is_whitespace()).collect();
-    value
-        .trim_matches('"')
-        .parse()
-        .with_context(|| format!("{key} in {line:?}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admin_addresses_are_read_from_the_log_line() {
-        let line = "2026-01-01T00:00:00Z  INFO capstan_runtime::admin: admin server listening \
-                    metrics_addr=127.0.0.1:4001 health_addr=127.0.0.1:4002";
-        assert_eq!(
-            logged_addr(line, "health_addr=").expect("addr"),
-            SocketAddr::from(([127, 0, 0, 1], 4002))
-        );
-        assert!(logged_addr(line, "nothing=").is_err());
+        let _ = self.process.terminate(STOP_GRACE);
     }
 }

@@ -33,10 +33,23 @@ const BENCH_USER_AGENT: &str = "capstan-bench";
 /// Set in the optimized child so it does not re-run itself.
 const OPTIMIZED_ENV: &str = "CAPSTAN_BENCH_OPTIMIZED";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Scenario {
-    Memcached,
-    Foo,
+/// A scenario is named after the controller it measures, from the manager's controller table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scenario(pub &'static str);
+
+impl Scenario {
+    fn parse(name: &str) -> Result<Scenario, String> {
+        capstan_manager::CONTROLLERS
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| Scenario(c.name))
+            .ok_or_else(|| {
+                format!(
+                    "no controller {name:?}; known: {}",
+                    capstan_manager::controller_names().join(", ")
+                )
+            })
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -53,9 +66,20 @@ pub struct Args {
     /// Single-change latency samples per scenario.
     #[arg(long, default_value_t = 100)]
     samples: usize,
-    /// Scenarios to run, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Scenario::Memcached, Scenario::Foo])]
+    /// Scenarios to run, comma-separated: controller names (default: every controller).
+    #[arg(long, value_delimiter = ',', value_parser = Scenario::parse)]
     scenarios: Vec<Scenario>,
+}
+
+impl Args {
+    /// The scenarios asked for, or one per controller in the manager's table.
+    fn selected(&self) -> Vec<Scenario> {
+        if self.scenarios.is_empty() {
+            capstan_manager::CONTROLLERS.iter().map(|c| Scenario(c.name)).collect()
+        } else {
+            self.scenarios.clone()
+        }
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -108,7 +132,7 @@ async fn run_scenarios(
     let client = match setup.await {
         Ok(client) => client,
         Err(error) => {
-            for scenario in &args.scenarios {
+            for scenario in &args.selected() {
                 results.push((*scenario, Err(anyhow::anyhow!("setup failed: {error:#}"))));
             }
             return results;
@@ -124,11 +148,14 @@ async fn run_scenarios(
         idle: args.idle,
         samples: args.samples,
     };
-    for scenario in &args.scenarios {
-        eprintln!("==> scenario {scenario:?} (n={})", args.n);
-        let result = match scenario {
-            Scenario::Memcached => memcached::run(&bench).await,
-            Scenario::Foo => foo::run(&bench).await,
+    for scenario in &args.selected() {
+        eprintln!("==> scenario {} (n={})", scenario.0, args.n);
+        let result = match scenario.0 {
+            "memcached" => memcached::run(&bench).await,
+            "foo" => foo::run(&bench).await,
+            other => Err(anyhow::anyhow!(
+                "no bench is written for controller {other}: add one in xtask/src/bench"
+            )),
         };
         if let Err(error) = &result {
             eprintln!("scenario {scenario:?} failed: {error:#}");

@@ -368,10 +368,7 @@ impl Report {
 }
 
 fn scenario_name(scenario: Scenario) -> &'static str {
-    match scenario {
-        Scenario::Memcached => "memcached",
-        Scenario::Foo => "foo",
-    }
+    scenario.0
 }
 
 #[cfg(test)]
