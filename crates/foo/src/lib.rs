@@ -24,8 +24,10 @@ pub fn controller(informers: &mut Informers) -> ControllerDef<FooReconciler> {
     let foo_store = foos.store();
     let pod_store = pods.store();
     let friends = FriendIndex::default();
-    let recorded = friends.clone();
-    let foo_changes = foos.into_stream().inspect(move |foo| recorded.record(foo));
+    let (recorded, recorded_store) = (friends.clone(), foo_store.clone());
+    let foo_changes = foos
+        .into_stream()
+        .inspect(move |foo| recorded.observe(foo, &recorded_store));
     let lookup = friends.clone();
     let lookup_store = foo_store.clone();
     let controller = Controller::for_shared_stream(foo_changes, foo_store)

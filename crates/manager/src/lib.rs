@@ -58,7 +58,7 @@ impl std::fmt::Display for ControllerName {
 
 /// Every CRD the manager serves controllers for.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![capstan_foo::Foo::crd(), capstan_memcached::Memcached::crd()]
+    vec![capstan_foo::Foo::crd(), capstan_memcached::crd()]
 }
 
 /// The CRDs as multi-document YAML, as `capstan-manager crds` prints them.

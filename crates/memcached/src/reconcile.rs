@@ -1,22 +1,21 @@
 use capstan_runtime::{
     Action, Context, ReconcileError, Reconciler,
     apply::{ApplyOutcome, is_controlled_by},
-    labels,
 };
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Pod},
+    api::{apps::v1::Deployment, core::v1::Service},
     jiff::Timestamp,
 };
 use kube::{
     Resource, ResourceExt,
-    core::PartialObjectMeta,
     runtime::reflector::{ObjectRef, Store},
 };
 use std::sync::Arc;
 
 use crate::{
-    Memcached,
-    build::{APP, Observed, SpecError, build_deployment, build_status},
+    Memcached, PodsByInstance,
+    build::{SpecError, build_deployment, build_headless_service},
+    status::{Observed, build_status, changes_deployment_spec, own_part},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +24,7 @@ pub enum Error {
     InvalidSpec(#[from] SpecError),
     #[error("Deployment {0} exists and is not controlled by this Memcached; delete or rename it")]
     ResourceExists(String),
-    #[error("applying Deployment: {0}")]
+    #[error("applying an owned object: {0}")]
     Apply(#[source] capstan_runtime::Error),
     #[error("writing status: {0}")]
     Status(#[source] capstan_runtime::Error),
@@ -51,27 +50,17 @@ impl ReconcileError for Error {
 
 pub struct MemcachedReconciler {
     deployments: Store<Deployment>,
-    pods: Store<PartialObjectMeta<Pod>>,
+    services: Store<Service>,
+    pods: PodsByInstance,
 }
 
 impl MemcachedReconciler {
-    pub fn new(deployments: Store<Deployment>, pods: Store<PartialObjectMeta<Pod>>) -> Self {
-        Self { deployments, pods }
-    }
-
-    /// The live Pods of a Memcached, by name: those carrying its selector labels.
-    fn nodes(&self, namespace: &str, instance: &str) -> Vec<String> {
-        let selector = labels::selector_labels(APP, instance);
-        let mut names: Vec<String> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|pod| pod.namespace().as_deref() == Some(namespace) && pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| selector.iter().all(|(k, v)| pod.labels().get(k) == Some(v)))
-            .map(|pod| pod.name_any())
-            .collect();
-        names.sort();
-        names
+    pub fn new(deployments: Store<Deployment>, services: Store<Service>, pods: PodsByInstance) -> Self {
+        Self {
+            deployments,
+            services,
+            pods,
+        }
     }
 
     /// The Deployment of this name, from the cache of every Deployment in scope. Should a
@@ -89,7 +78,9 @@ impl MemcachedReconciler {
         nodes: Vec<String>,
     ) -> Result<(), Error> {
         let status = build_status(mc, observed, nodes, Timestamp::now());
-        ctx.apply_status(mc, mc.status.as_ref(), &status)
+        // Compared with capstan's own part only: other managers' conditions are not in the apply.
+        let current = mc.status.as_ref().map(own_part);
+        ctx.apply_status(mc, current.as_ref(), &status)
             .await
             .map_err(Error::Status)?;
         Ok(())
@@ -121,7 +112,15 @@ impl Reconciler for MemcachedReconciler {
             return Err(Error::ResourceExists(name));
         }
 
+        let just_changed = changes_deployment_spec(&desired, current.as_deref());
         let outcome = ctx.apply(&desired, current.as_deref()).await.map_err(Error::Apply)?;
+        // Plain apply for now: the runtime's refusing child apply replaces it (a foreign,
+        // unlabelled Service of this name is not in the cache and would be taken over).
+        let service = build_headless_service(&mc)?;
+        let cached_service = self.services.get(&ObjectRef::new(&name).within(&namespace));
+        ctx.apply(&service, cached_service.as_deref())
+            .await
+            .map_err(Error::Apply)?;
         if outcome == ApplyOutcome::Applied {
             let size = mc.spec.size;
             let (reason, action, note) = match current.as_ref().and_then(|d| d.spec.replicas) {
@@ -145,14 +144,12 @@ impl Reconciler for MemcachedReconciler {
             // instead of an empty one now and another then.
             return Ok(Action::await_change());
         }
-        let deployment_status = current.as_ref().and_then(|d| d.status.as_ref());
-        self.write_status(
-            &mc,
-            ctx,
-            Observed::Owned(deployment_status),
-            self.nodes(&namespace, &name),
-        )
-        .await?;
+        let observed = Observed::Owned {
+            deployment: current.as_deref(),
+            just_changed: just_changed && outcome == ApplyOutcome::Applied,
+        };
+        self.write_status(&mc, ctx, observed, self.pods.pods_of(&namespace, &name))
+            .await?;
         // Deployment and Pod events drive everything; no periodic resync is needed.
         Ok(Action::await_change())
     }
