@@ -107,7 +107,7 @@ pub struct MemcachedStatus {
 
 /// The Memcached CRD as installed: the derived one, plus what a derive cannot express. The name
 /// is bounded by the schema (v1.20 ignores CEL, but `metadata.name` may carry `maxLength` and
-/// `pattern` in a structural schema), and resource quantities must parse.
+/// `pattern` in a structural schema), and resource quantities must be well-formed strings.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = Memcached::crd();
     for version in &mut crd.spec.versions {
@@ -137,9 +137,15 @@ pub fn crd() -> CustomResourceDefinition {
             .and_then(|p| p.get_mut("resources"))
             .and_then(|r| r.properties.as_mut());
         for list in resources.into_iter().flat_map(|p| p.values_mut()) {
+            // Quantities are strings here, not int-or-string: kube-apiserver 1.20 cannot build
+            // its server-side-apply type for a schema with int-or-string map values and then
+            // treats every list of the object as atomic, so a status apply would drop the
+            // conditions other field managers own.
             if let Some(JSONSchemaPropsOrBool::Schema(quantity)) = list.additional_properties.as_mut()
                 && quantity.x_kubernetes_int_or_string == Some(true)
             {
+                quantity.x_kubernetes_int_or_string = None;
+                quantity.type_ = Some("string".into());
                 quantity.pattern = Some(QUANTITY_PATTERN.into());
             }
         }

@@ -414,12 +414,31 @@ async fn the_schema_refuses_long_names_images_with_spaces_and_malformed_quantiti
         "a malformed quantity",
         "spec.resources.limits",
     );
+    // Quantities are strings (see `capstan_memcached::crd`): an unquoted number gets a clear no.
+    // Sent raw: the typed API would turn the number into a string.
+    let dynamic = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<Memcached>(&()),
+    );
+    let number: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached", "metadata": {"name": "number"},
+        "spec": {"size": 1, "resources": {"requests": {"memory": 67108864}}}
+    }))
+    .expect("dynamic object");
+    match dynamic.create(&PostParams::default(), &number).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            eprintln!("an unquoted number as a quantity: refused: {}", status.message);
+            assert!(status.message.contains("spec.resources.requests"), "{}", status.message);
+        }
+        other => panic!("an unquoted number as a quantity: expected a 422, got {other:?}"),
+    }
     create(memcached_with(
         "sized",
-        serde_json::json!({"size": 1, "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}, "requests": {"memory": 67108864}}}),
+        serde_json::json!({"size": 1, "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}, "requests": {"cpu": "1"}}}),
     ))
     .await
-    .expect("well-formed quantities, as strings or integers, are accepted");
+    .expect("well-formed quantities are accepted");
 }
 
 #[tokio::test]
@@ -570,6 +589,13 @@ async fn conditions_of_other_field_managers_are_left_to_them() {
         )
         .await
         .expect("another manager adds its condition");
+    let merged = memcacheds.get("cache").await.expect("get").status.expect("status");
+    assert_eq!(
+        merged.conditions.len(),
+        5,
+        "the apiserver merges conditions by type: {:?}",
+        merged.conditions
+    );
     // A spec change makes capstan write the status again (observedGeneration 2, then Ready).
     memcacheds
         .patch(
