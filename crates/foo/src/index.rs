@@ -11,26 +11,59 @@ use std::{
 
 use crate::Foo;
 
-/// Which Foos name a Pod as their friend, keyed by (namespace, Pod name).
-///
-/// Filled from the Foo watch as Foos arrive. Entries go stale when a Foo is deleted or renames
-/// its friend; [`FriendIndex::foos_naming`] checks every candidate against the Foo cache and
-/// drops stale ones, so the index never wakes a Foo that does not name the Pod.
 /// (namespace, friend Pod name) → names of the Foos naming it.
 type Friends = HashMap<(String, String), BTreeSet<String>>;
 
+#[derive(Default)]
+struct Entries {
+    friends: Friends,
+    /// (namespace, Foo name) → the friend it is listed under, so a rename or delete drops it.
+    friend_of: HashMap<(String, String), String>,
+}
+
+/// Which Foos name a Pod as their friend, keyed by (namespace, Pod name).
+///
+/// Fed by the Foo stream ([`FriendIndex::observe`]): a Foo is listed under the friend it names
+/// now, moved when it names another, and dropped when it is deleted, so the index holds one
+/// entry per live Foo, not one per name a Foo ever had. [`FriendIndex::foos_naming`] still
+/// checks candidates against the Foo cache, so a Pod event never wakes a Foo that does not name
+/// it even while the stream lags behind the cache.
 #[derive(Clone, Default)]
 pub struct FriendIndex {
-    friends: Arc<Mutex<Friends>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 impl FriendIndex {
+    /// Takes in a Foo from the Foo stream (applied or deleted): its entry follows what `foos`,
+    /// the Foo cache, holds now.
+    pub fn observe(&self, foo: &Foo, foos: &Store<Foo>) {
+        match foos.get(&ObjectRef::from_obj(foo)) {
+            Some(current) => self.record(&current),
+            None => self.forget(foo),
+        }
+    }
+
+    /// Lists `foo` under the friend it names, and under no other.
     pub fn record(&self, foo: &Foo) {
         let Some(namespace) = foo.namespace() else { return };
-        self.lock()
-            .entry((namespace, foo.spec.name.clone()))
+        let key = (namespace, foo.name_any());
+        let mut entries = self.lock();
+        if entries.friend_of.get(&key) == Some(&foo.spec.name) {
+            return;
+        }
+        entries.unlist(&key);
+        entries
+            .friends
+            .entry((key.0.clone(), foo.spec.name.clone()))
             .or_default()
-            .insert(foo.name_any());
+            .insert(key.1.clone());
+        entries.friend_of.insert(key, foo.spec.name.clone());
+    }
+
+    /// Drops a deleted Foo.
+    pub fn forget(&self, foo: &Foo) {
+        let Some(namespace) = foo.namespace() else { return };
+        self.lock().unlist(&(namespace, foo.name_any()));
     }
 
     /// The Foos (from `foos`, the Foo cache) whose `spec.name` is `pod`'s name.
@@ -38,24 +71,46 @@ impl FriendIndex {
         let Some(namespace) = pod.namespace() else {
             return Vec::new();
         };
-        let key = (namespace, pod.name_any());
-        let mut index = self.lock();
-        let Some(names) = index.get_mut(&key) else {
+        let pod_name = pod.name_any();
+        let entries = self.lock();
+        let Some(names) = entries.friends.get(&(namespace.clone(), pod_name.clone())) else {
             return Vec::new();
         };
-        names.retain(|name| {
-            let foo_ref = ObjectRef::new(name).within(&key.0);
-            foos.get(&foo_ref).is_some_and(|foo| foo.spec.name == key.1)
-        });
-        let refs = names.iter().map(|name| ObjectRef::new(name).within(&key.0)).collect();
-        if names.is_empty() {
-            index.remove(&key);
-        }
-        refs
+        names
+            .iter()
+            .map(|name| ObjectRef::new(name).within(&namespace))
+            .filter(|foo_ref| foos.get(foo_ref).is_some_and(|foo| foo.spec.name == pod_name))
+            .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Friends> {
-        self.friends.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// How many Foos the index lists.
+    pub fn len(&self) -> usize {
+        self.lock().friend_of.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Entries {
+    /// Removes the Foo `key` from the friend it was listed under, and that friend's entry once
+    /// no Foo names it.
+    fn unlist(&mut self, key: &(String, String)) {
+        let Some(friend) = self.friend_of.remove(key) else {
+            return;
+        };
+        let friend_key = (key.0.clone(), friend);
+        if let Some(names) = self.friends.get_mut(&friend_key) {
+            names.remove(&key.1);
+            if names.is_empty() {
+                self.friends.remove(&friend_key);
+            }
+        }
     }
 }
 
@@ -113,19 +168,60 @@ mod tests {
     }
 
     #[test]
-    fn renamed_and_deleted_foos_are_dropped_from_the_index() {
+    fn a_renamed_friend_moves_the_foo_and_drops_the_old_entry() {
         let index = FriendIndex::default();
-        index.record(&foo("a", "foo-01", "jack"));
-        index.record(&foo("a", "gone", "jack"));
-        // foo-01 now names joe; "gone" was deleted (not in the cache).
+        let jack = foo("a", "foo-01", "jack");
+        index.observe(&jack, &store_from([jack.clone()]));
         let renamed = foo("a", "foo-01", "joe");
-        index.record(&renamed);
-        let store = store_from([renamed]);
+        let store = store_from([renamed.clone()]);
+        index.observe(&renamed, &store);
         assert!(index.foos_naming(&pod("a", "jack"), &store).is_empty());
         assert_eq!(names(index.foos_naming(&pod("a", "joe"), &store)), ["foo-01"]);
+        let entries = index.lock();
         assert!(
-            index.lock().get(&("a".to_owned(), "jack".to_owned())).is_none(),
-            "stale key removed"
+            !entries.friends.contains_key(&("a".to_owned(), "jack".to_owned())),
+            "the old friend's entry is dropped without a Pod event for it"
         );
+        assert_eq!(entries.friends.len(), 1);
+        assert_eq!(entries.friend_of.len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_foo_is_dropped_from_the_index() {
+        let index = FriendIndex::default();
+        let foos = [
+            foo("a", "foo-01", "jack"),
+            foo("a", "foo-02", "jack"),
+            foo("b", "foo-01", "jack"),
+        ];
+        let store = store_from(foos.clone());
+        foos.iter().for_each(|f| index.observe(f, &store));
+        assert_eq!(index.len(), 3);
+
+        // foo-01 in "a" is deleted: the stream hands it over as last seen, the cache no longer has it.
+        let store = store_from([foos[1].clone(), foos[2].clone()]);
+        index.observe(&foos[0], &store);
+        assert_eq!(index.len(), 2);
+        assert_eq!(names(index.foos_naming(&pod("a", "jack"), &store)), ["foo-02"]);
+        index.observe(&foos[1], &store_from([foos[2].clone()]));
+        assert!(
+            !index.lock().friends.contains_key(&("a".to_owned(), "jack".to_owned())),
+            "an entry no Foo names is dropped"
+        );
+        assert_eq!(index.len(), 1, "the Foo of the same name in another namespace stays");
+    }
+
+    #[test]
+    fn churn_leaves_one_entry_per_live_foo() {
+        let index = FriendIndex::default();
+        let mut live = Vec::new();
+        for round in 0..50 {
+            let f = foo("a", &format!("foo-{}", round % 5), &format!("pod-{round}"));
+            live.retain(|l: &Foo| l.metadata.name != f.metadata.name);
+            live.push(f.clone());
+            index.observe(&f, &store_from(live.clone()));
+        }
+        assert_eq!(index.len(), 5);
+        assert_eq!(index.lock().friends.len(), 5, "renamed friends left no entries behind");
     }
 }

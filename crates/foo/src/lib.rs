@@ -26,8 +26,8 @@ pub const CONTROLLER: ControllerEntry = ControllerEntry {
 /// Foos, and Pods (metadata only) mapped to the Foos naming them.
 pub fn controller(w: &mut Watches<'_, Foo>) -> FooReconciler {
     let friends = FriendIndex::default();
-    let recorded = friends.clone();
-    w.on_change(move |foo| recorded.record(foo));
+    let (recorded, recorded_store) = (friends.clone(), w.store());
+    w.on_change(move |foo| recorded.observe(foo, &recorded_store));
     let pods = w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default());
     let pod_store = pods.store();
     let foos = w.store();

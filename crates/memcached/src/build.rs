@@ -1,36 +1,32 @@
-//! Pure builders: the desired Deployment and status from a Memcached and what the caches hold.
+//! Pure builders: the objects a Memcached owns (its Deployment and headless Service).
 use capstan_runtime::{
     apply::controller_owner_ref,
-    conditions::{DesiredCondition, READY, merge_conditions},
     labels::{selector_labels, standard_labels},
 };
 use k8s_openapi::{
     api::{
-        apps::v1::{Deployment, DeploymentSpec, DeploymentStatus},
+        apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
             Capabilities, Container, ContainerPort, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecurityContext, TCPSocketAction,
+            SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, TCPSocketAction,
         },
     },
     apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
         util::intstr::IntOrString,
     },
-    jiff::Timestamp,
 };
 use kube::{Resource, ResourceExt};
 
-use crate::{DEFAULT_PORT, MAX_SIZE, Memcached, MemcachedStatus};
+use crate::{DEFAULT_PORT, MAX_SIZE, Memcached, NAME_MAX_LENGTH, quantity::is_valid_quantity};
 
 /// `app.kubernetes.io/name` of everything the Memcached controller creates.
 pub const APP: &str = "memcached";
 /// The official memcached image's numeric user and group, so `runAsNonRoot` can be verified.
 pub const MEMCACHED_UID: i64 = 11211;
 const CONTAINER: &str = "memcached";
-
-pub const AVAILABLE: &str = "Available";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
+/// The name of the memcached container port, which probes and the Service target.
+const PORT_NAME: &str = "memcached";
 
 /// Why a Memcached cannot be acted on as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +39,16 @@ pub enum SpecError {
     Port(i32),
     #[error("spec.image must not be empty")]
     Image,
+    #[error("spec.image must not contain whitespace, got {0:?}")]
+    ImageWhitespace(String),
+    #[error("spec.resources.{field}.{resource}: {value:?} is not a non-negative quantity (such as 64Mi or 250m)")]
+    Quantity {
+        field: &'static str,
+        resource: String,
+        value: String,
+    },
+    #[error("metadata.name must be at most {NAME_MAX_LENGTH} characters (a label value), got {0}")]
+    NameTooLong(usize),
     #[error("metadata.{0} is missing")]
     Metadata(&'static str),
 }
@@ -63,15 +69,73 @@ pub fn validate(mc: &Memcached) -> Result<(), SpecError> {
     if spec.image.trim().is_empty() {
         return Err(SpecError::Image);
     }
+    if spec.image.chars().any(char::is_whitespace) {
+        return Err(SpecError::ImageWhitespace(spec.image.clone()));
+    }
+    let name_length = mc.name_any().len();
+    if name_length > NAME_MAX_LENGTH {
+        return Err(SpecError::NameTooLong(name_length));
+    }
+    let resources = spec.resources.as_ref();
+    for (field, quantities) in [
+        ("limits", resources.and_then(|r| r.limits.as_ref())),
+        ("requests", resources.and_then(|r| r.requests.as_ref())),
+    ] {
+        for (resource, quantity) in quantities.into_iter().flatten() {
+            if !is_valid_quantity(&quantity.0) {
+                return Err(SpecError::Quantity {
+                    field,
+                    resource: resource.clone(),
+                    value: quantity.0.clone(),
+                });
+            }
+        }
+    }
     Ok(())
+}
+
+/// Name, namespace and controller reference of an object a Memcached owns.
+fn owned_identity(mc: &Memcached) -> Result<(String, String, OwnerReference), SpecError> {
+    let name = mc.meta().name.clone().ok_or(SpecError::Metadata("name"))?;
+    let namespace = mc.namespace().ok_or(SpecError::Metadata("namespace"))?;
+    let owner = controller_owner_ref(mc).map_err(|_| SpecError::Metadata("uid"))?;
+    Ok((name, namespace, owner))
+}
+
+/// The headless Service `<name>` a valid Memcached owns: its DNS name resolves to the address of
+/// every ready memcached Pod, which is how memcached clients (each picking its server by key)
+/// find all of them.
+pub fn build_headless_service(mc: &Memcached) -> Result<Service, SpecError> {
+    validate(mc)?;
+    let (name, namespace, owner) = owned_identity(mc)?;
+    Ok(Service {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(namespace),
+            labels: Some(standard_labels(APP, &name)),
+            owner_references: Some(vec![owner]),
+            ..Default::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some("None".into()),
+            selector: Some(selector_labels(APP, &name)),
+            ports: Some(vec![ServicePort {
+                name: Some(PORT_NAME.into()),
+                port: mc.spec.container_port,
+                target_port: Some(IntOrString::String(PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    })
 }
 
 /// The Deployment a valid Memcached should own.
 pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
     validate(mc)?;
-    let name = mc.meta().name.clone().ok_or(SpecError::Metadata("name"))?;
-    let namespace = mc.namespace().ok_or(SpecError::Metadata("namespace"))?;
-    let owner = controller_owner_ref(mc).map_err(|_| SpecError::Metadata("uid"))?;
+    let (name, namespace, owner) = owned_identity(mc)?;
     let spec = &mc.spec;
     let mut args = vec![
         "-m".to_owned(),
@@ -85,7 +149,7 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
     }
     let tcp_probe = |initial_delay_seconds, period_seconds| Probe {
         tcp_socket: Some(TCPSocketAction {
-            port: IntOrString::String("memcached".into()),
+            port: IntOrString::String(PORT_NAME.into()),
             host: None,
         }),
         initial_delay_seconds: Some(initial_delay_seconds),
@@ -97,7 +161,7 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
         image: Some(spec.image.clone()),
         args: Some(args),
         ports: Some(vec![ContainerPort {
-            name: Some("memcached".into()),
+            name: Some(PORT_NAME.into()),
             container_port: spec.container_port,
             protocol: Some("TCP".into()),
             ..Default::default()
@@ -133,6 +197,7 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
         },
         spec: DeploymentSpec {
             replicas: Some(spec.size),
+            progress_deadline_seconds: spec.progress_deadline_seconds,
             selector: LabelSelector {
                 match_labels: Some(selector_labels(APP, &name)),
                 match_expressions: None,
@@ -161,118 +226,10 @@ pub fn build_deployment(mc: &Memcached) -> Result<Deployment, SpecError> {
     })
 }
 
-/// What the controller found when it went to apply the Deployment.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Observed<'a> {
-    /// The owned Deployment's status (None before the controller-manager first reports it).
-    Owned(Option<&'a DeploymentStatus>),
-    /// A Deployment of that name exists and this Memcached does not control it.
-    Conflict,
-    /// The spec is invalid; no Deployment was applied.
-    Invalid(&'a SpecError),
-    /// The apiserver refused the Deployment as invalid (422), with this message.
-    Rejected(&'a str),
-}
-
-/// Conditions of a Memcached that cannot be acted on: Degraded with `reason` and `message`.
-fn failed(reason: &'static str, message: &str) -> Vec<DesiredCondition> {
-    [AVAILABLE, PROGRESSING, DEGRADED, READY]
-        .into_iter()
-        .map(|type_| DesiredCondition::new(type_, type_ == DEGRADED, reason, message))
-        .collect()
-}
-
-/// The status a Memcached should have.
-pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, now: Timestamp) -> MemcachedStatus {
-    let generation = mc.meta().generation;
-    let size = mc.spec.size;
-    let (ready_replicas, conditions) = match observed {
-        Observed::Owned(status) => {
-            let ready = status.and_then(|s| s.ready_replicas).unwrap_or(0);
-            let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-            let replicas = status.and_then(|s| s.replicas).unwrap_or(0);
-            let available = status
-                .and_then(|s| s.conditions.as_ref())
-                .and_then(|c| c.iter().find(|c| c.type_.as_deref() == Some("Available")))
-                .is_some_and(|c| c.status.as_deref() == Some("True"));
-            let rolled_out = updated == size && replicas == size && ready == size;
-            (
-                ready,
-                vec![
-                    if available {
-                        DesiredCondition::new(
-                            AVAILABLE,
-                            true,
-                            "MinimumReplicasAvailable",
-                            format!("{ready}/{size} memcached Pods ready"),
-                        )
-                    } else {
-                        DesiredCondition::new(
-                            AVAILABLE,
-                            false,
-                            "MinimumReplicasUnavailable",
-                            format!("{ready}/{size} memcached Pods ready"),
-                        )
-                    },
-                    if rolled_out {
-                        DesiredCondition::new(
-                            PROGRESSING,
-                            false,
-                            "RolloutComplete",
-                            format!("{size} Pods up to date and ready"),
-                        )
-                    } else {
-                        DesiredCondition::new(
-                            PROGRESSING,
-                            true,
-                            "RollingOut",
-                            // Only what a person waits for (ready Pods): counts that move on the
-                            // way, like updated replicas, would each cost a status write.
-                            format!("waiting for {ready}/{size} Pods to be ready"),
-                        )
-                    },
-                    DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
-                    DesiredCondition::new(
-                        READY,
-                        available && rolled_out,
-                        if available && rolled_out { "Ready" } else { "NotReady" },
-                        format!("{ready}/{size} memcached Pods ready"),
-                    ),
-                ],
-            )
-        }
-        Observed::Conflict => {
-            let name = mc.name_any();
-            let message =
-                format!("Deployment {name} exists and is not controlled by this Memcached; it is left untouched");
-            (
-                0,
-                vec![
-                    DesiredCondition::new(AVAILABLE, false, "ResourceExists", message.clone()),
-                    DesiredCondition::new(PROGRESSING, false, "ResourceExists", message.clone()),
-                    DesiredCondition::new(DEGRADED, true, "ResourceExists", message.clone()),
-                    DesiredCondition::new(READY, false, "ResourceExists", message),
-                ],
-            )
-        }
-        Observed::Invalid(error) => (0, failed("InvalidSpec", &error.to_string())),
-        Observed::Rejected(message) => (0, failed("Rejected", message)),
-    };
-    let previous = mc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
-    MemcachedStatus {
-        nodes,
-        ready_replicas,
-        observed_generation: generation,
-        conditions: merge_conditions(previous, &conditions, generation, now),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::MemcachedSpec;
-    use capstan_runtime::conditions::is_true;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     fn memcached(yaml: &str) -> Memcached {
         let mut mc: Memcached = serde_yaml::from_str(yaml).expect("valid Memcached YAML");
@@ -288,10 +245,6 @@ metadata: {name: cache, namespace: apps}
 spec: {size: 3}
 ";
 
-    fn now() -> Timestamp {
-        Timestamp::from_second(1_000).expect("time")
-    }
-
     #[test]
     fn defaults_fill_in_from_a_minimal_spec() {
         let mc = memcached(SAMPLE);
@@ -302,7 +255,8 @@ spec: {size: 3}
                 image: crate::DEFAULT_IMAGE.into(),
                 container_port: 11211,
                 memory_mb: 64,
-                resources: None
+                resources: None,
+                progress_deadline_seconds: None,
             }
         );
     }
@@ -381,61 +335,76 @@ spec: {size: 3}
         mc.spec.memory_mb = 1;
         mc.spec.image = " ".into();
         assert_eq!(validate(&mc), Err(SpecError::Image));
+        mc.spec.image = "memcached:1.6 --evil".into();
+        assert!(matches!(validate(&mc), Err(SpecError::ImageWhitespace(_))));
+        mc.spec.image = "memcached".into();
+        mc.metadata.name = Some("a".repeat(64));
+        assert_eq!(validate(&mc), Err(SpecError::NameTooLong(64)));
     }
 
     #[test]
-    fn status_follows_the_deployment() {
-        let mc = memcached(SAMPLE);
-        let rolling = DeploymentStatus {
-            replicas: Some(3),
-            updated_replicas: Some(3),
-            ready_replicas: Some(1),
-            ..Default::default()
-        };
-        let status = build_status(
-            &mc,
-            Observed::Owned(Some(&rolling)),
-            vec!["a".into(), "b".into(), "c".into()],
-            now(),
+    fn an_invalid_resource_quantity_is_refused_naming_the_field() {
+        let mut mc = memcached(SAMPLE);
+        mc.spec.resources = Some(
+            serde_json::from_value(serde_json::json!({
+                "requests": {"cpu": "250m", "memory": "64Mi"},
+                "limits": {"memory": "lots"}
+            }))
+            .expect("resources"),
         );
-        assert_eq!(status.ready_replicas, 1);
-        assert_eq!(status.nodes, ["a", "b", "c"]);
-        assert!(!is_true(&status.conditions, AVAILABLE));
-        assert!(is_true(&status.conditions, PROGRESSING));
-        assert!(!is_true(&status.conditions, READY));
-
-        let done = DeploymentStatus {
-            replicas: Some(3),
-            updated_replicas: Some(3),
-            ready_replicas: Some(3),
-            conditions: Some(vec![k8s_openapi::api::apps::v1::DeploymentCondition {
-                type_: Some("Available".into()),
-                status: Some("True".into()),
-                last_transition_time: Some(Time(now())),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
-        let status = build_status(&mc, Observed::Owned(Some(&done)), vec![], now());
-        assert!(is_true(&status.conditions, AVAILABLE));
-        assert!(!is_true(&status.conditions, PROGRESSING));
-        assert!(!is_true(&status.conditions, DEGRADED));
-        assert!(is_true(&status.conditions, READY));
-        assert_eq!(status.observed_generation, Some(2));
-    }
-
-    #[test]
-    fn a_conflict_is_degraded_with_reason_resource_exists() {
-        let status = build_status(&memcached(SAMPLE), Observed::Conflict, vec![], now());
-        let degraded = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == DEGRADED)
-            .expect("Degraded");
+        let err = validate(&mc).expect_err("invalid quantity");
         assert_eq!(
-            (degraded.status.as_str(), degraded.reason.as_str()),
-            ("True", "ResourceExists")
+            err,
+            SpecError::Quantity {
+                field: "limits",
+                resource: "memory".into(),
+                value: "lots".into()
+            }
         );
-        assert!(!is_true(&status.conditions, READY));
+        assert!(err.to_string().contains("spec.resources.limits.memory"), "{err}");
+        assert!(build_headless_service(&mc).is_err());
+    }
+
+    #[test]
+    fn the_headless_service_selects_the_pods_on_the_memcached_port() {
+        let mut mc = memcached(SAMPLE);
+        mc.spec.container_port = 11311;
+        let service = build_headless_service(&mc).expect("valid");
+        let deployment = build_deployment(&mc).expect("valid");
+        assert_eq!(service.metadata.name.as_deref(), Some("cache"));
+        assert_eq!(service.metadata.namespace.as_deref(), Some("apps"));
+        assert_eq!(service.metadata.owner_references, deployment.metadata.owner_references);
+        let labels = service.metadata.labels.as_ref().expect("labels");
+        assert_eq!(
+            labels.get("app.kubernetes.io/managed-by").map(String::as_str),
+            Some("capstan")
+        );
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("cache")
+        );
+        let spec = service.spec.expect("spec");
+        assert_eq!(spec.cluster_ip.as_deref(), Some("None"), "headless");
+        let pod_labels = deployment
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.labels)
+            .expect("pod labels");
+        let selector = spec.selector.expect("selector");
+        assert!(!selector.is_empty());
+        assert!(
+            selector.iter().all(|(k, v)| pod_labels.get(k) == Some(v)),
+            "the selector matches the Pods"
+        );
+        let port = &spec.ports.expect("ports")[0];
+        assert_eq!(port.port, 11311);
+        assert_eq!(port.target_port, Some(IntOrString::String("memcached".into())));
+        let container_port = &deployment.spec.template.spec.expect("pod").containers[0]
+            .ports
+            .clone()
+            .expect("ports")[0];
+        assert_eq!(container_port.name.as_deref(), Some("memcached"), "targetPort names it");
+        assert_eq!(spec.publish_not_ready_addresses, None, "only ready Pods resolve");
     }
 }

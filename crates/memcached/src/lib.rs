@@ -2,18 +2,27 @@
 
 mod build;
 mod crd;
+mod pod_index;
+mod quantity;
 mod reconcile;
+mod status;
 
-pub use build::{
-    AVAILABLE, DEGRADED, MEMCACHED_UID, Observed, PROGRESSING, SpecError, build_deployment, build_status, validate,
+pub use build::{MEMCACHED_UID, SpecError, build_deployment, build_headless_service, validate};
+pub use crd::{
+    DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, MAX_SIZE, Memcached, MemcachedSpec, MemcachedStatus,
+    NAME_MAX_LENGTH, NAME_PATTERN, QUANTITY_PATTERN, crd,
 };
-pub use crd::{DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, MAX_SIZE, Memcached, MemcachedSpec, MemcachedStatus};
+pub use pod_index::PodsByInstance;
 pub use reconcile::{Error, MemcachedReconciler};
+pub use status::{AVAILABLE, DEGRADED, OWN_CONDITIONS, Observed, PROGRESSING, build_status};
 
 use capstan_runtime::{ControllerEntry, Watches, labels};
-use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
+use futures::StreamExt;
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Pod, Service},
+};
 use kube::{
-    CustomResourceExt, ResourceExt,
     core::PartialObjectMeta,
     runtime::{reflector::ObjectRef, watcher},
 };
@@ -21,26 +30,26 @@ use kube::{
 /// The Memcached controller's line in a manager's controller table.
 pub const CONTROLLER: ControllerEntry = ControllerEntry {
     name: "memcached",
-    crds: || vec![Memcached::crd()],
+    crds: || vec![crd()],
     add: |manager| manager.add(controller),
 };
 
-/// Memcacheds, their Deployments, and their Pods (metadata only, capstan-labelled ones).
+/// Memcacheds, their Deployments and headless Services, and their Pods (metadata only,
+/// capstan-labelled ones), indexed by owner so a reconcile reads its own Pods only.
 pub fn controller(w: &mut Watches<'_, Memcached>) -> MemcachedReconciler {
     let deployments = w.owns::<Deployment>();
+    let services = w.owns::<Service>();
     let pods =
         w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
-    let pod_store = pods.store();
-    w.watches(pods.into_stream(), |pod| owner_of_pod(&pod));
-    MemcachedReconciler::new(deployments, pod_store)
+    let pod_index = PodsByInstance::default();
+    let (indexed, pod_store) = (pod_index.clone(), pods.store());
+    let pod_changes = pods.into_stream().inspect(move |pod| indexed.observe(pod, &pod_store));
+    w.watches(pod_changes, |pod| owner_of_pod(&pod));
+    MemcachedReconciler::new(deployments, services, pod_index)
 }
 
 /// The Memcached a Pod belongs to, read from the labels its Deployment's template gives it.
 fn owner_of_pod(pod: &PartialObjectMeta<Pod>) -> Option<ObjectRef<Memcached>> {
-    let labels = pod.labels();
-    if labels.get(labels::NAME).map(String::as_str) != Some(build::APP) {
-        return None;
-    }
-    let instance = labels.get(labels::INSTANCE)?;
-    Some(ObjectRef::new(instance).within(&pod.namespace()?))
+    let (namespace, instance) = pod_index::instance_of(pod)?;
+    Some(ObjectRef::new(&instance).within(&namespace))
 }

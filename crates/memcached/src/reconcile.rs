@@ -1,21 +1,25 @@
-use capstan_runtime::{Action, ChildApplied, Context, ReconcileError, Reconciler, apply::ApplyOutcome, labels};
+use capstan_runtime::{Action, ChildApplied, Context, ReconcileError, Reconciler, apply::ApplyOutcome};
 use k8s_openapi::{
-    api::{apps::v1::Deployment, core::v1::Pod},
+    api::{apps::v1::Deployment, core::v1::Service},
     jiff::Timestamp,
 };
-use kube::{Resource, ResourceExt, core::PartialObjectMeta, runtime::reflector::Store};
+use kube::{
+    Resource, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 use std::sync::Arc;
 
 use crate::{
-    Memcached,
-    build::{APP, Observed, SpecError, build_deployment, build_status},
+    Memcached, PodsByInstance,
+    build::{SpecError, build_deployment, build_headless_service},
+    status::{Observed, build_status, changes_deployment_spec, own_part},
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("invalid spec: {0}")]
     InvalidSpec(#[from] SpecError),
-    #[error("applying Deployment: {0}")]
+    #[error("applying an owned object: {0}")]
     Apply(#[source] capstan_runtime::Error),
     #[error("writing status: {0}")]
     Status(#[source] capstan_runtime::Error),
@@ -49,27 +53,17 @@ impl ReconcileError for Error {
 
 pub struct MemcachedReconciler {
     deployments: Store<Deployment>,
-    pods: Store<PartialObjectMeta<Pod>>,
+    services: Store<Service>,
+    pods: PodsByInstance,
 }
 
 impl MemcachedReconciler {
-    pub fn new(deployments: Store<Deployment>, pods: Store<PartialObjectMeta<Pod>>) -> Self {
-        Self { deployments, pods }
-    }
-
-    /// The live Pods of a Memcached, by name: those carrying its selector labels.
-    fn nodes(&self, namespace: &str, instance: &str) -> Vec<String> {
-        let selector = labels::selector_labels(APP, instance);
-        let mut names: Vec<String> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|pod| pod.namespace().as_deref() == Some(namespace) && pod.metadata.deletion_timestamp.is_none())
-            .filter(|pod| selector.iter().all(|(k, v)| pod.labels().get(k) == Some(v)))
-            .map(|pod| pod.name_any())
-            .collect();
-        names.sort();
-        names
+    pub fn new(deployments: Store<Deployment>, services: Store<Service>, pods: PodsByInstance) -> Self {
+        Self {
+            deployments,
+            services,
+            pods,
+        }
     }
 
     async fn write_status(
@@ -80,7 +74,9 @@ impl MemcachedReconciler {
         nodes: Vec<String>,
     ) -> Result<(), Error> {
         let status = build_status(mc, observed, nodes, Timestamp::now());
-        ctx.apply_status(mc, mc.status.as_ref(), &status)
+        // Compared with capstan's own part only: other managers' conditions are not in the apply.
+        let current = mc.status.as_ref().map(own_part);
+        ctx.apply_status(mc, current.as_ref(), &status)
             .await
             .map_err(Error::Status)?;
         Ok(())
@@ -89,7 +85,7 @@ impl MemcachedReconciler {
     /// Reports an apply error that retrying cannot fix in the status, then returns it.
     async fn refused(&self, mc: &Memcached, ctx: &Context, error: capstan_runtime::Error) -> Result<Action, Error> {
         let observed = match (&error, error.invalid_message()) {
-            (capstan_runtime::Error::ForeignChild { .. }, _) => Some(Observed::Conflict),
+            (capstan_runtime::Error::ForeignChild { kind, .. }, _) => Some(Observed::Conflict { kind }),
             (_, Some(message)) => Some(Observed::Rejected(message)),
             _ => None,
         };
@@ -108,7 +104,7 @@ impl Reconciler for MemcachedReconciler {
     async fn reconcile(&self, mc: Arc<Memcached>, ctx: &Context) -> Result<Action, Error> {
         let name = mc.name_any();
         let namespace = mc.namespace().unwrap_or_default();
-        let desired = match build_deployment(&mc) {
+        let (desired, service) = match build_deployment(&mc).and_then(|d| Ok((d, build_headless_service(&mc)?))) {
             Ok(desired) => desired,
             Err(invalid) => {
                 self.write_status(&mc, ctx, Observed::Invalid(&invalid), Vec::new())
@@ -116,11 +112,18 @@ impl Reconciler for MemcachedReconciler {
                 return Err(invalid.into());
             }
         };
+        // Whether this apply changes the Pod template or size: then the cached Deployment's
+        // generation and status predate it and cannot say the rollout is done.
+        let cached = self.deployments.get(&ObjectRef::new(&name).within(&namespace));
+        let just_changed = changes_deployment_spec(&desired, cached.as_deref());
         let mut children = ctx.children(mc.as_ref()).map_err(Error::Apply)?;
         let ChildApplied { outcome, previous } = match children.apply(&self.deployments, desired).await {
             Ok(applied) => applied,
             Err(error) => return self.refused(&mc, ctx, error).await,
         };
+        if let Err(error) = children.apply(&self.services, service).await {
+            return self.refused(&mc, ctx, error).await;
+        }
         if outcome == ApplyOutcome::Applied {
             let size = mc.spec.size;
             let (reason, action, note) = match previous.as_ref().and_then(|d| d.spec.replicas) {
@@ -144,14 +147,12 @@ impl Reconciler for MemcachedReconciler {
             // instead of an empty one now and another then.
             return Ok(Action::await_change());
         }
-        let deployment_status = previous.as_ref().and_then(|d| d.status.as_ref());
-        self.write_status(
-            &mc,
-            ctx,
-            Observed::Owned(deployment_status),
-            self.nodes(&namespace, &name),
-        )
-        .await?;
+        let observed = Observed::Owned {
+            deployment: previous.as_deref(),
+            just_changed: just_changed && outcome == ApplyOutcome::Applied,
+        };
+        self.write_status(&mc, ctx, observed, self.pods.pods_of(&namespace, &name))
+            .await?;
         // Deployment and Pod events drive everything; no periodic resync is needed.
         Ok(Action::await_change())
     }

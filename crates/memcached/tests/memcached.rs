@@ -3,9 +3,13 @@
 use capstan_memcached::{Memcached, MemcachedSpec};
 use capstan_runtime::testing::{RunningManager, eventually, http_get, spawn_manager};
 use capstan_testenv::ControlPlane;
-use k8s_openapi::api::{apps::v1::Deployment, events::v1::Event};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service, events::v1::Event},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    apimachinery::pkg::apis::meta::v1::Condition,
+};
 use kube::{
-    Api, Client, CustomResourceExt, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use std::time::Duration;
@@ -15,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(60);
 async fn setup(prefix: &str) -> (Client, String, RunningManager) {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
-    cp.apply_crds(&client, &[Memcached::crd()])
+    cp.apply_crds(&client, &[capstan_memcached::crd()])
         .await
         .expect("install the Memcached CRD");
     let ns = cp.namespace(&client, prefix).await.expect("test namespace");
@@ -282,7 +286,7 @@ async fn an_unowned_deployment_of_the_same_name_is_left_alone_without_a_hot_loop
 async fn the_apiserver_rejects_sizes_out_of_range_and_a_missing_size() {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
-    cp.apply_crds(&client, &[Memcached::crd()])
+    cp.apply_crds(&client, &[capstan_memcached::crd()])
         .await
         .expect("install the Memcached CRD");
     let ns = cp.namespace(&client, "mc-invalid").await.expect("namespace");
@@ -321,8 +325,358 @@ async fn the_apiserver_rejects_sizes_out_of_range_and_a_missing_size() {
             image: capstan_memcached::DEFAULT_IMAGE.into(),
             container_port: 11211,
             memory_mb: 64,
-            resources: None
+            resources: None,
+            progress_deadline_seconds: None,
         },
         "defaults applied by the apiserver"
     );
+}
+
+fn memcached_with(name: &str, spec: serde_json::Value) -> Memcached {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "cache.capstan.dev/v1alpha1",
+        "kind": "Memcached",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("valid Memcached")
+}
+
+async fn condition(memcacheds: &Api<Memcached>, name: &str, type_: &str) -> Option<Condition> {
+    let status = memcacheds.get_opt(name).await.ok()??.status?;
+    status.conditions.into_iter().find(|c| c.type_ == type_)
+}
+
+/// Waits until `name`'s condition `type_` has `status` and `reason`, and returns it.
+async fn wait_condition(memcacheds: &Api<Memcached>, name: &str, type_: &str, status: &str, reason: &str) -> Condition {
+    eventually(&format!("{type_}={status}/{reason}"), WAIT, || async {
+        condition(memcacheds, name, type_)
+            .await
+            .filter(|c| c.status == status && c.reason == reason)
+    })
+    .await
+}
+
+fn refused_with(result: Result<Memcached, kube::Error>, what: &str, field: &str) {
+    match result {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            eprintln!("{what}: refused: {}", status.message);
+            assert!(status.message.contains(field), "{what}: {}", status.message);
+        }
+        other => panic!("{what}: expected a 422 naming {field}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_schema_refuses_long_names_images_with_spaces_and_malformed_quantities() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    cp.apply_crds(&client, &[capstan_memcached::crd()])
+        .await
+        .expect("install the Memcached CRD");
+    let ns = cp.namespace(&client, "mc-schema").await.expect("namespace");
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let create = |mc: Memcached| {
+        let memcacheds = memcacheds.clone();
+        async move { memcacheds.create(&PostParams::default(), &mc).await }
+    };
+
+    let longest = format!("c{}", "a".repeat(62));
+    create(memcached(&longest, 0))
+        .await
+        .expect("a 63-character name is a valid label value");
+    let too_long = format!("c{}", "a".repeat(63));
+    refused_with(
+        create(memcached(&too_long, 0)).await,
+        "a 64-character name",
+        "metadata.name",
+    );
+    refused_with(
+        create(memcached("1cache", 0)).await,
+        "a name that cannot name a Service",
+        "metadata.name",
+    );
+    refused_with(
+        create(memcached_with(
+            "spaces",
+            serde_json::json!({"size": 1, "image": "memcached:1.6 -vv"}),
+        ))
+        .await,
+        "an image with a space",
+        "spec.image",
+    );
+    refused_with(
+        create(memcached_with(
+            "lots",
+            serde_json::json!({"size": 1, "resources": {"limits": {"memory": "lots"}}}),
+        ))
+        .await,
+        "a malformed quantity",
+        "spec.resources.limits",
+    );
+    // Quantities are strings (see `capstan_memcached::crd`): an unquoted number gets a clear no.
+    // Sent raw: the typed API would turn the number into a string.
+    let dynamic = Api::<kube::api::DynamicObject>::namespaced_with(
+        client.clone(),
+        &ns,
+        &kube::api::ApiResource::erase::<Memcached>(&()),
+    );
+    let number: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached", "metadata": {"name": "number"},
+        "spec": {"size": 1, "resources": {"requests": {"memory": 67108864}}}
+    }))
+    .expect("dynamic object");
+    match dynamic.create(&PostParams::default(), &number).await {
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            eprintln!("an unquoted number as a quantity: refused: {}", status.message);
+            assert!(status.message.contains("spec.resources.requests"), "{}", status.message);
+        }
+        other => panic!("an unquoted number as a quantity: expected a 422, got {other:?}"),
+    }
+    create(memcached_with(
+        "sized",
+        serde_json::json!({"size": 1, "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}, "requests": {"cpu": "1"}}}),
+    ))
+    .await
+    .expect("well-formed quantities are accepted");
+}
+
+#[tokio::test]
+async fn a_negative_quantity_is_reported_as_degraded_and_nothing_is_applied() {
+    let (client, ns, manager) = setup("mc-negative").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    // Well formed, so the schema lets it through; a container refuses negative resources.
+    memcacheds
+        .create(
+            &PostParams::default(),
+            &memcached_with(
+                "cache",
+                serde_json::json!({"size": 1, "resources": {"limits": {"memory": "-64Mi"}}}),
+            ),
+        )
+        .await
+        .expect("create");
+    let degraded = wait_condition(&memcacheds, "cache", "Degraded", "True", "InvalidSpec").await;
+    assert!(
+        degraded.message.contains("spec.resources.limits.memory"),
+        "{}",
+        degraded.message
+    );
+    // The reconcile that wrote this condition applies nothing before it: had it applied a
+    // Deployment or Service, they would exist by now.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    assert!(deployments.get_opt("cache").await.expect("get").is_none());
+    assert!(services.get_opt("cache").await.expect("get").is_none());
+    manager.stop().await.expect("manager stops");
+}
+
+#[tokio::test]
+async fn the_scale_subresource_drives_size_and_reports_a_selector() {
+    let (client, ns, manager) = setup("mc-scale-sub").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    memcacheds
+        .create(&PostParams::default(), &memcached("cache", 1))
+        .await
+        .expect("create");
+    eventually("the Deployment has 1 replica", WAIT, || async {
+        (replicas(&deployments, "cache").await == Some(1)).then_some(())
+    })
+    .await;
+    let scale = eventually(
+        "the scale subresource reports 1 replica and a selector",
+        WAIT,
+        || async {
+            let scale = memcacheds.get_scale("cache").await.ok()?;
+            let status = scale.status.clone()?;
+            (status.replicas == 1 && status.selector.is_some()).then_some(scale)
+        },
+    )
+    .await;
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(1));
+    assert_eq!(
+        scale.status.and_then(|s| s.selector).as_deref(),
+        Some("app.kubernetes.io/instance=cache,app.kubernetes.io/name=memcached")
+    );
+
+    // What `kubectl scale memcached/cache --replicas=3` sends.
+    memcacheds
+        .patch_scale(
+            "cache",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("patch the scale subresource");
+    assert_eq!(memcacheds.get("cache").await.expect("get").spec.size, 3);
+    eventually("the Deployment scales to 3", WAIT, || async {
+        (replicas(&deployments, "cache").await == Some(3)).then_some(())
+    })
+    .await;
+    eventually("the scale subresource reports 3 replicas", WAIT, || async {
+        let status = memcacheds.get_scale("cache").await.ok()?.status?;
+        (status.replicas == 3).then_some(())
+    })
+    .await;
+
+    let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    let crd = crds.get("memcacheds.cache.capstan.dev").await.expect("CRD");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["mc".to_owned()]));
+    manager.stop().await.expect("manager stops");
+}
+
+#[tokio::test]
+async fn pending_pods_are_progressing_and_size_zero_is_ready_as_scaled_to_zero() {
+    let (client, ns, manager) = setup("mc-zero").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    memcacheds
+        .create(&PostParams::default(), &memcached("cache", 2))
+        .await
+        .expect("create");
+    // No kubelet here: the Pods exist but never become ready.
+    eventually("status.nodes lists 2 Pods", WAIT, || async {
+        nodes(&memcacheds, "cache").await.filter(|n| n.len() == 2)
+    })
+    .await;
+    let progressing = wait_condition(&memcacheds, "cache", "Progressing", "True", "RollingOut").await;
+    eprintln!("with Pending Pods: {}", progressing.message);
+    let ready = condition(&memcacheds, "cache", "Ready").await.expect("Ready");
+    assert_eq!(ready.status, "False", "{ready:?}");
+
+    memcacheds
+        .patch(
+            "cache",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"size": 0}})),
+        )
+        .await
+        .expect("scale to 0");
+    let ready = wait_condition(&memcacheds, "cache", "Ready", "True", "ScaledToZero").await;
+    eprintln!("size 0: {}", ready.message);
+    let available = condition(&memcacheds, "cache", "Available").await.expect("Available");
+    assert_eq!(
+        (available.status.as_str(), available.reason.as_str()),
+        ("False", "ScaledToZero")
+    );
+    let status = memcacheds.get("cache").await.expect("get").status.expect("status");
+    assert!(status.nodes.is_empty(), "{:?}", status.nodes);
+    assert_eq!((status.replicas, status.ready_replicas), (0, 0));
+    assert_eq!(replicas(&deployments, "cache").await, Some(0));
+    manager.stop().await.expect("manager stops");
+}
+
+#[tokio::test]
+async fn conditions_of_other_field_managers_are_left_to_them() {
+    let (client, ns, manager) = setup("mc-foreign").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    memcacheds
+        .create(&PostParams::default(), &memcached("cache", 0))
+        .await
+        .expect("create");
+    wait_condition(&memcacheds, "cache", "Ready", "True", "ScaledToZero").await;
+    let foreign = serde_json::json!({
+        "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached",
+        "status": {"conditions": [{"type": "BackedUp", "status": "True", "reason": "Done",
+                                   "message": "nightly backup", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    });
+    memcacheds
+        .patch_status(
+            "cache",
+            &PatchParams::apply("backup-operator").force(),
+            &Patch::Apply(&foreign),
+        )
+        .await
+        .expect("another manager adds its condition");
+    let merged = memcacheds.get("cache").await.expect("get").status.expect("status");
+    assert_eq!(
+        merged.conditions.len(),
+        5,
+        "the apiserver merges conditions by type: {:?}",
+        merged.conditions
+    );
+    // A spec change makes capstan write the status again (observedGeneration 2, then Ready).
+    memcacheds
+        .patch(
+            "cache",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"memoryMB": 32}})),
+        )
+        .await
+        .expect("change the spec");
+    let status = eventually("capstan reports generation 2 as Ready", WAIT, || async {
+        let status = memcacheds.get("cache").await.ok()?.status?;
+        (status.observed_generation == Some(2)
+            && status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True" && c.observed_generation == Some(2)))
+        .then_some(status)
+    })
+    .await;
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "BackedUp"),
+        "the foreign condition is kept: {:?}",
+        status.conditions
+    );
+    let stored = memcacheds.get("cache").await.expect("get");
+    let fields_of = |manager: &str| -> String {
+        stored
+            .managed_fields()
+            .iter()
+            .filter(|m| m.manager.as_deref() == Some(manager))
+            .filter_map(|m| m.fields_v1.as_ref().map(|f| f.0.to_string()))
+            .collect()
+    };
+    let capstan = fields_of("capstan");
+    assert!(capstan.contains(r#"k:{\"type\":\"Ready\"}"#), "{capstan}");
+    assert!(
+        !capstan.contains("BackedUp"),
+        "capstan must not claim another manager's condition: {capstan}"
+    );
+    assert!(fields_of("backup-operator").contains("BackedUp"));
+    manager.stop().await.expect("manager stops");
+}
+
+#[tokio::test]
+async fn the_headless_service_is_owned_and_recreated_when_deleted() {
+    let (client, ns, manager) = setup("mc-service").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let services = Api::<Service>::namespaced(client.clone(), &ns);
+    let created = memcacheds
+        .create(&PostParams::default(), &memcached("cache", 1))
+        .await
+        .expect("create");
+    let service = eventually("the headless Service exists", WAIT, || async {
+        services.get_opt("cache").await.ok()?
+    })
+    .await;
+    let spec = service.spec.clone().expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.ports.as_ref().expect("ports")[0].port, 11211);
+    let owner = &service.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), Some(owner.uid.as_str()), owner.controller),
+        ("Memcached", created.metadata.uid.as_deref(), Some(true))
+    );
+    assert_eq!(
+        service.labels().get("app.kubernetes.io/managed-by").map(String::as_str),
+        Some("capstan")
+    );
+
+    services
+        .delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete the Service by hand");
+    let recreated = eventually("the deleted Service is recreated", WAIT, || async {
+        services
+            .get_opt("cache")
+            .await
+            .ok()?
+            .filter(|s| s.metadata.uid != service.metadata.uid)
+    })
+    .await;
+    assert_eq!(recreated.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
+    manager.stop().await.expect("manager stops");
 }
