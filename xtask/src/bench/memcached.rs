@@ -3,12 +3,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use capstan_memcached::{
-    DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, Memcached, MemcachedSpec, Observed, build_deployment, build_status,
+    DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, Memcached, MemcachedSpec, Observed, build_deployment,
+    build_headless_service, build_status,
 };
 use capstan_runtime::apply::{apply, apply_status};
-use k8s_openapi::{api::apps::v1::Deployment, jiff::Timestamp};
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::Service},
+    jiff::Timestamp,
+};
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
@@ -147,6 +151,7 @@ async fn create(memcacheds: &Api<Memcached>, i: usize) -> anyhow::Result<Memcach
         container_port: DEFAULT_PORT,
         memory_mb: DEFAULT_MEMORY_MB,
         resources: None,
+        progress_deadline_seconds: None,
     };
     let name = name(i);
     memcacheds
@@ -242,7 +247,10 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     // The same watches as on the manager's run, though nothing waits on them: every write costs
     // the apiserver a watch event per watcher, and that cost must not count against the manager.
     let observers = observe(&memcacheds, &deployments, bench.n).await?;
-    eprintln!("floor: {} × (create, apply Deployment, apply status)", bench.n);
+    eprintln!(
+        "floor: {} × (create, apply Deployment, apply Service, apply status)",
+        bench.n
+    );
     let phase = bench.floor_phase()?;
     let started = Instant::now();
     within(
@@ -281,7 +289,17 @@ async fn floor_one(memcacheds: &Api<Memcached>, deployments: &Api<Deployment>, i
     let created = create(memcacheds, i).await?;
     let desired = build_deployment(&created).context("building the Deployment")?;
     apply(deployments, &desired, None).await?;
-    let status = build_status(&created, Observed::Owned(None), Vec::new(), Timestamp::now());
+    let service = build_headless_service(&created).context("building the Service")?;
+    let services = Api::<Service>::namespaced(
+        deployments.clone().into_client(),
+        &created.namespace().unwrap_or_default(),
+    );
+    apply(&services, &service, None).await?;
+    let observed = Observed::Owned {
+        deployment: None,
+        just_changed: false,
+    };
+    let status = build_status(&created, observed, Vec::new(), Timestamp::now());
     apply_status(memcacheds, &created, None, &status).await?;
     Ok(())
 }
@@ -304,6 +322,12 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
         Row::at_most(
             "Deployment applies",
             per_object(requests.writes_to("deployments")),
+            1.0,
+            Unit::PerObject,
+        ),
+        Row::at_most(
+            "Service applies",
+            per_object(requests.writes_to("services")),
             1.0,
             Unit::PerObject,
         ),
