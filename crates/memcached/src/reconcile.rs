@@ -82,18 +82,16 @@ impl MemcachedReconciler {
         let status = build_status(mc, observed, nodes, Timestamp::now());
         ctx.apply_status(mc, mc.status.as_ref(), &status)
             .await
-            .map_err(Error::Status)?;
-        Ok(())
+            .map_err(Error::Status)
+            .map(drop)
     }
 
     /// Reports an apply error that retrying cannot fix in the status, then returns it.
     async fn refused(&self, mc: &Memcached, ctx: &Context, error: capstan_runtime::Error) -> Result<Action, Error> {
-        let observed = match (&error, error.invalid_message()) {
+        if let Some(observed) = match (&error, error.invalid_message()) {
             (capstan_runtime::Error::ForeignChild { .. }, _) => Some(Observed::Conflict),
-            (_, Some(message)) => Some(Observed::Rejected(message)),
-            _ => None,
-        };
-        if let Some(observed) = observed {
+            (_, message) => message.map(Observed::Rejected),
+        } {
             self.write_status(mc, ctx, observed, Vec::new()).await?;
         }
         Err(Error::Apply(error))
