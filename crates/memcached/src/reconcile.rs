@@ -78,18 +78,16 @@ impl MemcachedReconciler {
         let current = mc.status.as_ref().map(own_part);
         ctx.apply_status(mc, current.as_ref(), &status)
             .await
-            .map_err(Error::Status)?;
-        Ok(())
+            .map_err(Error::Status)
+            .map(drop)
     }
 
     /// Reports an apply error that retrying cannot fix in the status, then returns it.
     async fn refused(&self, mc: &Memcached, ctx: &Context, error: capstan_runtime::Error) -> Result<Action, Error> {
-        let observed = match (&error, error.invalid_message()) {
+        if let Some(observed) = match (&error, error.invalid_message()) {
             (capstan_runtime::Error::ForeignChild { kind, .. }, _) => Some(Observed::Conflict { kind }),
-            (_, Some(message)) => Some(Observed::Rejected(message)),
-            _ => None,
-        };
-        if let Some(observed) = observed {
+            (_, message) => message.map(Observed::Rejected),
+        } {
             self.write_status(mc, ctx, observed, Vec::new()).await?;
         }
         Err(Error::Apply(error))

@@ -2,7 +2,7 @@
 //! `managed-by: capstan` label (so the label-selected caches see them), never taking over a
 //! same-named object someone else controls, and pruned when the desired set no longer has them.
 //!
-//! ```ignore
+//! ```text
 //! let mut children = ctx.children(redis.as_ref())?;
 //! children.apply(&self.statefulsets, build_statefulset(&redis)?).await?;
 //! for service in build_services(&redis) {

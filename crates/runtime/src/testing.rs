@@ -96,26 +96,8 @@ impl RunningManager {
     }
 }
 
-/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout` with `what`.
-/// Prints how long it took, so slow runs show in the test log rather than as flakes.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = std::time::Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            eprintln!("[{:>6} ms] {what}", started.elapsed().as_millis());
-            return value;
-        }
-        assert!(
-            started.elapsed() < timeout,
-            "timed out after {timeout:?} waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+/// The one `eventually` of capstan's tests lives in capstan-testenv.
+pub use capstan_testenv::eventually;
 
 /// A plain HTTP/1.0 GET against a loopback admin endpoint: (status code, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {

@@ -2,7 +2,7 @@
 //! wake it, and background tasks. A kind crate fills a [`Watches`] in its `controller` function
 //! and returns its reconciler; the runtime assembles kube's `Controller` from it.
 //!
-//! ```ignore
+//! ```text
 //! pub fn controller(w: &mut Watches<'_, RedisHa>) -> RedisHaReconciler {
 //!     let statefulsets = w.owns::<StatefulSet>();
 //!     let services = w.owns::<Service>();

@@ -20,10 +20,7 @@ use kube::{
 };
 use std::{
     collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU32, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -476,4 +473,60 @@ async fn metadata_subscriptions_receive_only_metadata_and_caches_drop_managed_fi
     })
     .await;
     assert!(map.metadata.managed_fields.is_none(), "managedFields are dropped");
+}
+
+#[tokio::test]
+async fn a_background_task_runs_while_leading_queues_reconciles_and_stops_with_the_manager() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "rt-task").await.expect("namespace");
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    maps.create(&PostParams::default(), &config_map("target", "x"))
+        .await
+        .expect("create");
+    let scripted = Scripted::default();
+    let reconciler = scripted.clone();
+    let ticks = Arc::new(AtomicU32::new(0));
+    let task_ticks = ticks.clone();
+    let task_ns = ns.clone();
+    let manager = spawn_manager(client.clone(), &ns, move |m| {
+        m.add(move |w: &mut capstan_runtime::Watches<'_, ConfigMap>| {
+            let trigger = w.trigger();
+            w.background("ticker", move |task| {
+                let (ticks, trigger, ns) = (task_ticks.clone(), trigger.clone(), task_ns.clone());
+                async move {
+                    loop {
+                        task.leadership.check()?;
+                        if ticks.fetch_add(1, Ordering::SeqCst) == 20 {
+                            // Something outside Kubernetes changed: reconcile "target" again.
+                            trigger.reconcile(&ns, "target");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    #[allow(unreachable_code)]
+                    Ok::<(), Error>(())
+                }
+            });
+            reconciler
+        })
+    })
+    .await
+    .expect("manager");
+    eventually(
+        "the task queued a second reconcile of an unchanged object",
+        WAIT,
+        || async { (scripted.attempts("target").len() >= 2).then_some(()) },
+    )
+    .await;
+    let running = ticks.load(Ordering::SeqCst);
+    assert!(running > 20, "{running}");
+    manager.stop().await.expect("stops");
+    let at_stop = ticks.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ticks.load(Ordering::SeqCst),
+        at_stop,
+        "the task stopped with the manager"
+    );
 }

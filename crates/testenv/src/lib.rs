@@ -23,6 +23,7 @@ pub mod audit;
 mod certs;
 mod control_plane;
 mod error;
+mod eventually;
 mod local_node;
 pub mod manager_process;
 pub mod process;
@@ -30,4 +31,5 @@ mod random;
 
 pub use control_plane::{ControlPlane, Options};
 pub use error::Error;
+pub use eventually::{Attempt, eventually};
 pub use local_node::local_node_available;

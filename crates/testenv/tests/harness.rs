@@ -3,11 +3,10 @@
 
 use std::{
     collections::BTreeMap,
-    future::Future,
     time::{Duration, Instant},
 };
 
-use capstan_testenv::{ControlPlane, Options, process};
+use capstan_testenv::{ControlPlane, Options, eventually, process};
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, ReplicaSet},
@@ -23,28 +22,6 @@ use kube::{
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Polls `check` until it yields a value; panics after `WAIT`. Prints the time it took, since the
-/// figure matters more than the pass.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let started = Instant::now();
-    loop {
-        match check().await {
-            Ok(value) => {
-                eprintln!("{what}: took {:.2}s", started.elapsed().as_secs_f64());
-                return value;
-            }
-            Err(last) if started.elapsed() > WAIT => {
-                panic!("{what}: not after {WAIT:?}; last seen: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
 
 fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
     serde_json::from_value(value).expect("test object deserializes")
@@ -99,7 +76,7 @@ async fn a_deployment_gets_its_pods_from_the_controller_manager() {
         .await
         .expect("create the Deployment");
 
-    let created = eventually("3 Pods for a 3-replica Deployment", || async {
+    let created = eventually("3 Pods for a 3-replica Deployment", WAIT, || async {
         let found = web_pods(&pods).await?;
         if found.len() == 3 {
             Ok(found)
@@ -172,7 +149,7 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
         .await
         .expect("delete the owner");
 
-    eventually("the garbage collector deletes the dependent", || async {
+    eventually("the garbage collector deletes the dependent", WAIT, || async {
         match config_maps.get_opt("dependent").await {
             Ok(None) => Ok(()),
             Ok(Some(_)) => Err("the dependent still exists".to_owned()),
@@ -198,7 +175,7 @@ async fn deleting_a_deployment_collects_its_replica_set_and_pods() {
         .create(&PostParams::default(), &web_deployment(2))
         .await
         .expect("create the Deployment");
-    eventually("2 Pods for a 2-replica Deployment", || async {
+    eventually("2 Pods for a 2-replica Deployment", WAIT, || async {
         let found = web_pods(&pods).await?.len();
         if found == 2 {
             Ok(())
@@ -212,7 +189,7 @@ async fn deleting_a_deployment_collects_its_replica_set_and_pods() {
         .delete("web", &DeleteParams::background())
         .await
         .expect("delete the Deployment");
-    eventually("the ReplicaSet and its Pods are collected", || async {
+    eventually("the ReplicaSet and its Pods are collected", WAIT, || async {
         let sets = replica_sets
             .list(&ListParams::default())
             .await
@@ -278,7 +255,7 @@ async fn a_service_account_token_gets_exactly_what_rbac_grants() {
 
     // The RBAC authorizer reads from a cache, so the fresh binding may take a moment to count.
     let reader_config_maps: Api<ConfigMap> = Api::namespaced(reader.clone(), &namespace);
-    eventually("the granted list of ConfigMaps succeeds", || async {
+    eventually("the granted list of ConfigMaps succeeds", WAIT, || async {
         reader_config_maps
             .list(&ListParams::default())
             .await
@@ -323,7 +300,7 @@ async fn the_audit_log_records_each_write_with_its_user_agent() {
     let audit_log = control_plane
         .audit_log_path()
         .expect("the shared control plane writes an audit log");
-    let creates = eventually("the create appears in the audit log", || async {
+    let creates = eventually("the create appears in the audit log", WAIT, || async {
         let text = std::fs::read_to_string(audit_log).map_err(|e| e.to_string())?;
         let creates: Vec<serde_json::Value> = text
             .lines()
