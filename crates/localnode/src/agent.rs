@@ -139,9 +139,7 @@ async fn start(
     host::check_no_foreign_bridge(&marker)?;
     match services::learn_service_cidr(&client).await {
         Ok(cidr) => {
-            if cidr != settings.service_cidr {
-                tracing::info!(configured = %settings.service_cidr, apiserver = %cidr, "using the apiserver's Service range");
-            }
+            tracing::info!(configured = %settings.service_cidr, apiserver = %cidr, "using the apiserver's Service range");
             settings.service_cidr = cidr;
         }
         Err(e) => {

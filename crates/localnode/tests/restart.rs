@@ -88,9 +88,15 @@ spec:
             "round {round}: mounts left: {:?}",
             our_mounts(&state_dir)
         );
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let alive = status
+            .lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|state| !state.trim().starts_with('Z'));
         assert!(
-            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "round {round}: the container process survived"
+            !alive,
+            "round {round}: the container process survived: {}",
+            status.lines().take(8).collect::<Vec<_>>().join("; ")
         );
         assert!(
             !std::path::Path::new(&state_dir).exists(),
