@@ -26,7 +26,7 @@ enum Task {
     Envtest,
     /// The one test command: fmt check, clippy -D warnings, provisioning when needed, all tests.
     Test,
-    /// Regenerate deploy/crds/ from `capstan-manager crds`.
+    /// Regenerate deploy/charts/capstan/crds/ from `capstan-manager crds`.
     Crds,
     /// Run a local control plane with the CRDs, the manager and samples/; Ctrl-C stops it all.
     Dev(dev::Args),

@@ -36,7 +36,7 @@ pub async fn wait_until_served<K: Informable>(client: Client, namespace: Option<
                     tracing::error!(
                         kind = %K::kind(&()),
                         resource = %format!("{}.{}", K::plural(&()), K::group(&())),
-                        "the apiserver does not serve this kind: install the CRDs (deploy/crds or the Helm chart); waiting"
+                        "the apiserver does not serve this kind: install the CRDs (the Helm chart's crds/); waiting"
                     );
                     warned = true;
                 }
