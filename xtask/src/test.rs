@@ -16,6 +16,7 @@ pub fn run() -> anyhow::Result<()> {
         })?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         phases.run("localnode", prerequisites::ensure)?;
+        phases.run("helm", || crate::helm_path().map(|_| ()))?;
         // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
         // process per test would start over and over.
         phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))
