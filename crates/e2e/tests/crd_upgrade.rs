@@ -51,7 +51,11 @@ async fn the_readme_upgrade_command_takes_an_older_crd_to_the_current_one() {
             .get("memoryMB")
             .cloned()
     };
-    assert_eq!(stored(&crds.get(&name).await.expect("CRD")), None, "the older CRD lacks memoryMB");
+    assert_eq!(
+        stored(&crds.get(&name).await.expect("CRD")),
+        None,
+        "the older CRD lacks memoryMB"
+    );
 
     let crds_dir = chart::crds_dir();
     let output = run(Command::new(&kubectl)
@@ -71,23 +75,30 @@ async fn the_readme_upgrade_command_takes_an_older_crd_to_the_current_one() {
     assert!(stored(&upgraded).is_some());
 
     // The apiserver serves the new field: it is stored, not pruned.
-    let ns = control_plane.namespace(&client, "crd-upgrade").await.expect("namespace");
+    let ns = control_plane
+        .namespace(&client, "crd-upgrade")
+        .await
+        .expect("namespace");
     let memcacheds: Api<Memcached> = Api::namespaced(client.clone(), &ns);
     let object: Memcached = serde_json::from_value(json!({
         "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "Memcached",
         "metadata": {"name": "upgraded"}, "spec": {"size": 0, "memoryMB": 32}
     }))
     .expect("a Memcached");
-    let created = wait_for("a Memcached keeps spec.memoryMB under the upgraded CRD", Duration::from_secs(30), || {
-        let memcacheds = memcacheds.clone();
-        let object = object.clone();
-        async move {
-            let _ = memcacheds.delete("upgraded", &Default::default()).await;
-            let created = memcacheds.create(&PostParams::default(), &object).await?;
-            let raw: Value = serde_json::to_value(&created)?;
-            Ok((raw["spec"]["memoryMB"] == 32).then_some(raw))
-        }
-    })
+    let created = wait_for(
+        "a Memcached keeps spec.memoryMB under the upgraded CRD",
+        Duration::from_secs(30),
+        || {
+            let memcacheds = memcacheds.clone();
+            let object = object.clone();
+            async move {
+                let _ = memcacheds.delete("upgraded", &Default::default()).await;
+                let created = memcacheds.create(&PostParams::default(), &object).await?;
+                let raw: Value = serde_json::to_value(&created)?;
+                Ok((raw["spec"]["memoryMB"] == 32).then_some(raw))
+            }
+        },
+    )
     .await
     .expect("memoryMB kept");
     println!("stored spec: {}", created["spec"]);
@@ -97,5 +108,9 @@ fn established(crd: &CustomResourceDefinition) -> bool {
     crd.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| conditions.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+        })
 }

@@ -41,12 +41,13 @@ struct Tools {
 
 impl Tools {
     fn helm(&self, args: &[&str]) -> String {
-        run(Command::new(&self.helm).args(args).env("KUBECONFIG", &self.kubeconfig))
-            .unwrap_or_else(|e| panic!("{e}"))
+        run(Command::new(&self.helm).args(args).env("KUBECONFIG", &self.kubeconfig)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn kubectl(&self, args: &[&str]) -> Result<String, capstan_e2e::CommandFailed> {
-        run(Command::new(&self.kubectl).args(args).env("KUBECONFIG", &self.kubeconfig))
+        run(Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig))
     }
 }
 
@@ -89,7 +90,10 @@ async fn capstan_runtime_http_get(addr: std::net::SocketAddr) -> Option<u16> {
         let n = stream.read(&mut head).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
     };
-    let head = tokio::time::timeout(Duration::from_secs(2), exchange).await.ok()?.ok()?;
+    let head = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .ok()?
+        .ok()?;
     head.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -104,7 +108,11 @@ fn assert_no_forbidden(log: &str, pod: &str) {
         .lines()
         .filter(|line| line.contains("403") || line.to_ascii_lowercase().contains("forbidden"))
         .collect();
-    assert!(forbidden.is_empty(), "{pod} was refused something:\n{}", forbidden.join("\n"));
+    assert!(
+        forbidden.is_empty(),
+        "{pod} was refused something:\n{}",
+        forbidden.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,7 +140,10 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         kubectl,
         kubeconfig: control_plane.kubeconfig_path().to_path_buf(),
     };
-    let release_ns = control_plane.namespace(&client, "capstan-system").await.expect("namespace");
+    let release_ns = control_plane
+        .namespace(&client, "capstan-system")
+        .await
+        .expect("namespace");
     let samples_ns = control_plane.namespace(&client, "samples").await.expect("namespace");
     let pods: Api<Pod> = Api::namespaced(client.clone(), &release_ns);
     let chart_dir = chart::chart_dir();
@@ -168,7 +179,11 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     .expect("an operator Pod");
     let pod = pods.get(&pod_name).await.expect("the operator Pod");
     let spec = pod.spec.clone().expect("spec");
-    assert_eq!(spec.node_name.as_deref(), Some(node.node_names()[0].as_str()), "on the local node");
+    assert_eq!(
+        spec.node_name.as_deref(),
+        Some(node.node_names()[0].as_str()),
+        "on the local node"
+    );
     assert_eq!(spec.service_account_name.as_deref(), Some(RELEASE));
 
     // Unready while the CRDs are missing: /readyz 503 and the Pod not Ready, over several probe
@@ -177,7 +192,10 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     let mut observations = 0;
     while unready_since.elapsed() < Duration::from_secs(8) {
         let code = readyz(&pod_ip).await;
-        let ready = operator_pods(&pods).await.iter().any(|(name, ready, _)| name == &pod_name && *ready);
+        let ready = operator_pods(&pods)
+            .await
+            .iter()
+            .any(|(name, ready, _)| name == &pod_name && *ready);
         if let Some(code) = code {
             assert_eq!(code, 503, "/readyz answers 503 while the CRDs are not served");
             observations += 1;
@@ -189,22 +207,35 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     println!("unready without CRDs: /readyz 503 and Pod not Ready over 8 s ({observations} samples)");
 
     let crds = tools
-        .kubectl(&["apply", "--server-side", "--force-conflicts", "-f", &format!("{chart_dir}/crds/")])
+        .kubectl(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &format!("{chart_dir}/crds/"),
+        ])
         .expect("kubectl apply --server-side the chart's crds/");
     println!("{crds}");
     let became_ready = Instant::now();
-    wait_for("/readyz 200 and the Pod Ready once the CRDs are served", Duration::from_secs(60), || {
-        let pods = pods.clone();
-        let (pod_name, pod_ip) = (pod_name.clone(), pod_ip.clone());
-        async move {
-            let code = readyz(&pod_ip).await;
-            let ready = operator_pods(&pods).await.iter().any(|(name, ready, _)| name == &pod_name && *ready);
-            if ready {
-                assert_eq!(code, Some(200), "a Ready Pod's /readyz answers 200");
+    wait_for(
+        "/readyz 200 and the Pod Ready once the CRDs are served",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let (pod_name, pod_ip) = (pod_name.clone(), pod_ip.clone());
+            async move {
+                let code = readyz(&pod_ip).await;
+                let ready = operator_pods(&pods)
+                    .await
+                    .iter()
+                    .any(|(name, ready, _)| name == &pod_name && *ready);
+                if ready {
+                    assert_eq!(code, Some(200), "a Ready Pod's /readyz answers 200");
+                }
+                Ok(ready.then_some(()))
             }
-            Ok(ready.then_some(()))
-        }
-    })
+        },
+    )
     .await
     .expect("ready");
     println!(
@@ -238,25 +269,36 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     );
     let foos: Api<Foo> = Api::namespaced(client.clone(), &samples_ns);
     let memcacheds: Api<Memcached> = Api::namespaced(client.clone(), &samples_ns);
-    wait_for("foo-01 is happy (its friend jack exists) and foo-02 is not", Duration::from_secs(60), || {
-        let foos = foos.clone();
-        async move {
-            let happy = |foo: Foo| foo.status.map(|s| (s.happy, s.observed_generation.is_some()));
-            let one = happy(foos.get("foo-01").await?);
-            let two = happy(foos.get("foo-02").await?);
-            Ok((one == Some((true, true)) && two == Some((false, true))).then_some(()))
-        }
-    })
+    wait_for(
+        "foo-01 is happy (its friend jack exists) and foo-02 is not",
+        Duration::from_secs(60),
+        || {
+            let foos = foos.clone();
+            async move {
+                let happy = |foo: Foo| foo.status.map(|s| (s.happy, s.observed_generation.is_some()));
+                let one = happy(foos.get("foo-01").await?);
+                let two = happy(foos.get("foo-02").await?);
+                Ok((one == Some((true, true)) && two == Some((false, true))).then_some(()))
+            }
+        },
+    )
     .await
     .expect("Foos reconciled");
-    wait_for("memcached-sample is Ready with 3 answering Pods", Duration::from_secs(120), || {
-        let memcacheds = memcacheds.clone();
-        async move {
-            let status = memcacheds.get("memcached-sample").await?.status.unwrap_or_default();
-            let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-            Ok((ready && status.ready_replicas == 3).then_some(()))
-        }
-    })
+    wait_for(
+        "memcached-sample is Ready with 3 answering Pods",
+        Duration::from_secs(120),
+        || {
+            let memcacheds = memcacheds.clone();
+            async move {
+                let status = memcacheds.get("memcached-sample").await?.status.unwrap_or_default();
+                let ready = status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                Ok((ready && status.ready_replicas == 3).then_some(()))
+            }
+        },
+    )
     .await
     .expect("Memcached reconciled");
 
@@ -269,7 +311,15 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         .expect("operator Deployment")
         .metadata
         .generation;
-    let mut upgrade = vec!["upgrade", RELEASE, chart_dir, "--namespace", &release_ns, "--set", "concurrency=8"];
+    let mut upgrade = vec![
+        "upgrade",
+        RELEASE,
+        chart_dir,
+        "--namespace",
+        &release_ns,
+        "--set",
+        "concurrency=8",
+    ];
     upgrade.extend(image_values);
     let upgrade_started = Instant::now();
     println!("{}", tools.helm(&upgrade));
@@ -280,9 +330,12 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         let name = format!("during-roll-{index}");
         index += 1;
         let friend = if index % 2 == 0 { "jack" } else { "nobody" };
-        foos.create(&PostParams::default(), &Foo::new(&name, FooSpec { name: friend.into() }))
-            .await
-            .expect("create a Foo during the roll");
+        foos.create(
+            &PostParams::default(),
+            &Foo::new(&name, FooSpec { name: friend.into() }),
+        )
+        .await
+        .expect("create a Foo during the roll");
         created.push((name, friend == "jack"));
         let current = operator_pods(&pods).await;
         let args_changed = deployments
@@ -301,26 +354,33 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     let generation_after = deployments.get(RELEASE).await.expect("Deployment").metadata.generation;
-    assert!(generation_after > generation_before, "the upgrade changed the Deployment");
+    assert!(
+        generation_after > generation_before,
+        "the upgrade changed the Deployment"
+    );
     println!(
         "operator rolled {pod_name} -> {rolled} in {:.1}s; {} Foos created meanwhile",
         upgrade_started.elapsed().as_secs_f64(),
         created.len()
     );
     assert!(created.len() >= 2, "Foos were created while the operator rolled");
-    wait_for("every Foo created during the roll is reconciled", Duration::from_secs(60), || {
-        let foos = foos.clone();
-        let created = created.clone();
-        async move {
-            for (name, happy) in &created {
-                let status = foos.get(name).await?.status;
-                if status.map(|s| s.happy) != Some(*happy) {
-                    return Ok(None);
+    wait_for(
+        "every Foo created during the roll is reconciled",
+        Duration::from_secs(60),
+        || {
+            let foos = foos.clone();
+            let created = created.clone();
+            async move {
+                for (name, happy) in &created {
+                    let status = foos.get(name).await?.status;
+                    if status.map(|s| s.happy) != Some(*happy) {
+                        return Ok(None);
+                    }
                 }
+                Ok(Some(()))
             }
-            Ok(Some(()))
-        }
-    })
+        },
+    )
     .await
     .expect("no reconcile lost");
     wait_for("the new operator Pod holds the Lease", Duration::from_secs(60), || {
@@ -380,13 +440,19 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     }
 
     // 5. helm uninstall keeps CRDs and custom resources, removes the rest.
-    println!("{}", tools.helm(&["uninstall", RELEASE, "--namespace", &release_ns, "--wait"]));
+    println!(
+        "{}",
+        tools.helm(&["uninstall", RELEASE, "--namespace", &release_ns, "--wait"])
+    );
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in capstan_manager_crd_names() {
         assert!(crds.get_opt(&crd).await.expect("get CRD").is_some(), "CRD {crd} kept");
     }
     assert!(foos.get_opt("foo-01").await.expect("get").is_some(), "Foos kept");
-    assert!(memcacheds.get_opt("memcached-sample").await.expect("get").is_some(), "Memcacheds kept");
+    assert!(
+        memcacheds.get_opt("memcached-sample").await.expect("get").is_some(),
+        "Memcacheds kept"
+    );
     assert_gone(&client, &release_ns).await;
 }
 
@@ -401,31 +467,47 @@ fn capstan_manager_crd_names() -> Vec<String> {
 }
 
 async fn assert_gone(client: &Client, ns: &str) {
-    wait_for("helm uninstall removed every object it installed", Duration::from_secs(60), || {
-        let client = client.clone();
-        let ns = ns.to_owned();
-        async move {
-            let left = [
-                Api::<Deployment>::namespaced(client.clone(), &ns).get_opt(RELEASE).await?.is_some(),
-                Api::<ServiceAccount>::namespaced(client.clone(), &ns).get_opt(RELEASE).await?.is_some(),
-                Api::<Service>::namespaced(client.clone(), &ns)
-                    .get_opt("capstan-metrics")
-                    .await?
-                    .is_some(),
-                Api::<Role>::namespaced(client.clone(), &ns)
-                    .get_opt("capstan-leader-election")
-                    .await?
-                    .is_some(),
-                Api::<RoleBinding>::namespaced(client.clone(), &ns)
-                    .get_opt("capstan-leader-election")
-                    .await?
-                    .is_some(),
-                Api::<ClusterRole>::all(client.clone()).get_opt(RELEASE).await?.is_some(),
-                Api::<ClusterRoleBinding>::all(client.clone()).get_opt(RELEASE).await?.is_some(),
-            ];
-            Ok((!left.iter().any(|present| *present)).then_some(()))
-        }
-    })
+    wait_for(
+        "helm uninstall removed every object it installed",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            let ns = ns.to_owned();
+            async move {
+                let left = [
+                    Api::<Deployment>::namespaced(client.clone(), &ns)
+                        .get_opt(RELEASE)
+                        .await?
+                        .is_some(),
+                    Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+                        .get_opt(RELEASE)
+                        .await?
+                        .is_some(),
+                    Api::<Service>::namespaced(client.clone(), &ns)
+                        .get_opt("capstan-metrics")
+                        .await?
+                        .is_some(),
+                    Api::<Role>::namespaced(client.clone(), &ns)
+                        .get_opt("capstan-leader-election")
+                        .await?
+                        .is_some(),
+                    Api::<RoleBinding>::namespaced(client.clone(), &ns)
+                        .get_opt("capstan-leader-election")
+                        .await?
+                        .is_some(),
+                    Api::<ClusterRole>::all(client.clone())
+                        .get_opt(RELEASE)
+                        .await?
+                        .is_some(),
+                    Api::<ClusterRoleBinding>::all(client.clone())
+                        .get_opt(RELEASE)
+                        .await?
+                        .is_some(),
+                ];
+                Ok((!left.iter().any(|present| *present)).then_some(()))
+            }
+        },
+    )
     .await
     .expect("uninstalled");
 }

@@ -18,7 +18,9 @@ fn workflow(name: &str) -> Value {
 fn check_shape(name: &str, workflow: &Value) {
     assert!(workflow["name"].as_str().is_some(), "{name}: a name");
     assert!(!workflow["on"].is_null(), "{name}: `on` triggers");
-    let jobs = workflow["jobs"].as_mapping().unwrap_or_else(|| panic!("{name}: `jobs` is a map"));
+    let jobs = workflow["jobs"]
+        .as_mapping()
+        .unwrap_or_else(|| panic!("{name}: `jobs` is a map"));
     assert!(!jobs.is_empty(), "{name}: at least one job");
     for (job_name, job) in jobs {
         let job_name = job_name.as_str().unwrap_or_default();
@@ -30,7 +32,10 @@ fn check_shape(name: &str, workflow: &Value) {
         for step in steps {
             let runs = step["run"].as_str().is_some();
             let uses = step["uses"].as_str().is_some_and(|u| u.contains('@'));
-            assert!(runs != uses, "{name}/{job_name}: a step either runs a command or uses a pinned action: {step:?}");
+            assert!(
+                runs != uses,
+                "{name}/{job_name}: a step either runs a command or uses a pinned action: {step:?}"
+            );
         }
     }
 }
@@ -51,17 +56,26 @@ fn run_lines(workflow: &Value) -> String {
 #[test]
 fn ci_runs_fmt_clippy_and_the_test_command_in_a_privileged_debian_container() {
     let ci = workflow("ci.yml");
-    assert_eq!(ci["env"]["CI"].as_str(), Some("true"), "CI=true turns skips into failures");
+    assert_eq!(
+        ci["env"]["CI"].as_str(),
+        Some("true"),
+        "CI=true turns skips into failures"
+    );
     let runs = run_lines(&ci);
     assert!(runs.contains("cargo fmt --all -- --check"), "{runs}");
-    assert!(runs.contains("cargo clippy --workspace --all-targets -- -D warnings"), "{runs}");
+    assert!(
+        runs.contains("cargo clippy --workspace --all-targets -- -D warnings"),
+        "{runs}"
+    );
     assert!(runs.contains("bash .ci/run"), "{runs}");
     let ci_run = std::fs::read_to_string(capstan_e2e::workspace_root().join(".ci/run")).expect(".ci/run");
     assert!(ci_run.contains("cargo xtask test"), ".ci/run runs the one test command");
     let test = &ci["jobs"]["test"];
     assert_eq!(test["container"]["image"].as_str(), Some("debian:bookworm"));
     assert!(
-        test["container"]["options"].as_str().is_some_and(|o| o.contains("--privileged")),
+        test["container"]["options"]
+            .as_str()
+            .is_some_and(|o| o.contains("--privileged")),
         "the local node needs a privileged container"
     );
 }
@@ -81,7 +95,11 @@ fn release_builds_and_pushes_the_image_on_tags() {
     let steps = release["jobs"]["image"]["steps"].as_sequence().expect("image steps");
     let build = steps
         .iter()
-        .find(|s| s["uses"].as_str().is_some_and(|u| u.starts_with("docker/build-push-action@")))
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("docker/build-push-action@"))
+        })
         .expect("a build-push step");
     assert_eq!(build["with"]["push"].as_bool(), Some(true));
     assert_eq!(build["with"]["file"].as_str(), Some("Dockerfile"));

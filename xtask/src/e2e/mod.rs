@@ -57,7 +57,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     let plan = providers::plan(&args);
     if args.dry_run {
-        println!("cargo xtask e2e --cluster {:?}: the steps (dry run, nothing is run)", args.cluster);
+        println!(
+            "cargo xtask e2e --cluster {:?}: the steps (dry run, nothing is run)",
+            args.cluster
+        );
         for (index, step) in plan.iter().enumerate() {
             println!("{:>2}. {step}", index + 1);
         }

