@@ -191,8 +191,17 @@ fn checked_in_crds_match_the_generated_ones() {
         .expect("the chart's crds/")
         .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(present, expected, "{} holds files the manager does not generate", dir.display());
+    assert_eq!(
+        present,
+        expected,
+        "{} holds files the manager does not generate",
+        dir.display()
+    );
     // One generated copy only: the retired deploy/crds/ must not come back.
     let retired = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
-    assert!(!retired.exists(), "{} is a second copy of the CRDs: remove it", retired.display());
+    assert!(
+        !retired.exists(),
+        "{} is a second copy of the CRDs: remove it",
+        retired.display()
+    );
 }
