@@ -405,9 +405,18 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     // 4. The identity is refused what the operator never needs.
     let identity = format!("system:serviceaccount:{release_ns}:{RELEASE}");
     // `kubectl auth can-i` prints yes/no on stdout and exits 1 for no.
+    // `resource/name` asks about one object; a subresource goes in `--subresource`.
     let can_i = |verb: &str, resource: &str, namespace: &str| {
-        let output = Command::new(&tools.kubectl)
-            .args(["auth", "can-i", verb, resource, "--as", &identity, "-n", namespace])
+        let (resource, subresource) = match resource.split_once("#") {
+            Some((resource, subresource)) => (resource, Some(subresource)),
+            None => (resource, None),
+        };
+        let mut command = Command::new(&tools.kubectl);
+        command.args(["auth", "can-i", verb, resource, "--as", &identity, "-n", namespace]);
+        if let Some(subresource) = subresource {
+            command.arg(format!("--subresource={subresource}"));
+        }
+        let output = command
             .env("KUBECONFIG", &tools.kubeconfig)
             .output()
             .expect("kubectl auth can-i");
@@ -416,7 +425,8 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     for (verb, resource, namespace) in [
         ("patch", "deployments.apps", samples_ns.as_str()),
         ("create", "events.events.k8s.io", samples_ns.as_str()),
-        ("patch", "memcacheds.cache.capstan.dev/status", samples_ns.as_str()),
+        ("patch", "memcacheds.cache.capstan.dev#status", samples_ns.as_str()),
+        ("patch", "foos.tutorial.capstan.dev#status", samples_ns.as_str()),
         ("update", "leases.coordination.k8s.io/capstan", release_ns.as_str()),
     ] {
         let answer = can_i(verb, resource, namespace);
@@ -432,6 +442,8 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         ("impersonate", "users", "default"),
         ("impersonate", "serviceaccounts", samples_ns.as_str()),
         ("delete", "deployments.apps", samples_ns.as_str()),
+        ("update", "memcacheds.cache.capstan.dev", samples_ns.as_str()),
+        ("patch", "pods", samples_ns.as_str()),
         ("update", "leases.coordination.k8s.io/someone-else", release_ns.as_str()),
     ] {
         let answer = can_i(verb, resource, namespace);
