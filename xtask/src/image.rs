@@ -71,8 +71,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 /// `cargo build --release` of the manager, statically linked. Only the target's artifacts get
 /// `+crt-static` (with `--target`, RUSTFLAGS skip build scripts and proc macros, which must stay
-/// dynamic).
+/// dynamic). Its own target directory, so the long release build never holds the lock of
+/// target/ that tests and other builds wait on.
 pub fn build_static_manager() -> anyhow::Result<PathBuf> {
+    let target_dir = cmd::workspace_root().join("target/static");
     cmd::run(
         cmd::cargo()
             .args([
@@ -84,12 +86,11 @@ pub fn build_static_manager() -> anyhow::Result<PathBuf> {
                 "--target",
                 TARGET,
             ])
+            .arg("--target-dir")
+            .arg(&target_dir)
             .env("RUSTFLAGS", "-C target-feature=+crt-static"),
     )?;
-    let binary = cmd::workspace_root()
-        .join("target")
-        .join(TARGET)
-        .join("release/capstan-manager");
+    let binary = target_dir.join(TARGET).join("release/capstan-manager");
     ensure_static(&binary)?;
     Ok(binary)
 }
