@@ -33,7 +33,7 @@ pub fn podman() -> Command {
 }
 
 pub fn image_ref(tag: Option<&str>) -> String {
-    format!("{REPOSITORY}:{}", tag.unwrap_or(env!("CARGO_PKG_VERSION")))
+    format!("{REPOSITORY}:{}", tag.unwrap_or(capstan_e2e::MANAGER_VERSION))
 }
 
 pub fn archive_path() -> PathBuf {

@@ -78,3 +78,6 @@ pub fn kubectl() -> Option<PathBuf> {
         .map(|dir| dir.join("kubectl"))
         .find(|candidate| candidate.is_file())
 }
+
+/// The manager's version (the workspace's): the image tag and the chart's appVersion.
+pub const MANAGER_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -84,7 +84,7 @@ fn selected(args: &Args) -> Vec<&'static scenarios::Scenario> {
 pub fn split_image(image: &str) -> (String, String) {
     match image.rsplit_once(':') {
         Some((repository, tag)) if !tag.contains('/') => (repository.to_owned(), tag.to_owned()),
-        _ => (image.to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        _ => (image.to_owned(), capstan_e2e::MANAGER_VERSION.to_owned()),
     }
 }
 

@@ -18,11 +18,11 @@ const KIND_CLUSTER: &str = "capstan-e2e";
 fn local_image(args: &Args) -> String {
     args.image
         .clone()
-        .unwrap_or_else(|| format!("localhost/capstan-manager:{}", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| format!("localhost/capstan-manager:{}", capstan_e2e::MANAGER_VERSION))
 }
 
 fn chart_default_image() -> String {
-    format!("ghcr.io/capstan-dev/capstan-manager:{}", env!("CARGO_PKG_VERSION"))
+    format!("ghcr.io/capstan-dev/capstan-manager:{}", capstan_e2e::MANAGER_VERSION)
 }
 
 /// The steps each provider takes, as printed by `--dry-run`.
