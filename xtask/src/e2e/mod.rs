@@ -58,8 +58,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let plan = providers::plan(&args);
     if args.dry_run {
         println!(
-            "cargo xtask e2e --cluster {:?}: the steps (dry run, nothing is run)",
-            args.cluster
+            "cargo xtask e2e --cluster {}: the steps (dry run, nothing is run)",
+            format!("{:?}", args.cluster).to_lowercase()
         );
         for (index, step) in plan.iter().enumerate() {
             println!("{:>2}. {step}", index + 1);
