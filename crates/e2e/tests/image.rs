@@ -121,15 +121,14 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
     let _cleanup = Cleanup(name.clone(), config);
     println!("container {container}");
 
-    wait_for(
-        "the image's /readyz answers 200",
-        Duration::from_secs(60),
-        || async move {
+    wait_for("the image's /readyz answers 200", Duration::from_secs(60), || {
+        let name = name.clone();
+        async move {
             let running = run(podman().args(["inspect", "--format", "{{.State.Running}}", &name]))?;
             anyhow::ensure!(running == "true", "the container exited (see its log)");
             Ok(matches!(capstan_runtime_get(health_addr).await, Some(200)).then_some(()))
-        },
-    )
+        }
+    })
     .await
     .expect("ready");
     println!("ready {:.1}s after podman run", started.elapsed().as_secs_f64());

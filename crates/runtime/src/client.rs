@@ -37,38 +37,6 @@ fn skip_the_system_trust_store_when_unused(config: &mut Config) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(accept_invalid_certs: bool, root_cert: Option<Vec<Vec<u8>>>) -> Config {
-        let mut config = Config::new("https://127.0.0.1:6443".parse().expect("URL"));
-        config.accept_invalid_certs = accept_invalid_certs;
-        config.root_cert = root_cert;
-        config
-    }
-
-    #[test]
-    fn an_unverified_connection_loads_no_system_roots() {
-        let mut insecure = config(true, None);
-        skip_the_system_trust_store_when_unused(&mut insecure);
-        assert_eq!(insecure.root_cert, Some(Vec::new()));
-    }
-
-    #[test]
-    fn a_named_ca_or_verification_without_one_is_left_alone() {
-        let mut with_ca = config(false, Some(vec![vec![1, 2, 3]]));
-        skip_the_system_trust_store_when_unused(&mut with_ca);
-        assert_eq!(with_ca.root_cert, Some(vec![vec![1, 2, 3]]));
-        let mut verified = config(false, None);
-        skip_the_system_trust_store_when_unused(&mut verified);
-        assert_eq!(
-            verified.root_cert, None,
-            "verification without a named CA needs the system store"
-        );
-    }
-}
-
 /// Waits until the apiserver serves `K`: a manager started before its CRDs are installed says so
 /// plainly and stays unready instead of failing its watches with 404s.
 pub async fn wait_until_served<K: Informable>(client: Client, namespace: Option<String>) {
@@ -100,5 +68,37 @@ pub async fn wait_until_served<K: Informable>(client: Client, namespace: Option<
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(accept_invalid_certs: bool, root_cert: Option<Vec<Vec<u8>>>) -> Config {
+        let mut config = Config::new("https://127.0.0.1:6443".parse().expect("URL"));
+        config.accept_invalid_certs = accept_invalid_certs;
+        config.root_cert = root_cert;
+        config
+    }
+
+    #[test]
+    fn an_unverified_connection_loads_no_system_roots() {
+        let mut insecure = config(true, None);
+        skip_the_system_trust_store_when_unused(&mut insecure);
+        assert_eq!(insecure.root_cert, Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_named_ca_or_verification_without_one_is_left_alone() {
+        let mut with_ca = config(false, Some(vec![vec![1, 2, 3]]));
+        skip_the_system_trust_store_when_unused(&mut with_ca);
+        assert_eq!(with_ca.root_cert, Some(vec![vec![1, 2, 3]]));
+        let mut verified = config(false, None);
+        skip_the_system_trust_store_when_unused(&mut verified);
+        assert_eq!(
+            verified.root_cert, None,
+            "verification without a named CA needs the system store"
+        );
     }
 }
