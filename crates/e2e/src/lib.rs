@@ -68,15 +68,16 @@ pub fn manager_binary() -> Result<PathBuf, CommandFailed> {
     Ok(target.join("debug/capstan-manager"))
 }
 
-/// A kubectl: `KUBECTL` if set, else the one on PATH.
+/// A kubectl: `KUBECTL` if set, else the one on PATH, else the one `cargo xtask helm` cached.
 pub fn kubectl() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("KUBECTL") {
         return Some(PathBuf::from(path));
     }
-    let path = std::env::var_os("PATH")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .map(|dir| dir.join("kubectl"))
         .find(|candidate| candidate.is_file())
+        .or_else(|| Some(helm::cached_kubectl()).filter(|cached| cached.is_file()))
 }
 
 /// The manager's version (the workspace's): the image tag and the chart's appVersion.
