@@ -37,7 +37,7 @@ fn container_config(control_plane: &ControlPlane, dir: &Path) -> PathBuf {
     for line in kubeconfig.lines() {
         match line.split_once("certificate-authority:") {
             Some((indent, ca)) => {
-                std::fs::copy(ca.trim(), dir.join("ca.crt")).expect("copy the CA");
+                std::fs::copy(ca.trim().trim_matches('"'), dir.join("ca.crt")).expect("copy the CA");
                 rewritten.push(format!("{indent}certificate-authority: /config/ca.crt"));
             }
             None => rewritten.push(line.to_owned()),
@@ -90,7 +90,7 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
     let started = Instant::now();
     let container = run(podman()
         .args(["run", "--detach", "--name", &name, "--network", "host"])
-        .args(["--ulimit", "nofile=65536:65536", "--ulimit", "nproc=4096:4096"])
+        .args(["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=1024:1024"])
         .arg("--volume")
         .arg(format!("{}:/config:ro", config.display()))
         .args([
