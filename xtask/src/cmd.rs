@@ -47,3 +47,17 @@ pub fn display(command: &Command) -> String {
 pub fn on_path(program: &str) -> bool {
     env::var_os("PATH").is_some_and(|path| env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
+
+/// Runs a command and returns its trimmed stdout; fails unless it exits with 0.
+pub fn output(command: &mut Command) -> anyhow::Result<String> {
+    let shown = display(command);
+    let output = command.output().with_context(|| format!("cannot run `{shown}`"))?;
+    if !output.status.success() {
+        bail!(
+            "`{shown}` failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}

@@ -82,12 +82,15 @@ async fn session(
     let client = control_plane.client().await;
     let kubeconfig = control_plane.kubeconfig_path();
 
-    let crds = read_crds(&root.join("deploy/crds"))?;
+    let crds = read_crds(&root.join(crate::crds::CRDS_DIR))?;
     if crds.is_empty() {
-        eprintln!("no CRDs in deploy/crds/ (run `cargo xtask crds` once the manager has some)");
+        eprintln!(
+            "no CRDs in {}/ (run `cargo xtask crds` once the manager has some)",
+            crate::crds::CRDS_DIR
+        );
     } else {
         control_plane.apply_crds(&client, &crds).await?;
-        eprintln!("installed {} CRDs from deploy/crds/", crds.len());
+        eprintln!("installed {} CRDs from {}/", crds.len(), crate::crds::CRDS_DIR);
     }
 
     let mut manager = match manager {

@@ -16,6 +16,18 @@ pub fn run() -> anyhow::Result<()> {
         })?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         phases.run("localnode", prerequisites::ensure)?;
+        phases.run("helm", || crate::helm_path().map(|_| ()))?;
+        // The image test runs what this builds; without podman it is skipped (a failure under CI=true).
+        phases.run("image", || {
+            if cmd::on_path("podman") {
+                crate::image::run(crate::image::Args { tag: None })
+            } else if std::env::var("CI").as_deref() == Ok("true") {
+                anyhow::bail!("podman is missing (CI=true): apt-get install podman runc")
+            } else {
+                eprintln!("SKIPPED image: podman is not installed (Debian: apt-get install podman runc)");
+                Ok(())
+            }
+        })?;
         // Plain `cargo test`, not nextest: tests in one binary share one control plane, which a
         // process per test would start over and over.
         phases.run("test", || cmd::run(cmd::cargo().args(["test", "--workspace"])))

@@ -165,9 +165,13 @@ async fn one_manager_runs_both_controllers_and_a_no_op_resync_writes_nothing() {
     manager.stop();
 }
 
+/// The repository's one generated copy of the CRDs: the Helm chart's `crds/`.
+const CHART_CRDS: &str = "../../deploy/charts/capstan/crds";
+
 #[test]
 fn checked_in_crds_match_the_generated_ones() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(CHART_CRDS);
+    let mut expected = std::collections::BTreeSet::new();
     for crd in capstan_manager::crds() {
         let name = crd.metadata.name.clone().expect("CRD name");
         let path = dir.join(format!("{name}.yaml"));
@@ -180,5 +184,24 @@ fn checked_in_crds_match_the_generated_ones() {
             "{} is stale: run `cargo xtask crds` and commit the result",
             path.display()
         );
+        expected.insert(format!("{name}.yaml"));
     }
+    // Helm installs every file in crds/: a leftover of a renamed kind would be installed too.
+    let present: std::collections::BTreeSet<String> = std::fs::read_dir(&dir)
+        .expect("the chart's crds/")
+        .map(|entry| entry.expect("dir entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        present,
+        expected,
+        "{} holds files the manager does not generate",
+        dir.display()
+    );
+    // One generated copy only: the retired deploy/crds/ must not come back.
+    let retired = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/crds");
+    assert!(
+        !retired.exists(),
+        "{} is a second copy of the CRDs: remove it",
+        retired.display()
+    );
 }

@@ -13,6 +13,7 @@ use crate::{Error, informer::Informable};
 /// so the apiserver's audit log can tell the manager's requests apart.
 pub async fn from_environment(user_agent: &str) -> Result<Client, Error> {
     let mut config = Config::infer().await.map_err(|e| Error::Config(e.to_string()))?;
+    skip_the_system_trust_store_when_unused(&mut config);
     let agent = http::HeaderValue::from_str(user_agent)
         .map_err(|e| Error::Config(format!("user agent {user_agent:?}: {e}")))?;
     config.headers.push((http::header::USER_AGENT, agent));
@@ -29,7 +30,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// must not hang a reconcile, a Lease renewal or the shutdown.
 pub fn with_timeouts(mut config: Config) -> Result<Client, Error> {
     config.connect_timeout = Some(CONNECT_TIMEOUT);
-    let builder = kube::client::ClientBuilder::try_from(config).map_err(Error::Kube)?;
+    let names_a_ca = config.root_cert.is_some();
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|error| match error {
+        // Only reachable when the config names no CA: say what to do instead of rustls' words.
+        kube::Error::RustlsTls(tls) if !names_a_ca => Error::Config(format!(
+            "the kubeconfig names no certificate-authority, so the system's CA certificates would \
+             be used, and none could be loaded ({tls}); add `certificate-authority-data` to the \
+             kubeconfig (in-cluster config always has the service account's CA)"
+        )),
+        other => Error::Kube(other),
+    })?;
     Ok(builder.with_layer(&RequestTimeout(REQUEST_TIMEOUT)).build())
 }
 
@@ -109,7 +119,7 @@ pub async fn wait_until_served<K: Informable>(client: Client, namespace: Option<
                     tracing::error!(
                         kind = %K::kind(&()),
                         resource = %format!("{}.{}", K::plural(&()), K::group(&())),
-                        "the apiserver does not serve this kind: install the CRDs (deploy/crds or the Helm chart); waiting"
+                        "the apiserver does not serve this kind: install the CRDs (the Helm chart's crds/); waiting"
                     );
                     warned = true;
                 }
@@ -118,5 +128,50 @@ pub async fn wait_until_served<K: Informable>(client: Client, namespace: Option<
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// kube 5 builds its rustls config from the CA the config names (kubeconfig
+/// `certificate-authority[-data]`, or the service account's `ca.crt` in-cluster) and nothing else.
+/// Only when the config names no CA does it build rustls-platform-verifier's verifier, which loads
+/// the system trust store at once and fails where there is none (a `FROM scratch` image) — even
+/// with `insecure-skip-tls-verify`, where that verifier is replaced right after. With verification
+/// off, an empty root store stands in, so nothing is loaded; a config that needs the system store
+/// (no CA, verification on) still uses it.
+fn skip_the_system_trust_store_when_unused(config: &mut Config) {
+    if config.accept_invalid_certs && config.root_cert.is_none() {
+        config.root_cert = Some(Vec::new());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(accept_invalid_certs: bool, root_cert: Option<Vec<Vec<u8>>>) -> Config {
+        let mut config = Config::new("https://127.0.0.1:6443".parse().expect("URL"));
+        config.accept_invalid_certs = accept_invalid_certs;
+        config.root_cert = root_cert;
+        config
+    }
+
+    #[test]
+    fn an_unverified_connection_loads_no_system_roots() {
+        let mut insecure = config(true, None);
+        skip_the_system_trust_store_when_unused(&mut insecure);
+        assert_eq!(insecure.root_cert, Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_named_ca_or_verification_without_one_is_left_alone() {
+        let mut with_ca = config(false, Some(vec![vec![1, 2, 3]]));
+        skip_the_system_trust_store_when_unused(&mut with_ca);
+        assert_eq!(with_ca.root_cert, Some(vec![vec![1, 2, 3]]));
+        let mut verified = config(false, None);
+        skip_the_system_trust_store_when_unused(&mut verified);
+        assert_eq!(
+            verified.root_cert, None,
+            "verification without a named CA needs the system store"
+        );
     }
 }

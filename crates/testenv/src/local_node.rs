@@ -2,11 +2,17 @@
 //! Without a local node Pods stay Pending; tests that need a workload (memcached answering, Redis
 //! replicating) ask for one with [`ControlPlane::shared_local_node`].
 use capstan_localnode::{Error, LocalNode, LocalNodeConfig, check_prerequisites};
-use std::{sync::OnceLock, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{Mutex, OnceLock},
+    time::Duration,
+};
 
 use crate::{ControlPlane, process};
 
 static NODE: OnceLock<Result<LocalNode, String>> = OnceLock::new();
+/// Image table entries for the shared node, set before it starts ([`ControlPlane::shared_local_node_with_images`]).
+static IMAGES: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
 
 /// How long a test binary waits for another one's local node to stop (one agent per host).
 const LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
@@ -30,6 +36,25 @@ pub fn local_node_available(test: &str) -> bool {
 }
 
 impl ControlPlane {
+    /// [`ControlPlane::shared_local_node`] whose image table also maps these prefixes to host
+    /// binaries (`LocalNodeConfig::images`), e.g. `("capstan-manager", <built binary>)` so a
+    /// chart's operator Pod runs the locally built manager. The shared node starts once per test
+    /// binary: the images must be given by its first user; a later call with other images panics.
+    pub fn shared_local_node_with_images(images: Vec<(String, PathBuf)>) -> &'static LocalNode {
+        if NODE.get().is_none()
+            && let Ok(mut configured) = IMAGES.lock()
+        {
+            *configured = images.clone();
+        }
+        let node = ControlPlane::shared_local_node();
+        let configured = IMAGES.lock().map(|images| images.clone()).unwrap_or_default();
+        assert!(
+            configured == images,
+            "the shared local node already runs with images {configured:?}, not {images:?}"
+        );
+        node
+    }
+
     /// The local node of [`ControlPlane::shared`], started on first use and stopped when the test
     /// binary exits (before the control plane, so its Node and Pod objects can be removed).
     /// Check [`local_node_available`] first. While another process's local node runs (one per
@@ -39,6 +64,7 @@ impl ControlPlane {
         let control_plane = ControlPlane::shared();
         let node = NODE.get_or_init(|| {
             let mut config = LocalNodeConfig::new(control_plane.kubeconfig_path());
+            config.images = IMAGES.lock().map(|images| images.clone()).unwrap_or_default();
             // Crash-loop tests should take seconds; the kubelet's 10 s is kept for `cargo xtask dev`.
             config.backoff_initial = Duration::from_secs(1);
             let started = std::time::Instant::now();
