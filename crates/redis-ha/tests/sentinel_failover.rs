@@ -1,0 +1,437 @@
+//! Real `redis-server` and `redis-sentinel` processes (Debian's) on 127.0.0.1, started by the
+//! scripts and configuration `config.rs` renders (127.0.0.1 and a port per process standing in
+//! for the Pods' FQDNs): the observer reads the truth, a `SENTINEL FAILOVER` requested through
+//! `redis_io` promotes a replica, and a master restarted in place hands over instead of serving.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use capstan_redis_ha::{
+    config::{self, Announce, Endpoint, Layout, Rendering, SentinelTimings},
+    healer::{self, Observation, Role},
+    redis_io::{self, Cluster, RedisMember, SentinelMember, Target, Timeouts},
+};
+
+const MASTER_SET: &str = "itest";
+/// With a space and quotes, so the scripts' quoting is exercised.
+const PASSWORD: &str = "s3cret \"quoted\" pass";
+
+/// Every process this test started; killed (SIGKILL) and reaped on drop, also on panic, when the
+/// logs are printed for diagnosis.
+struct Processes {
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    fn spawn(&mut self, name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
+        let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        self.children.push((name.to_owned(), child));
+        self.children.len() - 1
+    }
+
+    fn kill(&mut self, index: usize) {
+        let (_, child) = &mut self.children[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for a one-shot process (the Sentinel init script), bounded.
+    fn wait_success(&mut self, index: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let (name, child) = &mut self.children[index];
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                assert!(status.success(), "{name} failed: {status}\n{}", log(&self.dir, name));
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} still running after {bound:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn log(dir: &Path, name: &str) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = fs::File::open(dir.join(format!("{name}.log"))) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                eprintln!("----- {name} -----\n{}", log(&self.dir, name));
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn available() -> bool {
+    let missing: Vec<&str> = ["/usr/bin/redis-server", "/usr/bin/redis-sentinel", "/usr/bin/redis-cli"]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "missing {missing:?} (Debian's redis-server and redis-sentinel)"
+    );
+    println!("SKIPPED sentinel_failover: missing {missing:?}");
+    false
+}
+
+/// The rendering for one process: everything shared, its own port and directories.
+fn rendering(base: &Rendering, dir: &Path, redis_port: u16, sentinel_port: u16) -> Rendering {
+    let layout = Layout {
+        config_dir: dir.join("config").display().to_string(),
+        runtime_dir: dir.join("runtime").display().to_string(),
+        data_dir: dir.join("data").display().to_string(),
+    };
+    for sub in ["config", "runtime", "data"] {
+        fs::create_dir_all(dir.join(sub)).expect("dirs");
+    }
+    Rendering {
+        redis_port,
+        sentinel_port,
+        layout,
+        ..base.clone()
+    }
+}
+
+fn write_files(dir: &Path, files: BTreeMap<String, String>) {
+    for (name, content) in files {
+        fs::write(dir.join("config").join(name), content).expect("write config");
+    }
+}
+
+async fn wait_for(
+    what: &str,
+    bound: Duration,
+    cluster: Cluster<'_>,
+    done: impl Fn(&Observation) -> bool,
+) -> (Observation, Duration) {
+    let started = Instant::now();
+    loop {
+        let observation = redis_io::observe(cluster).await;
+        if done(&observation) {
+            let elapsed = started.elapsed();
+            println!("{what}: after {elapsed:?}");
+            return (observation, elapsed);
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{what}: not within {bound:?}; last observation:\n{observation:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn master_of(observation: &Observation) -> Vec<&str> {
+    observation
+        .redis
+        .iter()
+        .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Master))
+        .map(|p| p.pod.as_str())
+        .collect()
+}
+
+/// One master (`pod`), every replica linked to it, every Sentinel naming it with the full counts
+/// and no failover in progress.
+fn settled_on(observation: &Observation, pod: &str) -> bool {
+    let Some(master) = observation.redis.iter().find(|p| p.pod == pod) else {
+        return false;
+    };
+    master_of(observation) == [pod]
+        && observation.redis.iter().filter(|p| p.pod != pod).all(|p| {
+            p.replication
+                .as_ref()
+                .is_some_and(|r| r.link_up && r.master.as_ref() == Some(&master.address))
+        })
+        && observation.sentinels.iter().all(|s| {
+            s.view.as_ref().is_some_and(|v| {
+                v.master.as_ref() == Some(&master.address)
+                    && !v.failover_in_progress
+                    && v.known_replicas == 2
+                    && v.known_sentinels == 2
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_over() {
+    if !available() {
+        return;
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut processes = Processes {
+        dir: temp.path().to_owned(),
+        children: Vec::new(),
+    };
+    let redis_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let local = |port| Endpoint::new("127.0.0.1", port);
+    let base = Rendering {
+        master_set: MASTER_SET.into(),
+        single_instance: false,
+        quorum: 2,
+        auth: true,
+        persistent: false,
+        extra_config: BTreeMap::from([("maxmemory".to_owned(), "64mb".to_owned())]),
+        bind: "127.0.0.1".into(),
+        redis_port: 0,
+        sentinel_port: 0,
+        redis_announce: Announce::Fixed("127.0.0.1".into()),
+        sentinel_announce: Announce::Fixed("127.0.0.1".into()),
+        bootstrap_master: local(redis_ports[0]),
+        sentinels: sentinel_ports.iter().map(|p| local(*p)).collect(),
+        timings: SentinelTimings {
+            down_after_ms: 3_000,
+            failover_timeout_ms: 20_000,
+        },
+        layout: Layout::default(),
+    };
+    let env_password = [(config::ENV_PASSWORD, PASSWORD), (config::ENV_REDISCLI_AUTH, PASSWORD)];
+
+    // Sentinels: the init script seeds sentinel.conf (no peer answers yet: ordinal 0), then Sentinel.
+    let mut inits = Vec::new();
+    for (i, port) in sentinel_ports.iter().enumerate() {
+        let dir = temp.path().join(format!("sentinel-{i}"));
+        let r = rendering(&base, &dir, 0, *port);
+        write_files(&dir, config::sentinel_config_data(&r));
+        let script = dir.join("config").join(config::SENTINEL_INIT);
+        let pod = format!("{MASTER_SET}-sentinel-{i}");
+        let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
+        env.extend(env_password);
+        inits.push((
+            processes.spawn(
+                &format!("sentinel-init-{i}"),
+                "/bin/sh",
+                &[script.to_str().expect("utf-8")],
+                &env,
+            ),
+            dir,
+        ));
+    }
+    for (i, (init, dir)) in inits.into_iter().enumerate() {
+        processes.wait_success(init, Duration::from_secs(60));
+        let conf = dir.join("runtime").join(config::SENTINEL_CONF);
+        let seeded = fs::read_to_string(&conf).expect("seeded sentinel.conf");
+        assert!(
+            seeded.contains(&format!("sentinel monitor {MASTER_SET} 127.0.0.1 {} 2", redis_ports[0])),
+            "{seeded}"
+        );
+        assert!(!seeded.contains('@'), "every placeholder filled in: {seeded}");
+        processes.spawn(
+            &format!("sentinel-{i}"),
+            "redis-sentinel",
+            &[conf.to_str().expect("utf-8")],
+            &[],
+        );
+    }
+
+    // Redis: every Pod runs the start script; the Sentinels name ordinal 0 and know no replica.
+    let mut redis_processes = Vec::new();
+    let mut members = Vec::new();
+    for (i, port) in redis_ports.iter().enumerate() {
+        let dir = temp.path().join(format!("redis-{i}"));
+        let r = rendering(&base, &dir, *port, 0);
+        write_files(&dir, config::redis_config_data(&r).expect("renders"));
+        let pod = format!("{MASTER_SET}-{i}");
+        let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
+        env.extend(env_password);
+        let script = dir.join("config").join(config::REDIS_START);
+        redis_processes.push((
+            processes.spawn(&pod, "/bin/sh", &[script.to_str().expect("utf-8")], &env),
+            script,
+        ));
+        members.push(RedisMember {
+            pod,
+            ordinal: i as u32,
+            announced: local(*port),
+            connect: local(*port),
+            role_label: None,
+        });
+    }
+    let sentinels: Vec<SentinelMember> = sentinel_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| SentinelMember {
+            pod: format!("{MASTER_SET}-sentinel-{i}"),
+            connect: local(*port),
+        })
+        .collect();
+    let cluster = Cluster {
+        master_set: MASTER_SET,
+        redis: &members,
+        sentinels: &sentinels,
+        quorum: 2,
+        password: Some(PASSWORD),
+        timings: base.timings,
+        timeouts: Timeouts::default(),
+    };
+
+    let (observation, _) = wait_for(
+        "bootstrap: itest-0 master, two linked replicas, Sentinels agree",
+        Duration::from_secs(90),
+        cluster,
+        |o| settled_on(o, "itest-0"),
+    )
+    .await;
+    let plan = healer::decide(&observation);
+    assert_eq!(plan.master.as_deref(), Some("itest-0"));
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| matches!(a, healer::Action::LabelRole { .. })),
+        "only labels to set on a healthy set: {:?}",
+        plan.actions
+    );
+
+    // A write acknowledged by a replica.
+    let client = |port: u16| {
+        let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_skip_set_lib_name()
+            .set_password(PASSWORD);
+        redis::Client::open(info.set_redis_settings(settings)).expect("client")
+    };
+    let mut master = client(redis_ports[0])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the master");
+    let _: () = redis::cmd("SET")
+        .arg("acknowledged")
+        .arg("yes")
+        .query_async(&mut master)
+        .await
+        .expect("SET");
+    let acknowledged: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut master)
+        .await
+        .expect("WAIT");
+    assert!(acknowledged >= 1, "a replica acknowledged: {acknowledged}");
+    // The master refuses writes without a replica? It has two, so this write went through.
+
+    // A failover requested through redis_io.
+    redis_io::sentinel_failover(Target::sentinel(&sentinels[1].connect, Timeouts::default()), MASTER_SET)
+        .await
+        .expect("SENTINEL FAILOVER accepted");
+    let (observation, elapsed) = wait_for(
+        "SENTINEL FAILOVER: a replica promoted, the old master its replica",
+        Duration::from_secs(60),
+        cluster,
+        |o| matches!(master_of(o)[..], [m] if m != "itest-0" && settled_on(o, m)),
+    )
+    .await;
+    assert!(elapsed < Duration::from_secs(60));
+    let new_master = master_of(&observation)[0].to_owned();
+    let new_index: usize = new_master.trim_start_matches("itest-").parse().expect("ordinal");
+    let mut promoted = client(redis_ports[new_index])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the new master");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("acknowledged")
+        .query_async(&mut promoted)
+        .await
+        .expect("GET");
+    assert_eq!(
+        value.as_deref(),
+        Some("yes"),
+        "the acknowledged write survived the failover"
+    );
+
+    // Restart safety: the master's process dies and its start script runs again at once, while
+    // the Sentinels still name it. It must never answer as master; it has them fail over and joins
+    // the new master as a replica.
+    let (process, script) = &redis_processes[new_index];
+    let script = script.clone();
+    processes.kill(*process);
+    let mut env = vec![(config::ENV_POD_NAME, new_master.as_str())];
+    env.extend(env_password);
+    processes.spawn(
+        &format!("{new_master}-restarted"),
+        "/bin/sh",
+        &[script.to_str().expect("utf-8")],
+        &env,
+    );
+    let restarted = Target::new(&members[new_index].connect, Some(PASSWORD), Timeouts::default());
+    let started = Instant::now();
+    let mut answers = 0;
+    let final_master = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the restarted master did not rejoin as a replica within 90 s"
+        );
+        if let Ok(replication) = redis_io::info_replication(restarted).await {
+            answers += 1;
+            assert_eq!(
+                replication.role,
+                Role::Replica,
+                "a restarted master served as master: {replication:?}"
+            );
+            let observation = redis_io::observe(cluster).await;
+            if let [m] = master_of(&observation)[..]
+                && m != new_master
+                && settled_on(&observation, m)
+            {
+                break m.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "restarted {new_master} rejoined as a replica of {final_master} after {:?} ({answers} answers, all as replica)",
+        started.elapsed()
+    );
+    assert!(answers >= 1);
+    let final_index: usize = final_master.trim_start_matches("itest-").parse().expect("ordinal");
+    let mut last = client(redis_ports[final_index])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the final master");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("acknowledged")
+        .query_async(&mut last)
+        .await
+        .expect("GET");
+    assert_eq!(value.as_deref(), Some("yes"), "no data lost to the restart");
+    drop(processes);
+}
