@@ -889,7 +889,7 @@ spec:
     #[test]
     fn the_redis_statefulset_is_parallel_on_delete_behind_the_headless_service() {
         let children = children(&rha(SAMPLE));
-        let spec = Some(&set(&children, "cache").spec).expect("spec");
+        let spec = &set(&children, "cache").spec;
         assert_eq!(spec.replicas, Some(3));
         assert_eq!(spec.service_name.as_deref(), Some("cache-headless"));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
@@ -957,7 +957,7 @@ spec:
         );
         let sentinel_headless = svc(&children, "cache-sentinel-headless");
         assert_eq!(sentinel_headless.publish_not_ready_addresses, Some(true));
-        let sentinel_set = Some(&set(&children, "cache-sentinel").spec).expect("spec");
+        let sentinel_set = &set(&children, "cache-sentinel").spec;
         assert_eq!(sentinel_set.service_name.as_deref(), Some("cache-sentinel-headless"));
         assert_eq!(sentinel_set.replicas, Some(3));
         assert_eq!(
@@ -975,9 +975,7 @@ spec:
     fn pods_run_restricted_as_999_with_soft_anti_affinity() {
         let children = children(&rha(SAMPLE));
         for set_name in ["cache", "cache-sentinel"] {
-            let pod = Some(&set(&children, set_name).spec)
-                .and_then(|s| s.template.spec.as_ref())
-                .expect("pod");
+            let pod = set(&children, set_name).spec.template.spec.as_ref().expect("pod");
             let security = pod.security_context.as_ref().expect("pod security");
             assert_eq!(
                 (
@@ -1014,9 +1012,7 @@ spec:
     #[test]
     fn the_password_reaches_pods_only_through_secret_references() {
         let children = children(&rha(SAMPLE));
-        let pod = Some(&set(&children, "cache").spec)
-            .and_then(|s| s.template.spec.as_ref())
-            .expect("pod");
+        let pod = set(&children, "cache").spec.template.spec.as_ref().expect("pod");
         let container = &pod.containers[0];
         let env = container.env.as_ref().expect("env");
         for var in [ENV_PASSWORD, ENV_REDISCLI_AUTH] {
@@ -1042,8 +1038,11 @@ spec:
             pre_stop.exec.as_ref().and_then(|e| e.command.as_ref()).expect("exec")[1],
             "/etc/redis-ha/redis-prestop.sh"
         );
-        let sentinel_pod = Some(&set(&children, "cache-sentinel").spec)
-            .and_then(|s| s.template.spec.as_ref())
+        let sentinel_pod = set(&children, "cache-sentinel")
+            .spec
+            .template
+            .spec
+            .as_ref()
             .expect("pod");
         let init = &sentinel_pod.init_containers.as_ref().expect("init")[0];
         assert!(init.env.as_ref().expect("env").iter().any(|e| e.name == ENV_PASSWORD));
@@ -1115,14 +1114,10 @@ spec:
     #[test]
     fn a_config_or_password_change_changes_the_template_but_a_scale_does_not() {
         let base = children(&rha(SAMPLE));
-        let template = |c: &Children| {
-            Some(&set(c, "cache").spec)
-                .map(|s| s.template.clone())
-                .expect("template")
-        };
+        let template = |c: &Children| set(c, "cache").spec.template.clone();
         let scaled = children(&rha(&SAMPLE.replace("replicas: 3", "replicas: 5")));
         assert_eq!(template(&base), template(&scaled));
-        assert_eq!(Some(&set(&scaled, "cache").spec).and_then(|s| s.replicas), Some(5));
+        assert_eq!(set(&scaled, "cache").spec.replicas, Some(5));
         let reconfigured = children(&rha(&SAMPLE.replace("64mb", "128mb")));
         assert_ne!(template(&base), template(&reconfigured));
 

@@ -422,6 +422,12 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         started.elapsed()
     );
     assert!(answers >= 1);
+    let restart_log = log(temp.path(), &format!("{new_master}-restarted"));
+    assert!(
+        restart_log.contains("the Sentinels still name this Pod master")
+            && restart_log.contains("SENTINEL FAILOVER itest via"),
+        "the restart took the hand-over path:\n{restart_log}"
+    );
     let final_index: usize = final_master.trim_start_matches("itest-").parse().expect("ordinal");
     let mut last = client(redis_ports[final_index])
         .get_multiplexed_async_connection()
@@ -433,5 +439,80 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         .await
         .expect("GET");
     assert_eq!(value.as_deref(), Some("yes"), "no data lost to the restart");
+
+    // Readiness as the probes see it: the master and linked replicas are ready, and so is each
+    // Sentinel; a Redis that does not answer is not.
+    for (i, member) in members.iter().enumerate() {
+        let script = temp.path().join(format!("redis-{i}/config/{}", config::REDIS_READY));
+        let (ok, output) = run_script(&script, &member.pod);
+        assert!(ok, "{} ready: {output}", member.pod);
+    }
+    for i in 0..3 {
+        let script = temp
+            .path()
+            .join(format!("sentinel-{i}/config/{}", config::SENTINEL_READY));
+        let (ok, output) = run_script(&script, &format!("{MASTER_SET}-sentinel-{i}"));
+        assert!(ok, "sentinel {i} ready: {output}");
+    }
+    let absent = temp.path().join("absent");
+    let absent_rendering = rendering(&base, &absent, free_port(), 0);
+    write_files(&absent, config::redis_config_data(&absent_rendering).expect("renders"));
+    let (ok, output) = run_script(&absent.join("config").join(config::REDIS_READY), "itest-9");
+    assert!(!ok, "a Redis that does not answer is not ready: {output}");
+
+    // The master's preStop hands over: the Sentinels fail over before the process would stop.
+    let prestop = temp
+        .path()
+        .join(format!("redis-{final_index}/config/{}", config::REDIS_PRESTOP));
+    let started = Instant::now();
+    let (ok, output) = run_script(&prestop, &final_master);
+    let handover = started.elapsed();
+    assert!(ok, "preStop: {output}");
+    assert!(output.contains("handed over to 127.0.0.1:"), "preStop output: {output}");
+    let observation = redis_io::observe(cluster).await;
+    let old_address = &members[final_index].announced;
+    let named: Vec<_> = observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref().and_then(|v| v.master.clone()))
+        .collect();
+    println!("preStop of {final_master} handed over in {handover:?}; the Sentinels name {named:?}");
+    // The old master stays master until its process stops (the kubelet's next step), its writes
+    // paused; what matters is that the Sentinels, and so every client asking them, moved on.
+    assert!(
+        named.len() >= 2 && named.iter().all(|m| m != old_address),
+        "a Sentinel quorum names a new master: {observation:#?}"
+    );
+    let promoted = observation
+        .redis
+        .iter()
+        .find(|p| Some(&p.address) == named.first())
+        .and_then(|p| p.replication.as_ref())
+        .map(|r| r.role);
+    assert_eq!(promoted, Some(Role::Master), "the named master answers as master");
+    assert!(handover < Duration::from_secs(20), "preStop bounded: {handover:?}");
     drop(processes);
+}
+
+/// Runs a rendered script as a probe or hook would (bounded by `timeout`), with the Pod's env.
+fn run_script(script: &Path, pod: &str) -> (bool, String) {
+    let output = Command::new("timeout")
+        .arg("30")
+        .arg("/bin/sh")
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(config::ENV_POD_NAME, pod)
+        .env(config::ENV_PASSWORD, PASSWORD)
+        .env(config::ENV_REDISCLI_AUTH, PASSWORD)
+        .output()
+        .expect("run script");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
 }
