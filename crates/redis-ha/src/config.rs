@@ -578,6 +578,8 @@ exit 0
 
 /// How many rounds a new Sentinel asks its peers before seeding from ordinal 0.
 const SEED_ASK_ROUNDS: u32 = 5;
+/// How long a new Sentinel waits for the master's name to resolve before starting anyway.
+const RESOLVE_WAIT_SECONDS: u32 = 60;
 
 /// The Sentinel init container: seeds sentinel.conf onto the writable volume, monitoring the
 /// master the other Sentinels name (ordinal 0 when none answers: first creation).
@@ -605,6 +607,13 @@ else
   log "the other Sentinels name $master"
 fi
 set -- $master
+# Sentinel exits when a monitored hostname does not resolve; a Pod's DNS record appears shortly
+# after its Pod (publishNotReadyAddresses), so wait for it, bounded.
+waited=0
+while [ "$waited" -lt {resolve_wait} ] && ! getent hosts "$1" >/dev/null 2>&1; do
+  waited=$((waited + 1))
+  sleep 1
+done
 umask 077
 sed -e "s|@ANNOUNCE_HOST@|$ANNOUNCE_HOST|" -e "s|@MASTER_HOST@|$1|" -e "s|@MASTER_PORT@|$2|" \
   "$CONFIG_DIR/sentinel.conf" > "$CONF.tmp" || exit 1
@@ -614,6 +623,7 @@ fi
 mv "$CONF.tmp" "$CONF"
 "#,
         rounds = SEED_ASK_ROUNDS,
+        resolve_wait = RESOLVE_WAIT_SECONDS,
         bootstrap = sh_quote(&format!("{} {}", r.bootstrap_master.host, r.bootstrap_master.port)),
         password = ENV_PASSWORD,
     );

@@ -5,6 +5,7 @@ pub mod build;
 pub mod config;
 pub mod crd;
 pub mod healer;
+pub mod members;
 pub mod redis_io;
 pub mod status;
 
