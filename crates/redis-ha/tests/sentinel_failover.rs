@@ -440,6 +440,75 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         .expect("GET");
     assert_eq!(value.as_deref(), Some("yes"), "no data lost to the restart");
 
+    // The healer, through `perform`: a replica turned master by hand (split brain) is demoted to
+    // the quorum's master, and a Sentinel made to monitor a replica is pointed back.
+    let stray = members
+        .iter()
+        .find(|m| m.pod != final_master)
+        .expect("a replica")
+        .clone();
+    redis_io::replicaof(Target::new(&stray.connect, Some(PASSWORD), Timeouts::default()), None)
+        .await
+        .expect("REPLICAOF NO ONE");
+    let observation = redis_io::observe(cluster).await;
+    let mut two = master_of(&observation);
+    two.sort_unstable();
+    assert_eq!(two.len(), 2, "two masters now: {observation:#?}");
+    let plan = healer::decide(&observation);
+    assert_eq!(plan.master.as_deref(), Some(final_master.as_str()), "{plan:#?}");
+    let final_address = members[final_index].announced.clone();
+    assert!(
+        plan.actions.contains(&healer::Action::Demote {
+            pod: stray.pod.clone(),
+            master: final_address.clone()
+        }),
+        "{plan:#?}"
+    );
+    perform_all(&plan, cluster).await;
+    // Checked at once, before Sentinel's own correction could (it waits several INFO periods).
+    let demoted = redis_io::info_replication(Target::new(&stray.connect, Some(PASSWORD), Timeouts::default()))
+        .await
+        .expect("INFO");
+    assert_eq!(demoted.role, Role::Replica, "{demoted:?}");
+    assert_eq!(demoted.master.as_ref(), Some(&final_address));
+
+    let wrong = members
+        .iter()
+        .find(|m| m.pod != final_master)
+        .expect("a replica")
+        .announced
+        .clone();
+    redis_io::sentinel_remonitor(
+        Target::sentinel(&sentinels[2].connect, Timeouts::default()),
+        MASTER_SET,
+        &wrong,
+        2,
+        base.timings,
+        Some(PASSWORD),
+    )
+    .await
+    .expect("re-monitor a replica");
+    let observation = redis_io::observe(cluster).await;
+    let plan = healer::decide(&observation);
+    let fix = healer::Action::SentinelMonitor {
+        sentinel: sentinels[2].pod.clone(),
+        master: final_address.clone(),
+    };
+    assert!(plan.actions.contains(&fix), "{plan:#?}");
+    perform_all(&plan, cluster).await;
+    let named =
+        redis_io::sentinel_master_address(Target::sentinel(&sentinels[2].connect, Timeouts::default()), MASTER_SET)
+            .await
+            .expect("GET-MASTER-ADDR-BY-NAME");
+    assert_eq!(named.as_ref(), Some(&final_address));
+    wait_for(
+        "healed: one master, Sentinels agree again",
+        Duration::from_secs(60),
+        cluster,
+        |o| settled_on(o, &final_master),
+    )
+    .await;
+
     // Readiness as the probes see it: the master and linked replicas are ready, and so is each
     // Sentinel; a Redis that does not answer is not.
     for (i, member) in members.iter().enumerate() {
@@ -492,6 +561,16 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     assert_eq!(promoted, Some(Role::Master), "the named master answers as master");
     assert!(handover < Duration::from_secs(20), "preStop bounded: {handover:?}");
     drop(processes);
+}
+
+/// Carries out every Redis/Sentinel action of a plan (labels have no Pods here).
+async fn perform_all(plan: &healer::Plan, cluster: Cluster<'_>) {
+    for action in &plan.actions {
+        let performed = redis_io::perform(action, cluster)
+            .await
+            .unwrap_or_else(|e| panic!("{action:?}: {e}"));
+        println!("performed {action:?}: {performed:?}");
+    }
 }
 
 /// Runs a rendered script as a probe or hook would (bounded by `timeout`), with the Pod's env.
