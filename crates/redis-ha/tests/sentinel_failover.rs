@@ -320,6 +320,35 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         plan.actions
     );
 
+    // The listing calls and an unknown master set, as Sentinel answers them.
+    let s0 = Target::sentinel(&sentinels[0].connect, Timeouts::default());
+    let replicas = redis_io::sentinel_replicas(s0, MASTER_SET)
+        .await
+        .expect("SENTINEL REPLICAS");
+    let mut replica_ports: Vec<&str> = replicas
+        .iter()
+        .filter_map(|r| r.get("port").map(String::as_str))
+        .collect();
+    replica_ports.sort_unstable();
+    let mut expected: Vec<String> = redis_ports[1..].iter().map(u16::to_string).collect();
+    expected.sort_unstable();
+    assert_eq!(replica_ports, expected);
+    assert_eq!(
+        redis_io::sentinel_sentinels(s0, MASTER_SET)
+            .await
+            .expect("SENTINEL SENTINELS")
+            .len(),
+        2
+    );
+    let unknown = redis_io::sentinel_view(s0, "no-such-set")
+        .await
+        .expect("an unknown set is no error");
+    assert_eq!(unknown.master, None);
+    assert!(matches!(
+        redis_io::sentinel_replicas(s0, "no-such-set").await,
+        Err(redis_io::IoError::Redis { .. })
+    ));
+
     // A write acknowledged by a replica.
     let client = |port: u16| {
         let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
