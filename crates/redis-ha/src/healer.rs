@@ -4,7 +4,8 @@
 //!
 //! Rules (issue 13): never act while a Sentinel has a failover in progress; with one master,
 //! label roles, re-point stray replicas and fix Sentinels monitoring another master; with several,
-//! keep the Sentinel quorum's choice (else the highest offset) and demote the others; with none
+//! keep the Sentinel quorum's choice (else the one most Sentinels name, else the highest offset)
+//! and demote the others; with none
 //! and no quorum to fail over, promote the replica with the highest offset (never an empty one
 //! when another holds data); `SENTINEL RESET` only when a Sentinel knows more replicas or
 //! Sentinels than exist.
@@ -215,6 +216,18 @@ pub fn decide(observation: &Observation) -> Plan {
         }
         [(only, _)] => only,
         several => {
+            // Without a quorum, Sentinels that name one of the masters still outvote the offset:
+            // right after a failover only its leader has switched (the others follow within
+            // seconds, by hello messages), and the old master, writes paused, may show the higher
+            // offset. Keeping it would fight Sentinel.
+            let votes = |pod: &RedisPod| {
+                observation
+                    .sentinels
+                    .iter()
+                    .filter_map(|s| s.view.as_ref())
+                    .filter(|v| v.master.as_ref() == Some(&pod.address))
+                    .count()
+            };
             let (kept, _) = several
                 .iter()
                 .copied()
@@ -223,12 +236,14 @@ pub fn decide(observation: &Observation) -> Plan {
                     several
                         .iter()
                         .copied()
-                        .max_by_key(|(p, r)| (r.offset, std::cmp::Reverse(p.ordinal)))
+                        .max_by_key(|(p, r)| (votes(p), r.offset, std::cmp::Reverse(p.ordinal)))
                 })
                 .copied()
                 .unwrap_or(*several[0]);
             let why = if named_pod(kept) {
                 "the Sentinel quorum's choice"
+            } else if votes(kept) > 0 {
+                "named by the most Sentinels, short of a quorum"
             } else {
                 "the highest replication offset"
             };
@@ -569,7 +584,7 @@ mod tests {
     fn several_masters_without_quorum_keep_the_highest_offset() {
         let observed = observe(
             vec![master(0, 100), replica(1, 0, 100), master(2, 500)],
-            vec![sentinel(0, Some(0)), sentinel(1, Some(2)), sentinel(2, None)],
+            vec![sentinel(0, Some(1)), sentinel(1, None), sentinel(2, None)],
         );
         let plan = decide(&observed);
         assert_eq!(plan.master.as_deref(), Some("cache-2"));
@@ -586,6 +601,27 @@ mod tests {
             master: addr(2)
         }));
         assert!(plan.warnings[0].contains("the highest replication offset"));
+    }
+
+    #[test]
+    fn right_after_a_failover_the_sentinel_leaders_choice_beats_the_old_masters_offset() {
+        // Only the leader (sentinel-0) has switched to cache-1; the old master cache-0, writes
+        // paused by its preStop, still shows the higher offset.
+        let observed = observe(
+            vec![master(0, 900), master(1, 800), replica(2, 0, 800)],
+            vec![sentinel(0, Some(1)), sentinel(1, None), sentinel(2, None)],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert!(plan.actions.contains(&Action::Demote {
+            pod: "cache-0".into(),
+            master: addr(1)
+        }));
+        assert!(
+            plan.warnings[0].contains("named by the most Sentinels"),
+            "{:?}",
+            plan.warnings
+        );
     }
 
     #[test]
