@@ -47,7 +47,10 @@ impl Healer {
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
-            for rha in self.redis_has.state() {
+            let redis_has = self.redis_has.state();
+            self.shared
+                .retain(&redis_has.iter().filter_map(|r| Some((r.namespace()?, r.name_any()))).collect());
+            for rha in redis_has {
                 self.heal(&rha, &task).await?;
             }
         }

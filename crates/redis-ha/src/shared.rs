@@ -47,6 +47,12 @@ impl Shared {
         lock(&self.passwords).get(key).cloned()
     }
 
+    /// Drops what is kept for RedisHAs no longer in `live` (deleted ones).
+    pub fn retain(&self, live: &std::collections::HashSet<Key>) {
+        lock(&self.plans).retain(|key, _| live.contains(key));
+        lock(&self.passwords).retain(|key, _| live.contains(key));
+    }
+
     pub fn forget(&self, key: &Key) {
         lock(&self.plans).remove(key);
         lock(&self.passwords).remove(key);
