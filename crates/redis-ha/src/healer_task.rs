@@ -48,8 +48,12 @@ impl Healer {
         loop {
             interval.tick().await;
             let redis_has = self.redis_has.state();
-            self.shared
-                .retain(&redis_has.iter().filter_map(|r| Some((r.namespace()?, r.name_any()))).collect());
+            self.shared.retain(
+                &redis_has
+                    .iter()
+                    .filter_map(|r| Some((r.namespace()?, r.name_any())))
+                    .collect(),
+            );
             for rha in redis_has {
                 self.heal(&rha, &task).await?;
             }

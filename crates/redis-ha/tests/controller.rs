@@ -113,7 +113,10 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
         .expect("create");
 
     let started = Instant::now();
-    let redis_set = eventually("the Redis StatefulSet", WAIT, || async { sets.get_opt("cache").await.ok()? }).await;
+    let redis_set = eventually("the Redis StatefulSet", WAIT, || async {
+        sets.get_opt("cache").await.ok()?
+    })
+    .await;
     let sentinel_set = eventually("the Sentinel StatefulSet", WAIT, || async {
         sets.get_opt("cache-sentinel").await.ok()?
     })
@@ -122,7 +125,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
     for set in [&redis_set, &sentinel_set] {
         assert_owned(&set.name_any(), set.owner_references(), set.labels(), &rha);
     }
-    let spec = redis_set.spec.as_ref().expect("spec");
+    let spec = &redis_set.spec;
     assert_eq!(spec.replicas, Some(3));
     assert_eq!(spec.service_name.as_deref(), Some("cache-headless"));
     assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));
@@ -140,7 +143,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
         template_annotations.contains_key(build::AUTH_HASH_ANNOTATION),
         "the Secret's hash is in the Pod template: {template_annotations:?}"
     );
-    assert_eq!(sentinel_set.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    assert_eq!(sentinel_set.spec.replicas, Some(3));
 
     for name in ["cache-headless", "cache-master", "cache-replicas", "cache-sentinel"] {
         let service = eventually(name, WAIT, || async { services.get_opt(name).await.ok()? }).await;
@@ -159,7 +162,10 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
             .as_deref(),
         Some("master")
     );
-    for name in [build::redis_config_map_name("cache"), build::sentinel_config_map_name("cache")] {
+    for name in [
+        build::redis_config_map_name("cache"),
+        build::sentinel_config_map_name("cache"),
+    ] {
         let map = eventually(&name, WAIT, || async { maps.get_opt(&name).await.ok()? }).await;
         assert_owned(&name, map.owner_references(), map.labels(), &rha);
     }
@@ -173,7 +179,10 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
         status.conditions.iter().any(|c| c.type_ == "Ready").then_some(status)
     })
     .await;
-    assert_eq!(status.sentinel.as_ref().map(|s| s.service.as_str()), Some("cache-sentinel"));
+    assert_eq!(
+        status.sentinel.as_ref().map(|s| s.service.as_str()),
+        Some("cache-sentinel")
+    );
     assert_eq!(status.sentinel.as_ref().map(|s| s.master_name.as_str()), Some("cache"));
 
     rhas.patch(
@@ -184,7 +193,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
     .await
     .expect("scale to 5");
     eventually("the Redis StatefulSet has 5 replicas", WAIT, || async {
-        (sets.get("cache").await.ok()?.spec?.replicas == Some(5)).then_some(())
+        (sets.get("cache").await.ok()?.spec.replicas == Some(5)).then_some(())
     })
     .await;
 
