@@ -26,7 +26,11 @@ pub enum Command {
 }
 
 /// Every controller this binary can run: adding one is one line here.
-pub const CONTROLLERS: &[ControllerEntry] = &[capstan_foo::CONTROLLER, capstan_memcached::CONTROLLER];
+pub const CONTROLLERS: &[ControllerEntry] = &[
+    capstan_foo::CONTROLLER,
+    capstan_memcached::CONTROLLER,
+    capstan_redis_ha::CONTROLLER,
+];
 
 /// The names `--controllers` accepts.
 pub fn controller_names() -> Vec<&'static str> {

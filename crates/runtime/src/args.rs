@@ -37,6 +37,10 @@ pub struct RuntimeArgs {
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// The cluster's DNS domain, for the Pod FQDNs controllers render (`<pod>.<svc>.<ns>.svc.<domain>`).
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -114,6 +118,7 @@ impl Default for RuntimeArgs {
             concurrency: 16,
             reconcile_deadline: Duration::from_secs(20),
             drain_timeout: Duration::from_secs(20),
+            cluster_domain: "cluster.local".to_owned(),
             leader_election: LeaderElectionArgs::default(),
         }
     }

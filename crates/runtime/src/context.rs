@@ -107,7 +107,7 @@ impl Context {
         Ok(())
     }
 
-    fn count(&self, outcome: ApplyOutcome, target: &str) {
+    pub(crate) fn count(&self, outcome: ApplyOutcome, target: &str) {
         match outcome {
             ApplyOutcome::Applied => self.metrics.apply_sent(self.controller, target),
             ApplyOutcome::Unchanged => self.metrics.apply_skipped(self.controller, target),

@@ -93,7 +93,7 @@ impl Manager {
     /// Adds a controller: `declare` says what it watches (on a [`Watches`]) and returns its
     /// reconciler.
     pub fn add<R: Reconciler>(&mut self, declare: impl FnOnce(&mut Watches<'_, R::Object>) -> R) {
-        let mut watches = Watches::new(&mut self.informers);
+        let mut watches = Watches::new(&mut self.informers, &self.args);
         let reconciler = declare(&mut watches);
         let def = ControllerDef {
             watched: watches.into_parts(),

@@ -21,6 +21,7 @@ use std::{fmt::Display, future::Future, sync::Arc};
 use tokio::sync::mpsc;
 
 use crate::{
+    RuntimeArgs,
     informer::{Informable, Informers, Subscription},
     labels,
     tasks::{BackgroundTask, TaskContext},
@@ -29,6 +30,7 @@ use crate::{
 /// The triggers and caches of one controller of `K`, filled by its kind crate.
 pub struct Watches<'a, K: Informable> {
     informers: &'a mut Informers,
+    args: &'a RuntimeArgs,
     store: Store<K>,
     primary: BoxStream<'static, Arc<K>>,
     triggers: Vec<BoxStream<'static, ObjectRef<K>>>,
@@ -41,15 +43,21 @@ pub fn managed_by_capstan() -> watcher::Config {
 }
 
 impl<'a, K: Informable> Watches<'a, K> {
-    pub(crate) fn new(informers: &'a mut Informers) -> Self {
+    pub(crate) fn new(informers: &'a mut Informers, args: &'a RuntimeArgs) -> Self {
         let primary = informers.subscribe::<K>();
         Self {
+            args,
             store: primary.store(),
             primary: primary.into_stream().boxed(),
             informers,
             triggers: Vec::new(),
             tasks: Vec::new(),
         }
+    }
+
+    /// The manager's arguments (e.g. `cluster_domain`), for settings a controller renders.
+    pub fn args(&self) -> &RuntimeArgs {
+        self.args
     }
 
     /// The cache of `K` itself.

@@ -1,0 +1,892 @@
+//! Pure rendering of redis.conf, sentinel.conf and the scripts the Pods run.
+//!
+//! What is the same for every Pod lives in ConfigMaps (rendered here); what differs per Pod (its
+//! announced hostname, whom it replicates, the password) is added at start by the scripts, on a
+//! writable volume, so no password is ever written into a ConfigMap and no bare Pod IP into
+//! persistent configuration. The scripts are POSIX sh using only redis-cli and coreutils/sed, as in
+//! the official `redis:7` image and on a Debian host; they run every redis-cli call under
+//! `timeout` and bound every loop.
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::crd::RedisHA;
+
+pub const REDIS_PORT: u16 = 6379;
+pub const SENTINEL_PORT: u16 = 26379;
+
+/// ConfigMap keys (and file names under [`Layout::config_dir`]).
+pub const REDIS_CONF: &str = "redis.conf";
+pub const REDIS_START: &str = "redis-start.sh";
+pub const REDIS_READY: &str = "redis-ready.sh";
+pub const REDIS_PRESTOP: &str = "redis-prestop.sh";
+pub const SENTINEL_CONF: &str = "sentinel.conf";
+pub const SENTINEL_INIT: &str = "sentinel-init.sh";
+pub const SENTINEL_READY: &str = "sentinel-ready.sh";
+
+/// The environment variables the scripts read: the Pod's name (downward API) and the password
+/// (a Secret key reference; `REDISCLI_AUTH` is how redis-cli takes it without a command-line flag).
+pub const ENV_POD_NAME: &str = "POD_NAME";
+pub const ENV_PASSWORD: &str = "REDIS_PASSWORD";
+pub const ENV_REDISCLI_AUTH: &str = "REDISCLI_AUTH";
+
+/// The master a Redis replicates while it waits for the operator: a name that never resolves
+/// (RFC 2606 `.invalid`), so the Redis is a replica that takes no writes and serves no stale
+/// master role, and the healer (which reads `master_host`) knows it is waiting.
+pub const WAITING_MASTER_HOST: &str = "capstan-waiting-for-operator.invalid";
+
+/// Sentinel timings, chosen for the outage goals: a dead master is noticed after
+/// `down_after_ms`, and a failover that stalls is abandoned (and retried) after a bounded time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentinelTimings {
+    pub down_after_ms: u32,
+    pub failover_timeout_ms: u32,
+}
+
+impl Default for SentinelTimings {
+    fn default() -> Self {
+        Self {
+            down_after_ms: 5_000,
+            failover_timeout_ms: 20_000,
+        }
+    }
+}
+
+/// `min-replicas-max-lag` when writes need a replica: an isolated master refuses writes this
+/// many seconds after its replicas' last acknowledgement (they send one every second).
+pub const MIN_REPLICAS_MAX_LAG_SECONDS: u32 = 5;
+
+/// A host and port as Redis and Sentinel announce them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// How a process finds the hostname it announces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Announce {
+    /// `$POD_NAME.<suffix>`: the Pod's stable FQDN under its headless Service.
+    PodFqdn { suffix: String },
+    /// A fixed host (a host-only test where every process shares 127.0.0.1).
+    Fixed(String),
+}
+
+impl Announce {
+    fn shell_assignment(&self) -> String {
+        match self {
+            Announce::PodFqdn { suffix } => format!("ANNOUNCE_HOST=\"${{{ENV_POD_NAME}}}.{suffix}\""),
+            Announce::Fixed(host) => format!("ANNOUNCE_HOST={}", sh_quote(host)),
+        }
+    }
+}
+
+/// Where the files are inside the containers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The ConfigMap mount (read-only).
+    pub config_dir: String,
+    /// A writable emptyDir: the effective redis.conf and Sentinel's own sentinel.conf.
+    pub runtime_dir: String,
+    /// Redis's `dir` (its claim, or an emptyDir).
+    pub data_dir: String,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Self {
+            config_dir: "/etc/redis-ha".into(),
+            runtime_dir: "/run/redis-ha".into(),
+            data_dir: "/data".into(),
+        }
+    }
+}
+
+/// Everything the renderers need, taken from a RedisHA ([`Rendering::for_redis_ha`]) or built by
+/// hand for a host-only test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendering {
+    /// The Sentinel master-set name: the RedisHA's name.
+    pub master_set: String,
+    /// One Redis in total: no replicas to require or fail over to.
+    pub single_instance: bool,
+    pub quorum: i32,
+    /// Whether the Pods get a password through [`ENV_PASSWORD`].
+    pub auth: bool,
+    /// Persistence on a claim (`appendonly yes`) or none (an emptyDir gives nothing to keep).
+    pub persistent: bool,
+    /// `spec.config`, checked by [`check_extra_config`].
+    pub extra_config: BTreeMap<String, String>,
+    /// Redis's `bind`.
+    pub bind: String,
+    pub redis_port: u16,
+    pub sentinel_port: u16,
+    pub redis_announce: Announce,
+    pub sentinel_announce: Announce,
+    /// Ordinal 0, the master on first creation.
+    pub bootstrap_master: Endpoint,
+    /// Every Sentinel, asked who the master is.
+    pub sentinels: Vec<Endpoint>,
+    pub timings: SentinelTimings,
+    pub layout: Layout,
+}
+
+/// Names of a RedisHA's Services, shared by the renderers and the builders.
+pub fn headless_service(name: &str) -> String {
+    format!("{name}-headless")
+}
+pub fn sentinel_headless_service(name: &str) -> String {
+    format!("{name}-sentinel-headless")
+}
+pub fn sentinel_set(name: &str) -> String {
+    format!("{name}-sentinel")
+}
+
+/// `<pod>.<service>.<namespace>.svc.<cluster domain>`.
+pub fn pod_fqdn(pod: &str, service: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!("{pod}.{service}.{namespace}.svc.{cluster_domain}")
+}
+
+impl Rendering {
+    /// The rendering for a RedisHA in Kubernetes: stable Pod FQDNs under the headless Services.
+    pub fn for_redis_ha(rha: &RedisHA, name: &str, namespace: &str, cluster_domain: &str) -> Self {
+        let redis_service = headless_service(name);
+        let sentinel_service = sentinel_headless_service(name);
+        let sentinels = (0..rha.spec.sentinel.replicas.max(0))
+            .map(|i| {
+                Endpoint::new(
+                    pod_fqdn(
+                        &format!("{}-{i}", sentinel_set(name)),
+                        &sentinel_service,
+                        namespace,
+                        cluster_domain,
+                    ),
+                    SENTINEL_PORT,
+                )
+            })
+            .collect();
+        Self {
+            master_set: name.to_owned(),
+            single_instance: rha.spec.replicas <= 1,
+            quorum: rha.spec.sentinel.effective_quorum(),
+            auth: rha.spec.auth.is_some(),
+            persistent: rha.spec.storage.is_some(),
+            extra_config: rha.spec.config.clone(),
+            bind: "* -::*".into(),
+            redis_port: REDIS_PORT,
+            sentinel_port: SENTINEL_PORT,
+            redis_announce: Announce::PodFqdn {
+                suffix: format!("{redis_service}.{namespace}.svc.{cluster_domain}"),
+            },
+            sentinel_announce: Announce::PodFqdn {
+                suffix: format!("{sentinel_service}.{namespace}.svc.{cluster_domain}"),
+            },
+            bootstrap_master: Endpoint::new(
+                pod_fqdn(&format!("{name}-0"), &redis_service, namespace, cluster_domain),
+                REDIS_PORT,
+            ),
+            sentinels,
+            timings: SentinelTimings::default(),
+            layout: Layout::default(),
+        }
+    }
+}
+
+/// Why `spec.config` (or the password) cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "spec.config.{0}: the operator sets this directive itself (replication, addresses, auth and \
+         safety settings are managed); remove it"
+    )]
+    OwnedDirective(String),
+    #[error("spec.config.{0}: not a redis.conf directive name (lowercase letters, digits and '-')")]
+    InvalidName(String),
+    #[error("spec.config.{0}: the value must be non-empty and on one line")]
+    InvalidValue(String),
+    #[error("the password must be non-empty and contain no line breaks or other control characters")]
+    InvalidPassword,
+}
+
+/// Directives the operator sets or that would break what it relies on. Redis reads the last
+/// occurrence of a directive, so accepting any of these would silently override the operator.
+pub const OWNED_DIRECTIVES: &[&str] = &[
+    "bind",
+    "port",
+    "protected-mode",
+    "dir",
+    "replicaof",
+    "slaveof",
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "min-replicas-to-write",
+    "min-replicas-max-lag",
+    "min-slaves-to-write",
+    "min-slaves-max-lag",
+    "replica-announce-ip",
+    "replica-announce-port",
+    "slave-announce-ip",
+    "slave-announce-port",
+    "replica-announced",
+    "include",
+    "rename-command",
+    "daemonize",
+    "supervised",
+    "pidfile",
+    "logfile",
+    "unixsocket",
+    "aclfile",
+    "user",
+];
+
+/// Refuses `spec.config` entries the operator owns, and names or values that could smuggle in
+/// another directive (a line break) or are not directives at all.
+pub fn check_extra_config(config: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for (name, value) in config {
+        let directive = name.to_ascii_lowercase();
+        if directive.is_empty()
+            || !directive
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(ConfigError::InvalidName(name.clone()));
+        }
+        if OWNED_DIRECTIVES.contains(&directive.as_str()) {
+            return Err(ConfigError::OwnedDirective(name.clone()));
+        }
+        if value.trim().is_empty() || value.chars().any(char::is_control) {
+            return Err(ConfigError::InvalidValue(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A password the scripts can write into a config file: one line, no control characters.
+pub fn check_password(password: &[u8]) -> Result<(), ConfigError> {
+    match std::str::from_utf8(password) {
+        Ok(text) if !text.is_empty() && !text.chars().any(char::is_control) => Ok(()),
+        _ => Err(ConfigError::InvalidPassword),
+    }
+}
+
+/// redis.conf as stored in the ConfigMap (the start script adds the per-Pod lines).
+pub fn redis_conf(r: &Rendering) -> Result<String, ConfigError> {
+    check_extra_config(&r.extra_config)?;
+    let mut out = format!(
+        "# Rendered by capstan for RedisHA {set}. redis-start.sh copies this file to a writable volume\n\
+         # and adds replica-announce-ip, replicaof and the password there.\n\
+         bind {bind}\n\
+         port {port}\n\
+         protected-mode no\n\
+         dir {dir}\n\
+         replica-read-only yes\n\
+         replica-serve-stale-data yes\n",
+        set = r.master_set,
+        bind = r.bind,
+        port = r.redis_port,
+        dir = r.layout.data_dir,
+    );
+    if r.single_instance {
+        out.push_str(
+            "# One instance: no replica can acknowledge writes, so none is required.\nmin-replicas-to-write 0\n",
+        );
+    } else {
+        let _ = write!(
+            out,
+            "# An isolated master stops taking writes once no replica has acknowledged for the lag.\n\
+             min-replicas-to-write 1\nmin-replicas-max-lag {MIN_REPLICAS_MAX_LAG_SECONDS}\n"
+        );
+    }
+    if r.persistent {
+        out.push_str("appendonly yes\n");
+    } else {
+        out.push_str("# No claim: nothing survives the Pod, so no persistence work.\nappendonly no\nsave \"\"\n");
+    }
+    if !r.extra_config.is_empty() {
+        out.push_str("# spec.config\n");
+        for (name, value) in &r.extra_config {
+            let _ = writeln!(out, "{} {}", name.to_ascii_lowercase(), value.trim());
+        }
+    }
+    Ok(out)
+}
+
+/// sentinel.conf as stored in the ConfigMap: `@ANNOUNCE_HOST@`, `@MASTER_HOST@` and
+/// `@MASTER_PORT@` are filled in by sentinel-init.sh on the writable copy Sentinel rewrites.
+pub fn sentinel_conf(r: &Rendering) -> String {
+    let set = &r.master_set;
+    format!(
+        "# Rendered by capstan for RedisHA {set}. sentinel-init.sh copies this to a writable volume,\n\
+         # filling in the placeholders; Sentinel then rewrites its copy as it learns.\n\
+         bind {bind}\n\
+         port {port}\n\
+         dir {runtime}\n\
+         protected-mode no\n\
+         sentinel resolve-hostnames yes\n\
+         sentinel announce-hostnames yes\n\
+         sentinel announce-ip @ANNOUNCE_HOST@\n\
+         sentinel monitor {set} @MASTER_HOST@ @MASTER_PORT@ {quorum}\n\
+         sentinel down-after-milliseconds {set} {down}\n\
+         sentinel failover-timeout {set} {failover}\n\
+         sentinel parallel-syncs {set} 1\n",
+        bind = r.bind,
+        port = r.sentinel_port,
+        runtime = r.layout.runtime_dir,
+        quorum = r.quorum,
+        down = r.timings.down_after_ms,
+        failover = r.timings.failover_timeout_ms,
+    )
+}
+
+/// Single-quotes a value for sh.
+fn sh_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// Variables and functions every script starts with.
+fn prelude(r: &Rendering, purpose: &str, announce: &Announce) -> String {
+    let sentinels: Vec<String> = r.sentinels.iter().map(|s| format!("{} {}", s.host, s.port)).collect();
+    format!(
+        r#"#!/bin/sh
+# Rendered by capstan for RedisHA {set}: {purpose}
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+MASTER_SET={set_q}
+REDIS_PORT={redis_port}
+SENTINEL_PORT={sentinel_port}
+CONFIG_DIR={config_dir}
+RUNTIME_DIR={runtime_dir}
+WAITING_MASTER_HOST={waiting}
+SENTINELS={sentinels}
+{announce}
+
+log() {{ echo "capstan: $*" >&2; }}
+# Every call is bounded: a Sentinel or Redis that does not answer must not hang a Pod.
+redis_cli() {{ timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
+# Sentinels take no password; redis-cli would send REDISCLI_AUTH to them otherwise.
+sentinel_cli() {{ env -u {auth_env} timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
+# "host port" of the master each answering Sentinel names, one line each.
+sentinel_answers() {{
+  printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
+    [ -n "$s_host" ] || continue
+    reply=$(sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL get-master-addr-by-name "$MASTER_SET" | tr '\n' ' ')
+    set -- $reply
+    [ $# -eq 2 ] && echo "$1 $2"
+  done
+}}
+# The master most answering Sentinels name, as "host port", or nothing when none answers.
+sentinel_master() {{ sentinel_answers | sort | uniq -c | sort -rn | head -n 1 | sed 's/^ *[0-9]* //'; }}
+is_me() {{ [ "$1" = "$ANNOUNCE_HOST" ] && [ "$2" = "$REDIS_PORT" ]; }}
+# Asks the Sentinels, one after the other, until one starts a failover.
+request_failover() {{
+  printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
+    [ -n "$s_host" ] || continue
+    reply=$(sentinel_cli -h "$s_host" -p "$s_port" SENTINEL FAILOVER "$MASTER_SET")
+    log "SENTINEL FAILOVER $MASTER_SET via $s_host:$s_port: $reply"
+    [ "$reply" = OK ] && break
+  done
+}}
+# A value for a config file: double-quoted, with backslashes and quotes escaped.
+conf_quote() {{ printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }}
+"#,
+        set = r.master_set,
+        set_q = sh_quote(&r.master_set),
+        redis_port = r.redis_port,
+        sentinel_port = r.sentinel_port,
+        config_dir = sh_quote(&r.layout.config_dir),
+        runtime_dir = sh_quote(&r.layout.runtime_dir),
+        waiting = sh_quote(WAITING_MASTER_HOST),
+        sentinels = sh_quote(&sentinels.join("\n")),
+        announce = announce.shell_assignment(),
+        auth_env = ENV_REDISCLI_AUTH,
+    )
+}
+
+/// How long the scripts wait: Sentinels answering at start, and a failover away from this Pod.
+const ASK_SENTINEL_ROUNDS: u32 = 15;
+const FAILOVER_WAIT_SECONDS: u32 = 60;
+/// How long the master's `preStop` pauses writes while Sentinel hands over (milliseconds), and
+/// how long it waits for the handover (half-seconds): both well inside the grace period.
+const PRESTOP_PAUSE_MS: u32 = 15_000;
+const PRESTOP_WAIT_HALF_SECONDS: u32 = 30;
+
+/// The Redis container's command. It never elects itself: it starts as a replica of the master
+/// the Sentinels name; if they name this Pod, it has them fail over first (unless there is nobody
+/// to hand over to: first creation, or a single instance); if no Sentinel answers it waits for
+/// the operator as a replica of [`WAITING_MASTER_HOST`].
+pub fn redis_start_script(r: &Rendering) -> String {
+    let mut script = prelude(
+        r,
+        "start Redis as the Sentinels' master or its replica",
+        &r.redis_announce,
+    );
+    let _ = write!(
+        script,
+        r#"SINGLE_INSTANCE={single}
+RUNTIME_CONF="$RUNTIME_DIR/redis.conf"
+
+# Writes the effective config (the ConfigMap's plus this Pod's lines) and becomes redis-server.
+# $1: "master", or "host port" of the master to replicate.
+start() {{
+  umask 077
+  {{
+    cat "$CONFIG_DIR/redis.conf"
+    echo "replica-announce-ip $ANNOUNCE_HOST"
+    if [ -n "${{{password}:-}}" ]; then
+      quoted=$(conf_quote "${password}")
+      echo "requirepass $quoted"
+      echo "masterauth $quoted"
+    fi
+    if [ "$1" != master ]; then echo "replicaof $1"; fi
+  }} > "$RUNTIME_CONF.tmp" || exit 1
+  mv "$RUNTIME_CONF.tmp" "$RUNTIME_CONF" || exit 1
+  log "starting as ${{1}} (announcing $ANNOUNCE_HOST:$REDIS_PORT)"
+  exec redis-server "$RUNTIME_CONF"
+}}
+
+# The most replicas any Sentinel knows for the master set.
+known_replicas() {{
+  printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
+    [ -n "$s_host" ] || continue
+    n=$(sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL MASTER "$MASTER_SET" | sed -n '/^num-slaves$/{{n;p;q;}}')
+    case "$n" in ''|*[!0-9]*) ;; *) echo "$n" ;; esac
+  done | sort -n | tail -n 1
+}}
+
+if [ "$SINGLE_INSTANCE" = yes ]; then
+  start master
+fi
+
+master=""
+round=0
+while [ "$round" -lt {ask_rounds} ]; do
+  master=$(sentinel_master)
+  [ -n "$master" ] && break
+  round=$((round + 1))
+  sleep 2
+done
+if [ -z "$master" ]; then
+  log "no Sentinel answered: waiting for the operator to choose a master"
+  start "$WAITING_MASTER_HOST $REDIS_PORT"
+fi
+set -- $master
+if ! is_me "$1" "$2"; then
+  start "$1 $2"
+fi
+
+known=$(known_replicas)
+if [ "${{known:-0}}" -eq 0 ]; then
+  # The Sentinels name this Pod and know no replica: first creation, nothing to hand over to.
+  start master
+fi
+
+# Restart safety: the Sentinels still name this Pod master, but it may have come back empty.
+# Serving as master now would make the replicas resync from it and lose everything, so hand over.
+log "the Sentinels still name this Pod master ($known replicas known): asking for a failover"
+waited=0
+while [ "$waited" -lt {failover_wait} ]; do
+  if [ $((waited % 10)) -eq 0 ]; then request_failover; fi
+  sleep 1
+  waited=$((waited + 1))
+  master=$(sentinel_master)
+  if [ -n "$master" ]; then
+    set -- $master
+    if ! is_me "$1" "$2"; then start "$1 $2"; fi
+  fi
+done
+log "no failover after {failover_wait}s: waiting for the operator to choose a master"
+start "$WAITING_MASTER_HOST $REDIS_PORT"
+"#,
+        single = if r.single_instance { "yes" } else { "no" },
+        password = ENV_PASSWORD,
+        ask_rounds = ASK_SENTINEL_ROUNDS,
+        failover_wait = FAILOVER_WAIT_SECONDS,
+    );
+    script
+}
+
+/// Redis readiness: a master when it answers as master; a replica when its link is up and it is
+/// not syncing.
+pub fn redis_ready_script(r: &Rendering) -> String {
+    let mut script = prelude(r, "Redis readiness", &r.redis_announce);
+    script.push_str(
+        r#"info=$(redis_cli -h 127.0.0.1 -p "$REDIS_PORT" INFO replication)
+field() { printf '%s\n' "$info" | sed -n "s/^$1://p"; }
+case "$(field role)" in
+  master) exit 0 ;;
+  slave)
+    if [ "$(field master_link_status)" = up ] && [ "$(field master_sync_in_progress)" = 0 ]; then exit 0; fi
+    echo "replica of $(field master_host): link $(field master_link_status), syncing $(field master_sync_in_progress)"
+    exit 1 ;;
+  *) echo "Redis does not answer"; exit 1 ;;
+esac
+"#,
+    );
+    script
+}
+
+/// The Redis container's `preStop`: a master with replicas pauses writes and has the Sentinels
+/// fail over before the process stops, so a planned shutdown loses no acknowledged write and the
+/// outage is the handover, not the Sentinels' down-after.
+pub fn redis_prestop_script(r: &Rendering) -> String {
+    let mut script = prelude(r, "hand the master role over before stopping", &r.redis_announce);
+    let _ = write!(
+        script,
+        r#"info=$(redis_cli -h 127.0.0.1 -p "$REDIS_PORT" INFO replication)
+field() {{ printf '%s\n' "$info" | sed -n "s/^$1://p"; }}
+[ "$(field role)" = master ] || exit 0
+connected=$(field connected_slaves)
+if [ "${{connected:-0}}" -eq 0 ]; then
+  log "no replica connected: nothing to hand over to"
+  exit 0
+fi
+# Writes wait (rather than land on a master about to stop) until the handover is done.
+redis_cli -h 127.0.0.1 -p "$REDIS_PORT" CLIENT PAUSE {pause} WRITE >/dev/null
+request_failover
+waited=0
+while [ "$waited" -lt {wait} ]; do
+  sleep 0.5
+  waited=$((waited + 1))
+  master=$(sentinel_master)
+  if [ -n "$master" ]; then
+    set -- $master
+    if ! is_me "$1" "$2"; then log "handed over to $1:$2"; exit 0; fi
+  fi
+done
+log "the Sentinels did not fail over in time"
+exit 0
+"#,
+        pause = PRESTOP_PAUSE_MS,
+        wait = PRESTOP_WAIT_HALF_SECONDS,
+    );
+    script
+}
+
+/// How many rounds a new Sentinel asks its peers before seeding from ordinal 0.
+const SEED_ASK_ROUNDS: u32 = 5;
+/// How long a new Sentinel waits for the master's name to resolve before starting anyway.
+const RESOLVE_WAIT_SECONDS: u32 = 60;
+
+/// The Sentinel init container: seeds sentinel.conf onto the writable volume, monitoring the
+/// master the other Sentinels name (ordinal 0 when none answers: first creation).
+pub fn sentinel_init_script(r: &Rendering) -> String {
+    let mut script = prelude(r, "seed sentinel.conf", &r.sentinel_announce);
+    let _ = write!(
+        script,
+        r#"CONF="$RUNTIME_DIR/sentinel.conf"
+if [ -s "$CONF" ]; then
+  log "keeping $CONF, which Sentinel maintains"
+  exit 0
+fi
+master=""
+round=0
+while [ "$round" -lt {rounds} ]; do
+  master=$(sentinel_master)
+  [ -n "$master" ] && break
+  round=$((round + 1))
+  sleep 1
+done
+if [ -z "$master" ]; then
+  master={bootstrap}
+  log "no other Sentinel answered: monitoring the bootstrap master $master"
+else
+  log "the other Sentinels name $master"
+fi
+set -- $master
+# Sentinel exits when a monitored hostname does not resolve; a Pod's DNS record appears shortly
+# after its Pod (publishNotReadyAddresses), so wait for it, bounded.
+waited=0
+while [ "$waited" -lt {resolve_wait} ] && ! getent hosts "$1" >/dev/null 2>&1; do
+  waited=$((waited + 1))
+  sleep 1
+done
+umask 077
+sed -e "s|@ANNOUNCE_HOST@|$ANNOUNCE_HOST|" -e "s|@MASTER_HOST@|$1|" -e "s|@MASTER_PORT@|$2|" \
+  "$CONFIG_DIR/sentinel.conf" > "$CONF.tmp" || exit 1
+if [ -n "${{{password}:-}}" ]; then
+  echo "sentinel auth-pass $MASTER_SET $(conf_quote "${password}")" >> "$CONF.tmp" || exit 1
+fi
+mv "$CONF.tmp" "$CONF"
+"#,
+        rounds = SEED_ASK_ROUNDS,
+        resolve_wait = RESOLVE_WAIT_SECONDS,
+        bootstrap = sh_quote(&format!("{} {}", r.bootstrap_master.host, r.bootstrap_master.port)),
+        password = ENV_PASSWORD,
+    );
+    script
+}
+
+/// Sentinel readiness: it answers and knows a master for the set.
+pub fn sentinel_ready_script(r: &Rendering) -> String {
+    let mut script = prelude(r, "Sentinel readiness", &r.sentinel_announce);
+    script.push_str(
+        r#"reply=$(sentinel_cli --raw -h 127.0.0.1 -p "$SENTINEL_PORT" SENTINEL get-master-addr-by-name "$MASTER_SET" | tr '\n' ' ')
+set -- $reply
+[ $# -eq 2 ] && exit 0
+echo "Sentinel knows no master for $MASTER_SET"
+exit 1
+"#,
+    );
+    script
+}
+
+/// The Redis ConfigMap's data.
+pub fn redis_config_data(r: &Rendering) -> Result<BTreeMap<String, String>, ConfigError> {
+    Ok(BTreeMap::from([
+        (REDIS_CONF.to_owned(), redis_conf(r)?),
+        (REDIS_START.to_owned(), redis_start_script(r)),
+        (REDIS_READY.to_owned(), redis_ready_script(r)),
+        (REDIS_PRESTOP.to_owned(), redis_prestop_script(r)),
+    ]))
+}
+
+/// The Sentinel ConfigMap's data.
+pub fn sentinel_config_data(r: &Rendering) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (SENTINEL_CONF.to_owned(), sentinel_conf(r)),
+        (SENTINEL_INIT.to_owned(), sentinel_init_script(r)),
+        (SENTINEL_READY.to_owned(), sentinel_ready_script(r)),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rha(yaml_spec: &str) -> RedisHA {
+        serde_yaml::from_str(&format!(
+            "apiVersion: cache.capstan.dev/v1alpha1\nkind: RedisHA\nmetadata: {{name: cache, namespace: apps}}\nspec: {yaml_spec}\n"
+        ))
+        .expect("valid RedisHA")
+    }
+
+    fn rendering(yaml_spec: &str) -> Rendering {
+        Rendering::for_redis_ha(&rha(yaml_spec), "cache", "apps", "cluster.local")
+    }
+
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines().filter(|l| !l.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn redis_conf_owns_addresses_and_requires_a_replica_when_there_are_several() {
+        let conf = redis_conf(&rendering("{}")).expect("renders");
+        let lines = lines(&conf);
+        for expected in [
+            "bind * -::*",
+            "port 6379",
+            "protected-mode no",
+            "dir /data",
+            "min-replicas-to-write 1",
+            "min-replicas-max-lag 5",
+            "appendonly no",
+        ] {
+            assert!(lines.contains(&expected), "{expected:?} in\n{conf}");
+        }
+        let directives = lines.join("\n");
+        assert!(
+            !directives.contains("replicaof"),
+            "the role is chosen at start, not in the ConfigMap"
+        );
+        assert!(!directives.contains("requirepass") && !directives.contains("masterauth"));
+    }
+
+    #[test]
+    fn a_single_instance_requires_no_replica_and_storage_turns_on_the_aof() {
+        let conf = redis_conf(&rendering("{replicas: 1, storage: {size: 1Gi}}")).expect("renders");
+        let lines = lines(&conf);
+        assert!(lines.contains(&"min-replicas-to-write 0"));
+        assert!(!conf.contains("min-replicas-max-lag"));
+        assert!(lines.contains(&"appendonly yes"));
+        let script = redis_start_script(&rendering("{replicas: 1}"));
+        assert!(script.contains("SINGLE_INSTANCE=yes"));
+    }
+
+    #[test]
+    fn extra_config_is_appended_after_the_operators_directives() {
+        let conf = redis_conf(&rendering(
+            "{config: {maxmemory: 100mb, maxmemory-policy: allkeys-lru}}",
+        ))
+        .expect("renders");
+        let lines = lines(&conf);
+        let port = lines.iter().position(|l| *l == "port 6379").expect("port");
+        let maxmemory = lines.iter().position(|l| *l == "maxmemory 100mb").expect("maxmemory");
+        assert!(port < maxmemory);
+        assert!(lines.contains(&"maxmemory-policy allkeys-lru"));
+    }
+
+    #[test]
+    fn owned_directives_are_refused_with_their_name() {
+        for directive in ["bind", "port", "replicaof", "slaveof", "dir", "requirepass", "Include"] {
+            let config = BTreeMap::from([(directive.to_owned(), "x".to_owned())]);
+            assert_eq!(
+                check_extra_config(&config),
+                Err(ConfigError::OwnedDirective(directive.to_owned()))
+            );
+        }
+        let config = BTreeMap::from([("rename-command".to_owned(), "CONFIG \"\"".to_owned())]);
+        let error = check_extra_config(&config).expect_err("owned");
+        assert!(error.to_string().contains("spec.config.rename-command"), "{error}");
+        assert!(error.to_string().contains("operator sets this directive"), "{error}");
+    }
+
+    #[test]
+    fn a_value_cannot_smuggle_in_another_directive() {
+        let config = BTreeMap::from([("maxmemory".to_owned(), "1mb\nreplicaof evil 6379".to_owned())]);
+        assert_eq!(
+            check_extra_config(&config),
+            Err(ConfigError::InvalidValue("maxmemory".into()))
+        );
+        let config = BTreeMap::from([("max memory".to_owned(), "1mb".to_owned())]);
+        assert_eq!(
+            check_extra_config(&config),
+            Err(ConfigError::InvalidName("max memory".into()))
+        );
+        let mut r = rendering("{}");
+        r.extra_config = BTreeMap::from([("port".to_owned(), "7000".to_owned())]);
+        assert_eq!(redis_conf(&r), Err(ConfigError::OwnedDirective("port".into())));
+    }
+
+    #[test]
+    fn passwords_must_be_one_line() {
+        assert_eq!(check_password(b"s3cret with \"quotes\""), Ok(()));
+        assert_eq!(check_password(b"pw\n"), Err(ConfigError::InvalidPassword));
+        assert_eq!(check_password(b""), Err(ConfigError::InvalidPassword));
+        assert_eq!(check_password(&[0xff, 0xfe]), Err(ConfigError::InvalidPassword));
+    }
+
+    #[test]
+    fn sentinel_conf_monitors_by_hostname_with_bounded_timings() {
+        let conf = sentinel_conf(&rendering("{sentinel: {replicas: 5}}"));
+        let lines = lines(&conf);
+        for expected in [
+            "port 26379",
+            "dir /run/redis-ha",
+            "sentinel resolve-hostnames yes",
+            "sentinel announce-hostnames yes",
+            "sentinel announce-ip @ANNOUNCE_HOST@",
+            "sentinel monitor cache @MASTER_HOST@ @MASTER_PORT@ 3",
+            "sentinel down-after-milliseconds cache 5000",
+            "sentinel failover-timeout cache 20000",
+            "sentinel parallel-syncs cache 1",
+        ] {
+            assert!(lines.contains(&expected), "{expected:?} in\n{conf}");
+        }
+        let resolve = lines
+            .iter()
+            .position(|l| l.contains("resolve-hostnames"))
+            .expect("resolve");
+        let monitor = lines
+            .iter()
+            .position(|l| l.contains("sentinel monitor"))
+            .expect("monitor");
+        assert!(
+            resolve < monitor,
+            "a hostname in `monitor` needs resolve-hostnames first"
+        );
+        let timings = SentinelTimings::default();
+        assert!((3_000..=5_000).contains(&timings.down_after_ms));
+        assert!(timings.failover_timeout_ms <= 60_000);
+    }
+
+    #[test]
+    fn scripts_use_stable_fqdns_and_never_hold_the_password() {
+        let r = rendering("{auth: {secretName: redis-auth}}");
+        assert_eq!(
+            r.bootstrap_master,
+            Endpoint::new("cache-0.cache-headless.apps.svc.cluster.local", 6379)
+        );
+        assert_eq!(
+            r.sentinels[2],
+            Endpoint::new("cache-sentinel-2.cache-sentinel-headless.apps.svc.cluster.local", 26379)
+        );
+        let start = redis_start_script(&r);
+        assert!(start.contains(r#"ANNOUNCE_HOST="${POD_NAME}.cache-headless.apps.svc.cluster.local""#));
+        assert!(start.contains("cache-sentinel-1.cache-sentinel-headless.apps.svc.cluster.local 26379"));
+        assert!(start.contains(r#"echo "replica-announce-ip $ANNOUNCE_HOST""#));
+        assert!(
+            start.contains("${REDIS_PASSWORD:-}"),
+            "the password comes from the environment"
+        );
+        let init = sentinel_init_script(&r);
+        assert!(init.contains(r#"ANNOUNCE_HOST="${POD_NAME}.cache-sentinel-headless.apps.svc.cluster.local""#));
+        assert!(init.contains("'cache-0.cache-headless.apps.svc.cluster.local 6379'"));
+        let domain = Rendering::for_redis_ha(&rha("{}"), "cache", "apps", "corp.example");
+        assert!(redis_start_script(&domain).contains("cache-headless.apps.svc.corp.example"));
+    }
+
+    #[test]
+    fn the_start_script_hands_over_instead_of_serving_as_a_returning_master() {
+        let script = redis_start_script(&rendering("{}"));
+        let failover = script.find("request_failover; fi").expect("asks for a failover");
+        let named_me = script
+            .find("if ! is_me \"$1\" \"$2\"; then\n  start \"$1 $2\"")
+            .expect("replica path");
+        assert!(named_me < failover);
+        assert!(script.contains("SENTINEL FAILOVER"));
+        assert!(script.contains("WAITING_MASTER_HOST='capstan-waiting-for-operator.invalid'"));
+        assert!(!script.contains("replicaof no one"), "never elects itself");
+    }
+
+    #[test]
+    fn every_redis_cli_call_is_bounded_by_timeout() {
+        let r = rendering("{}");
+        for script in [
+            redis_start_script(&r),
+            redis_ready_script(&r),
+            redis_prestop_script(&r),
+            sentinel_init_script(&r),
+            sentinel_ready_script(&r),
+        ] {
+            for line in script
+                .lines()
+                .filter(|l| l.contains("redis-cli ") && !l.trim_start().starts_with('#'))
+            {
+                assert!(line.contains("timeout 3 redis-cli"), "unbounded call: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_script_parses_with_bin_sh() {
+        let r = rendering("{auth: {secretName: redis-auth}}");
+        let scripts = redis_config_data(&r)
+            .expect("renders")
+            .into_iter()
+            .chain(sentinel_config_data(&r))
+            .filter(|(key, _)| key.ends_with(".sh"));
+        let mut checked = 0;
+        for (key, script) in scripts {
+            let output = std::process::Command::new("/bin/sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .expect("/bin/sh runs");
+            assert!(
+                output.status.success(),
+                "{key}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 5);
+    }
+
+    #[test]
+    fn shell_quoting_survives_single_quotes() {
+        assert_eq!(sh_quote("a'b"), r"'a'\''b'");
+    }
+}

@@ -1,0 +1,809 @@
+//! The healer's decisions, as pure functions of what was observed: each Redis's `INFO
+//! replication` and each Sentinel's view. The caller observes ([`crate::redis_io`]), asks
+//! [`decide`] and carries out the actions; the rules live here, tested without a process.
+//!
+//! Rules (issue 13): never act while a Sentinel has a failover in progress; with one master,
+//! label roles, re-point stray replicas and fix Sentinels monitoring another master; with several,
+//! keep the Sentinel quorum's choice (else the one most Sentinels name, else the highest offset)
+//! and demote the others; with none
+//! and no quorum to fail over, promote the replica with the highest offset (never an empty one
+//! when another holds data); `SENTINEL RESET` only when a Sentinel knows more replicas or
+//! Sentinels than exist.
+use std::collections::BTreeMap;
+
+use crate::config::{Endpoint, WAITING_MASTER_HOST};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Master,
+    Replica,
+}
+
+impl Role {
+    /// The value of [`crate::build::ROLE_LABEL`].
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Master => crate::build::ROLE_MASTER,
+            Role::Replica => crate::build::ROLE_REPLICA,
+        }
+    }
+}
+
+/// What one Redis reports in `INFO replication`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replication {
+    pub role: Role,
+    /// A replica's configured master (`master_host`/`master_port`).
+    pub master: Option<Endpoint>,
+    /// `master_link_status:up`.
+    pub link_up: bool,
+    /// `master_sync_in_progress:1`: its dataset is being replaced.
+    pub sync_in_progress: bool,
+    /// `master_repl_offset` on a master, `slave_repl_offset` on a replica (0: never synced).
+    pub offset: i64,
+    pub connected_replicas: u32,
+}
+
+impl Replication {
+    /// A replica the start script left waiting for the operator to choose a master.
+    pub fn is_waiting_for_operator(&self) -> bool {
+        self.master.as_ref().is_some_and(|m| m.host == WAITING_MASTER_HOST)
+    }
+}
+
+/// One Redis Pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisPod {
+    pub pod: String,
+    pub ordinal: u32,
+    /// Its announced address (the Pod FQDN and port), as Sentinels and replicas name it.
+    pub address: Endpoint,
+    /// The Pod's current `redis.capstan.dev/role` label.
+    pub role_label: Option<String>,
+    /// None when Redis did not answer.
+    pub replication: Option<Replication>,
+}
+
+/// One Sentinel's view of the master set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelView {
+    /// `SENTINEL GET-MASTER-ADDR-BY-NAME`; None when it does not monitor the set.
+    pub master: Option<Endpoint>,
+    /// A failover flag in `SENTINEL MASTER`'s flags.
+    pub failover_in_progress: bool,
+    /// `num-slaves`.
+    pub known_replicas: u32,
+    /// `num-other-sentinels`.
+    pub known_sentinels: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelPod {
+    pub pod: String,
+    /// None when the Sentinel did not answer.
+    pub view: Option<SentinelView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observation {
+    pub redis: Vec<RedisPod>,
+    pub sentinels: Vec<SentinelPod>,
+    /// Sentinels that must agree (`spec.sentinel.quorum` in force).
+    pub quorum: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set the Pod's role label (the master and replicas Services select it).
+    LabelRole { pod: String, role: Role },
+    /// `REPLICAOF master` on a replica following another master (or waiting for the operator).
+    Replicate { pod: String, master: Endpoint },
+    /// `REPLICAOF master` on a second master: it loses writes the kept master does not have.
+    Demote { pod: String, master: Endpoint },
+    /// `REPLICAOF NO ONE`.
+    Promote { pod: String },
+    /// Make a Sentinel monitor the real master (`SENTINEL REMOVE` + `MONITOR` + `SET`).
+    SentinelMonitor { sentinel: String, master: Endpoint },
+    /// `SENTINEL RESET`: forget stale replicas and Sentinels, rediscover the live ones.
+    SentinelReset { sentinel: String },
+}
+
+/// Why the healer does nothing this time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Wait {
+    /// A Sentinel reports a failover in progress: never fight Sentinel.
+    FailoverInProgress { sentinel: String },
+    /// No master answers, but a Sentinel quorum names one that does not answer either: the
+    /// Sentinels' failover is due.
+    SentinelsToFailOver { named: Endpoint },
+    /// No Redis answered.
+    NothingReachable,
+    /// No master, and every replica is in the middle of a full sync.
+    NoCandidate,
+}
+
+/// What the healer decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The Pod that is master, or will be once the actions are carried out.
+    pub master: Option<String>,
+    pub actions: Vec<Action>,
+    /// Set when nothing is done, with the reason.
+    pub wait: Option<Wait>,
+    /// Decisions worth a Warning event (a demotion, a promotion by the operator).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    fn waiting(wait: Wait) -> Self {
+        Self {
+            master: None,
+            actions: Vec::new(),
+            wait: Some(wait),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// The master a quorum of answering Sentinels names, if any.
+pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
+    let mut votes: BTreeMap<&Endpoint, usize> = BTreeMap::new();
+    for master in observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref())
+        .filter_map(|v| v.master.as_ref())
+    {
+        *votes.entry(master).or_default() += 1;
+    }
+    votes
+        .into_iter()
+        .filter(|(_, count)| *count >= observation.quorum.max(1))
+        .max_by_key(|(_, count)| *count)
+        .map(|(master, _)| master.clone())
+}
+
+/// Decides what to do about the observed state.
+pub fn decide(observation: &Observation) -> Plan {
+    if let Some(sentinel) = observation
+        .sentinels
+        .iter()
+        .find(|s| s.view.as_ref().is_some_and(|v| v.failover_in_progress))
+    {
+        return Plan::waiting(Wait::FailoverInProgress {
+            sentinel: sentinel.pod.clone(),
+        });
+    }
+    let reachable: Vec<(&RedisPod, &Replication)> = observation
+        .redis
+        .iter()
+        .filter_map(|p| p.replication.as_ref().map(|r| (p, r)))
+        .collect();
+    if reachable.is_empty() {
+        return Plan::waiting(Wait::NothingReachable);
+    }
+    let named = quorum_master(observation);
+    let named_pod = |pod: &RedisPod| named.as_ref() == Some(&pod.address);
+    let masters: Vec<&(&RedisPod, &Replication)> = reachable.iter().filter(|(_, r)| r.role == Role::Master).collect();
+    let mut actions = Vec::new();
+    let mut warnings = Vec::new();
+
+    let master: &RedisPod = match masters.as_slice() {
+        [] => {
+            if let Some(named) = &named {
+                let named_answers = reachable.iter().any(|(p, _)| &p.address == named);
+                if !named_answers {
+                    return Plan::waiting(Wait::SentinelsToFailOver { named: named.clone() });
+                }
+            }
+            // No master and no quorum to fail over (or the quorum names a Redis that is not
+            // master, which Sentinel would not fix): promote the replica holding the most data.
+            let Some((candidate, replication)) = reachable
+                .iter()
+                .filter(|(_, r)| !r.sync_in_progress)
+                .max_by_key(|(p, r)| (r.offset, named_pod(p), std::cmp::Reverse(p.ordinal)))
+            else {
+                return Plan::waiting(Wait::NoCandidate);
+            };
+            warnings.push(format!(
+                "no master and no Sentinel quorum to fail over: promoting {} (replication offset {})",
+                candidate.pod, replication.offset
+            ));
+            actions.push(Action::Promote {
+                pod: candidate.pod.clone(),
+            });
+            candidate
+        }
+        [(only, _)] => only,
+        several => {
+            // Without a quorum, Sentinels that name one of the masters still outvote the offset:
+            // right after a failover only its leader has switched (the others follow within
+            // seconds, by hello messages), and the old master, writes paused, may show the higher
+            // offset. Keeping it would fight Sentinel.
+            let votes = |pod: &RedisPod| {
+                observation
+                    .sentinels
+                    .iter()
+                    .filter_map(|s| s.view.as_ref())
+                    .filter(|v| v.master.as_ref() == Some(&pod.address))
+                    .count()
+            };
+            let (kept, _) = several
+                .iter()
+                .copied()
+                .find(|(p, _)| named_pod(p))
+                .or_else(|| {
+                    several
+                        .iter()
+                        .copied()
+                        .max_by_key(|(p, r)| (votes(p), r.offset, std::cmp::Reverse(p.ordinal)))
+                })
+                .copied()
+                .unwrap_or(*several[0]);
+            let why = if named_pod(kept) {
+                "the Sentinel quorum's choice"
+            } else if votes(kept) > 0 {
+                "named by the most Sentinels, short of a quorum"
+            } else {
+                "the highest replication offset"
+            };
+            for (other, _) in several.iter().copied().filter(|(p, _)| p.pod != kept.pod) {
+                warnings.push(format!(
+                    "{} masters: keeping {} ({why}), demoting {}",
+                    several.len(),
+                    kept.pod,
+                    other.pod
+                ));
+                actions.push(Action::Demote {
+                    pod: other.pod.clone(),
+                    master: kept.address.clone(),
+                });
+            }
+            kept
+        }
+    };
+
+    // Replicas following anyone else (an old master, the waiting placeholder) follow the master.
+    for (pod, replication) in &reachable {
+        let demoted = actions
+            .iter()
+            .any(|a| matches!(a, Action::Demote { pod: p, .. } if p == &pod.pod));
+        if pod.pod != master.pod
+            && replication.role == Role::Replica
+            && !demoted
+            && replication.master.as_ref() != Some(&master.address)
+        {
+            actions.push(Action::Replicate {
+                pod: pod.pod.clone(),
+                master: master.address.clone(),
+            });
+        }
+    }
+
+    // Labels follow every Pod, answering or not: an isolated old master still passes its local
+    // readiness check, and must not stay behind the master Service.
+    for pod in &observation.redis {
+        let role = if pod.pod == master.pod {
+            Role::Master
+        } else {
+            Role::Replica
+        };
+        if pod.role_label.as_deref() != Some(role.label()) {
+            actions.push(Action::LabelRole {
+                pod: pod.pod.clone(),
+                role,
+            });
+        }
+    }
+
+    let mut sentinel_fixed = false;
+    for sentinel in &observation.sentinels {
+        let Some(view) = &sentinel.view else { continue };
+        if view.master.as_ref() != Some(&master.address) {
+            sentinel_fixed = true;
+            actions.push(Action::SentinelMonitor {
+                sentinel: sentinel.pod.clone(),
+                master: master.address.clone(),
+            });
+        }
+    }
+    // A Sentinel that knows more replicas or Sentinels than exist keeps stale entries (scaled
+    // down Pods) forever; fewer is only discovery in progress. One reset per pass, and none while
+    // other Sentinels are being fixed, so a quorum always remains able to fail over.
+    if !sentinel_fixed {
+        let replicas = observation.redis.len().saturating_sub(1);
+        let other_sentinels = observation.sentinels.len().saturating_sub(1);
+        if let Some(stale) = observation.sentinels.iter().find(|s| {
+            s.view
+                .as_ref()
+                .is_some_and(|v| v.known_replicas as usize > replicas || v.known_sentinels as usize > other_sentinels)
+        }) {
+            actions.push(Action::SentinelReset {
+                sentinel: stale.pod.clone(),
+            });
+        }
+    }
+
+    Plan {
+        master: Some(master.pod.clone()),
+        actions,
+        wait: None,
+        warnings,
+    }
+}
+
+/// A Pod's standing in a roll or scale-down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodState {
+    pub pod: String,
+    pub ordinal: u32,
+    /// Its template matches the StatefulSet's current revision.
+    pub up_to_date: bool,
+    pub ready: bool,
+}
+
+/// The next step of a roll or scale-down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Nothing left to do: the caller may go on (e.g. lower `replicas`).
+    Done,
+    /// Wait until every Pod is ready again.
+    WaitForReady,
+    /// Delete this Pod (the StatefulSet recreates it from the current template).
+    DeletePod(String),
+    /// A planned `SENTINEL FAILOVER` away from `from`; the `avoid` Pods get `replica-priority 0`
+    /// first so Sentinel never promotes them.
+    Failover { from: String, avoid: Vec<String> },
+}
+
+/// The next step of a roll: outdated replicas first (highest ordinal first, one at a time), then
+/// one planned failover to an up-to-date replica, then the old master, which is a replica by then.
+/// Stateless, so an operator restarted mid-roll converges without a second failover.
+pub fn next_roll_step(pods: &[PodState], master: Option<&str>) -> Step {
+    if pods.iter().any(|p| !p.ready) {
+        return Step::WaitForReady;
+    }
+    let is_master = |p: &PodState| Some(p.pod.as_str()) == master;
+    if let Some(replica) = pods
+        .iter()
+        .filter(|p| !p.up_to_date && !is_master(p))
+        .max_by_key(|p| p.ordinal)
+    {
+        return Step::DeletePod(replica.pod.clone());
+    }
+    match pods.iter().find(|p| is_master(p) && !p.up_to_date) {
+        None => Step::Done,
+        // A single instance has no one to hand over to.
+        Some(old) if pods.len() == 1 => Step::DeletePod(old.pod.clone()),
+        Some(old) => Step::Failover {
+            from: old.pod.clone(),
+            avoid: Vec::new(),
+        },
+    }
+}
+
+/// Before lowering `replicas` to `desired`: the master must not be among the Pods the
+/// StatefulSet will remove (ordinals ≥ desired), so fail over to a Pod that stays first.
+pub fn next_scale_down_step(pods: &[PodState], master: Option<&str>, desired: u32) -> Step {
+    let Some(master_pod) = master.and_then(|m| pods.iter().find(|p| p.pod == m)) else {
+        return Step::Done;
+    };
+    if master_pod.ordinal < desired {
+        return Step::Done;
+    }
+    if pods.iter().any(|p| p.ordinal < desired && !p.ready) {
+        return Step::WaitForReady;
+    }
+    Step::Failover {
+        from: master_pod.pod.clone(),
+        avoid: pods
+            .iter()
+            .filter(|p| p.ordinal >= desired && p.pod != master_pod.pod)
+            .map(|p| p.pod.clone())
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(ordinal: u32) -> Endpoint {
+        Endpoint::new(format!("cache-{ordinal}.cache-headless.apps.svc.cluster.local"), 6379)
+    }
+
+    fn master(ordinal: u32, offset: i64) -> RedisPod {
+        RedisPod {
+            pod: format!("cache-{ordinal}"),
+            ordinal,
+            address: addr(ordinal),
+            role_label: Some("master".into()),
+            replication: Some(Replication {
+                role: Role::Master,
+                master: None,
+                link_up: false,
+                sync_in_progress: false,
+                offset,
+                connected_replicas: 2,
+            }),
+        }
+    }
+
+    fn replica(ordinal: u32, of: u32, offset: i64) -> RedisPod {
+        RedisPod {
+            pod: format!("cache-{ordinal}"),
+            ordinal,
+            address: addr(ordinal),
+            role_label: Some("replica".into()),
+            replication: Some(Replication {
+                role: Role::Replica,
+                master: Some(addr(of)),
+                link_up: true,
+                sync_in_progress: false,
+                offset,
+                connected_replicas: 0,
+            }),
+        }
+    }
+
+    fn unreachable(ordinal: u32, label: &str) -> RedisPod {
+        RedisPod {
+            pod: format!("cache-{ordinal}"),
+            ordinal,
+            address: addr(ordinal),
+            role_label: Some(label.into()),
+            replication: None,
+        }
+    }
+
+    fn sentinel(i: u32, master: Option<u32>) -> SentinelPod {
+        SentinelPod {
+            pod: format!("cache-sentinel-{i}"),
+            view: Some(SentinelView {
+                master: master.map(addr),
+                failover_in_progress: false,
+                known_replicas: 2,
+                known_sentinels: 2,
+            }),
+        }
+    }
+
+    fn observe(redis: Vec<RedisPod>, sentinels: Vec<SentinelPod>) -> Observation {
+        Observation {
+            redis,
+            sentinels,
+            quorum: 2,
+        }
+    }
+
+    fn healthy() -> Observation {
+        observe(
+            vec![master(0, 100), replica(1, 0, 100), replica(2, 0, 100)],
+            (0..3).map(|i| sentinel(i, Some(0))).collect(),
+        )
+    }
+
+    #[test]
+    fn a_healthy_set_needs_nothing() {
+        let plan = decide(&healthy());
+        assert_eq!(plan.master.as_deref(), Some("cache-0"));
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.wait, None);
+    }
+
+    #[test]
+    fn one_master_labels_roles_and_repoints_a_stray_replica() {
+        let mut observed = healthy();
+        observed.redis[0].role_label = None;
+        observed.redis[1].role_label = Some("master".into());
+        // cache-2 still follows cache-1 (an old master), and cache-1 answers as replica.
+        observed.redis[2] = replica(2, 1, 90);
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-0"));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::Replicate {
+                    pod: "cache-2".into(),
+                    master: addr(0)
+                },
+                Action::LabelRole {
+                    pod: "cache-0".into(),
+                    role: Role::Master
+                },
+                Action::LabelRole {
+                    pod: "cache-1".into(),
+                    role: Role::Replica
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_old_master_loses_its_master_label() {
+        // The network cut: the others failed over to cache-1; cache-0 cannot be reached but its
+        // local readiness check still passes, so only the label keeps it out of the master Service.
+        let mut observed = observe(
+            vec![unreachable(0, "master"), master(1, 200), replica(2, 1, 200)],
+            (0..3).map(|i| sentinel(i, Some(1))).collect(),
+        );
+        observed.redis[1].role_label = Some("replica".into());
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert!(plan.actions.contains(&Action::LabelRole {
+            pod: "cache-0".into(),
+            role: Role::Replica
+        }));
+        assert!(plan.actions.contains(&Action::LabelRole {
+            pod: "cache-1".into(),
+            role: Role::Master
+        }));
+    }
+
+    #[test]
+    fn a_stale_sentinel_view_is_fixed_to_the_real_master() {
+        let mut observed = healthy();
+        observed.sentinels[2] = sentinel(2, Some(1));
+        let plan = decide(&observed);
+        assert_eq!(
+            plan.actions,
+            [Action::SentinelMonitor {
+                sentinel: "cache-sentinel-2".into(),
+                master: addr(0)
+            }]
+        );
+    }
+
+    #[test]
+    fn several_masters_keep_the_quorums_choice_and_demote_the_rest_with_a_warning() {
+        // cache-2 has the higher offset, but the Sentinels agree on cache-0.
+        let observed = observe(
+            vec![master(0, 100), replica(1, 0, 100), master(2, 500)],
+            (0..3).map(|i| sentinel(i, Some(0))).collect(),
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-0"));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::Demote {
+                    pod: "cache-2".into(),
+                    master: addr(0)
+                },
+                Action::LabelRole {
+                    pod: "cache-2".into(),
+                    role: Role::Replica
+                },
+            ]
+        );
+        assert_eq!(plan.warnings.len(), 1);
+        assert!(plan.warnings[0].contains("keeping cache-0 (the Sentinel quorum's choice), demoting cache-2"));
+    }
+
+    #[test]
+    fn several_masters_without_quorum_keep_the_highest_offset() {
+        let observed = observe(
+            vec![master(0, 100), replica(1, 0, 100), master(2, 500)],
+            vec![sentinel(0, Some(1)), sentinel(1, None), sentinel(2, None)],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-2"));
+        assert!(plan.actions.contains(&Action::Demote {
+            pod: "cache-0".into(),
+            master: addr(2)
+        }));
+        assert!(plan.actions.contains(&Action::Replicate {
+            pod: "cache-1".into(),
+            master: addr(2)
+        }));
+        assert!(plan.actions.contains(&Action::SentinelMonitor {
+            sentinel: "cache-sentinel-0".into(),
+            master: addr(2)
+        }));
+        assert!(plan.warnings[0].contains("the highest replication offset"));
+    }
+
+    #[test]
+    fn right_after_a_failover_the_sentinel_leaders_choice_beats_the_old_masters_offset() {
+        // Only the leader (sentinel-0) has switched to cache-1; the old master cache-0, writes
+        // paused by its preStop, still shows the higher offset.
+        let observed = observe(
+            vec![master(0, 900), master(1, 800), replica(2, 0, 800)],
+            vec![sentinel(0, Some(1)), sentinel(1, None), sentinel(2, None)],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert!(plan.actions.contains(&Action::Demote {
+            pod: "cache-0".into(),
+            master: addr(1)
+        }));
+        assert!(
+            plan.warnings[0].contains("named by the most Sentinels"),
+            "{:?}",
+            plan.warnings
+        );
+    }
+
+    #[test]
+    fn no_master_and_no_quorum_promotes_the_highest_offset_never_the_empty_replica() {
+        let mut empty = replica(0, 1, 0);
+        if let Some(r) = empty.replication.as_mut() {
+            r.master = Some(Endpoint::new(WAITING_MASTER_HOST, 6379));
+            r.link_up = false;
+        }
+        let observed = observe(
+            vec![empty, replica(1, 0, 700), replica(2, 0, 650)],
+            (0..3).map(|i| sentinel(i, None)).collect(),
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert_eq!(
+            plan.actions[..2],
+            [
+                Action::Promote { pod: "cache-1".into() },
+                Action::Replicate {
+                    pod: "cache-0".into(),
+                    master: addr(1)
+                },
+            ]
+        );
+        assert!(plan.warnings[0].contains("promoting cache-1 (replication offset 700)"));
+    }
+
+    #[test]
+    fn a_replica_mid_sync_is_not_promoted_even_with_a_higher_offset() {
+        let mut syncing = replica(1, 0, 900);
+        if let Some(r) = syncing.replication.as_mut() {
+            r.sync_in_progress = true;
+        }
+        let observed = observe(
+            vec![unreachable(0, "master"), syncing, replica(2, 0, 10)],
+            (0..3).map(|i| sentinel(i, None)).collect(),
+        );
+        assert_eq!(decide(&observed).master.as_deref(), Some("cache-2"));
+        let only_syncing = observe(
+            vec![{
+                let mut r = replica(1, 0, 900);
+                if let Some(rep) = r.replication.as_mut() {
+                    rep.sync_in_progress = true;
+                }
+                r
+            }],
+            vec![],
+        );
+        assert_eq!(decide(&only_syncing).wait, Some(Wait::NoCandidate));
+    }
+
+    #[test]
+    fn no_master_while_the_quorum_names_a_dead_one_leaves_it_to_sentinel() {
+        let observed = observe(
+            vec![unreachable(0, "master"), replica(1, 0, 100), replica(2, 0, 100)],
+            (0..3).map(|i| sentinel(i, Some(0))).collect(),
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.wait, Some(Wait::SentinelsToFailOver { named: addr(0) }));
+    }
+
+    #[test]
+    fn the_quorum_naming_a_waiting_replica_gets_it_promoted_on_a_tie() {
+        // Everything restarted empty: the Sentinels name cache-1, which waits for the operator.
+        let waiting = |ordinal: u32| {
+            let mut pod = replica(ordinal, 0, 0);
+            if let Some(r) = pod.replication.as_mut() {
+                r.master = Some(Endpoint::new(WAITING_MASTER_HOST, 6379));
+                r.link_up = false;
+            }
+            pod
+        };
+        let observed = observe(
+            vec![waiting(0), waiting(1), waiting(2)],
+            (0..3).map(|i| sentinel(i, Some(1))).collect(),
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert_eq!(plan.actions[0], Action::Promote { pod: "cache-1".into() });
+    }
+
+    #[test]
+    fn nothing_is_done_while_a_failover_is_in_progress() {
+        let mut observed = observe(
+            vec![master(0, 100), master(1, 100), replica(2, 0, 100)],
+            (0..3).map(|i| sentinel(i, Some(1))).collect(),
+        );
+        if let Some(view) = observed.sentinels[1].view.as_mut() {
+            view.failover_in_progress = true;
+        }
+        let plan = decide(&observed);
+        assert_eq!(plan.actions, []);
+        assert_eq!(
+            plan.wait,
+            Some(Wait::FailoverInProgress {
+                sentinel: "cache-sentinel-1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn reset_only_a_sentinel_that_knows_more_than_exists_and_one_at_a_time() {
+        let mut observed = healthy();
+        for s in &mut observed.sentinels {
+            if let Some(view) = s.view.as_mut() {
+                view.known_replicas = 4; // two scaled-down Pods it still remembers
+            }
+        }
+        assert_eq!(
+            decide(&observed).actions,
+            [Action::SentinelReset {
+                sentinel: "cache-sentinel-0".into()
+            }]
+        );
+        let mut discovering = healthy();
+        if let Some(view) = discovering.sentinels[0].view.as_mut() {
+            view.known_replicas = 1;
+            view.known_sentinels = 0;
+        }
+        assert_eq!(decide(&discovering).actions, [], "fewer is discovery in progress");
+    }
+
+    #[test]
+    fn nothing_reachable_means_waiting() {
+        let observed = observe(vec![unreachable(0, "master")], vec![sentinel(0, Some(0))]);
+        assert_eq!(decide(&observed).wait, Some(Wait::NothingReachable));
+    }
+
+    fn pod(ordinal: u32, up_to_date: bool) -> PodState {
+        PodState {
+            pod: format!("cache-{ordinal}"),
+            ordinal,
+            up_to_date,
+            ready: true,
+        }
+    }
+
+    #[test]
+    fn a_roll_goes_replicas_then_one_failover_then_the_old_master() {
+        let master = Some("cache-1");
+        let mut pods = vec![pod(0, false), pod(1, false), pod(2, false)];
+        assert_eq!(next_roll_step(&pods, master), Step::DeletePod("cache-2".into()));
+        pods[2] = pod(2, true);
+        assert_eq!(next_roll_step(&pods, master), Step::DeletePod("cache-0".into()));
+        pods[0] = PodState {
+            ready: false,
+            ..pod(0, true)
+        };
+        assert_eq!(next_roll_step(&pods, master), Step::WaitForReady);
+        pods[0] = pod(0, true);
+        assert_eq!(
+            next_roll_step(&pods, master),
+            Step::Failover {
+                from: "cache-1".into(),
+                avoid: vec![]
+            }
+        );
+        // After the failover cache-1 is an outdated replica: deleted, no second failover.
+        assert_eq!(
+            next_roll_step(&pods, Some("cache-0")),
+            Step::DeletePod("cache-1".into())
+        );
+        pods[1] = pod(1, true);
+        assert_eq!(next_roll_step(&pods, Some("cache-0")), Step::Done);
+        assert_eq!(
+            next_roll_step(&[pod(0, false)], Some("cache-0")),
+            Step::DeletePod("cache-0".into())
+        );
+    }
+
+    #[test]
+    fn scale_down_never_removes_the_master() {
+        let pods: Vec<PodState> = (0..5).map(|i| pod(i, true)).collect();
+        assert_eq!(next_scale_down_step(&pods, Some("cache-1"), 3), Step::Done);
+        assert_eq!(
+            next_scale_down_step(&pods, Some("cache-4"), 3),
+            Step::Failover {
+                from: "cache-4".into(),
+                avoid: vec!["cache-3".into()]
+            }
+        );
+    }
+}

@@ -1,0 +1,62 @@
+//! RedisHA: Redis with Sentinel failover. The CRD, the rendered Redis/Sentinel configuration and
+//! scripts, the desired objects, the healer's decisions and the Redis/Sentinel I/O they act
+//! through are pure or runtime-free modules; [`controller`] wires them into the runtime.
+pub mod build;
+pub mod config;
+pub mod crd;
+pub mod healer;
+pub mod healer_task;
+pub mod members;
+pub mod reconcile;
+pub mod redis_io;
+pub mod shared;
+pub mod status;
+
+pub use crd::{AuthSpec, RedisHA, RedisHASpec, RedisHAStatus, SentinelEndpoint, SentinelSpec, StorageSpec};
+pub use reconcile::{Error, RedisHAReconciler};
+
+use capstan_runtime::{ControllerEntry, Watches, labels};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{ConfigMap, Pod, Service},
+};
+use kube::runtime::{reflector::ObjectRef, watcher};
+
+/// The RedisHA controller's line in a manager's controller table.
+pub const CONTROLLER: ControllerEntry = ControllerEntry {
+    name: "redis-ha",
+    crds: || vec![crd::crd()],
+    add: |manager| manager.add(controller),
+};
+
+/// RedisHAs, their StatefulSets, Services and ConfigMaps (PodDisruptionBudgets are applied per
+/// served version, uncached), their Pods (full objects: the healer reaches Redis at the Pod IP
+/// and reads readiness, and a role label change must wake the reconcile), and the healer task.
+pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
+    let stateful_sets = w.owns::<StatefulSet>();
+    let services = w.owns::<Service>();
+    let config_maps = w.owns::<ConfigMap>();
+    let pods = w.subscribe::<Pod>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    let pod_store = pods.store();
+    w.watches(pods.into_stream(), |pod| owner_of_pod(&pod));
+    let trigger = w.trigger();
+    let shared = shared::Shared::new(w.args().cluster_domain.clone());
+    let healer = healer_task::Healer {
+        redis_has: w.store(),
+        pods: pod_store,
+        shared: shared.clone(),
+        trigger,
+    };
+    w.background("redis-ha-healer", move |task| healer.clone().run(task));
+    RedisHAReconciler::new(stateful_sets, services, config_maps, shared)
+}
+
+/// The RedisHA a Pod belongs to, from the labels its StatefulSet's template gives it.
+fn owner_of_pod(pod: &Pod) -> Option<ObjectRef<RedisHA>> {
+    let pod_labels = pod.metadata.labels.as_ref()?;
+    if pod_labels.get(labels::NAME).map(String::as_str) != Some(build::APP) {
+        return None;
+    }
+    let instance = pod_labels.get(labels::INSTANCE)?;
+    Some(ObjectRef::new(instance).within(pod.metadata.namespace.as_deref()?))
+}

@@ -1,0 +1,189 @@
+//! Which Redis and Sentinel processes a RedisHA has, from its Pods: each named by its stable FQDN
+//! (as Sentinels and replicas announce it) and reached at its Pod IP (the operator may run where
+//! Pod FQDNs do not resolve, like the local node's host). Pure.
+use capstan_runtime::labels::{COMPONENT, INSTANCE, NAME};
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+use kube::ResourceExt;
+
+use crate::{
+    build::{APP, COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL},
+    config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn, sentinel_set},
+    healer::PodState,
+    redis_io::{RedisMember, SentinelMember},
+};
+
+/// The label the StatefulSet controller puts on each Pod: the revision it was created from.
+pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Each Redis Pod's standing in a roll: up to date when created from the StatefulSet's
+/// `status.updateRevision` (with `OnDelete`, a template change leaves old Pods until deleted),
+/// ready by its `Ready` condition. Sorted by ordinal.
+pub fn pod_states(set: &StatefulSet, pods: &[Pod]) -> Vec<PodState> {
+    let name = set.name_any();
+    let update_revision = set.status.as_ref().and_then(|s| s.update_revision.as_deref());
+    let mut states: Vec<PodState> = pods
+        .iter()
+        .filter(|pod| pod.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_REDIS))
+        .filter_map(|pod| {
+            let pod_name = pod.name_any();
+            let ordinal = pod_name.strip_prefix(&format!("{name}-"))?.parse().ok()?;
+            let ready = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            Some(PodState {
+                up_to_date: update_revision.is_some()
+                    && pod.labels().get(REVISION_LABEL).map(String::as_str) == update_revision,
+                ready,
+                pod: pod_name,
+                ordinal,
+            })
+        })
+        .collect();
+    states.sort_by_key(|p| p.ordinal);
+    states
+}
+
+/// The RedisHA's Redis members (sorted by ordinal) and Sentinel members, from Pods that carry its
+/// labels and have an IP. Pods of other instances or components are ignored.
+pub fn members(
+    name: &str,
+    namespace: &str,
+    cluster_domain: &str,
+    pods: &[Pod],
+) -> (Vec<RedisMember>, Vec<SentinelMember>) {
+    let mine = |pod: &&Pod, component: &str| {
+        let labels = pod.labels();
+        labels.get(NAME).map(String::as_str) == Some(APP)
+            && labels.get(INSTANCE).map(String::as_str) == Some(name)
+            && labels.get(COMPONENT).map(String::as_str) == Some(component)
+    };
+    let ip = |pod: &Pod| pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+    let mut redis: Vec<RedisMember> = pods
+        .iter()
+        .filter(|p| mine(p, COMPONENT_REDIS))
+        .filter_map(|pod| {
+            let pod_name = pod.name_any();
+            let ordinal = pod_name.strip_prefix(&format!("{name}-"))?.parse().ok()?;
+            Some(RedisMember {
+                announced: Endpoint::new(
+                    pod_fqdn(&pod_name, &headless_service(name), namespace, cluster_domain),
+                    REDIS_PORT,
+                ),
+                connect: Endpoint::new(ip(pod)?, REDIS_PORT),
+                role_label: pod.labels().get(ROLE_LABEL).cloned(),
+                pod: pod_name,
+                ordinal,
+            })
+        })
+        .collect();
+    redis.sort_by_key(|m| m.ordinal);
+    let sentinel_prefix = format!("{}-", sentinel_set(name));
+    let mut sentinels: Vec<(u32, SentinelMember)> = pods
+        .iter()
+        .filter(|p| mine(p, COMPONENT_SENTINEL))
+        .filter_map(|pod| {
+            let pod_name = pod.name_any();
+            let ordinal: u32 = pod_name.strip_prefix(&sentinel_prefix)?.parse().ok()?;
+            Some((
+                ordinal,
+                SentinelMember {
+                    connect: Endpoint::new(ip(pod)?, SENTINEL_PORT),
+                    pod: pod_name,
+                },
+            ))
+        })
+        .collect();
+    sentinels.sort_by_key(|(ordinal, _)| *ordinal);
+    (redis, sentinels.into_iter().map(|(_, m)| m).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, instance: &str, component: &str, ip: Option<&str>, role: Option<&str>) -> Pod {
+        let role = role.map(|r| format!(", {ROLE_LABEL}: {r}")).unwrap_or_default();
+        let status = ip.map(|ip| format!("status: {{podIP: {ip}}}")).unwrap_or_default();
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: {name}\n  labels: {{app.kubernetes.io/name: redis-ha, app.kubernetes.io/instance: {instance}, app.kubernetes.io/component: {component}{role}}}\n{status}\n"
+        ))
+        .expect("pod")
+    }
+
+    #[test]
+    fn pod_states_compare_each_pods_revision_with_the_update_revision() {
+        let set: StatefulSet =
+            serde_yaml::from_str("metadata: {name: cache}\nstatus: {replicas: 2, updateRevision: cache-new}\n")
+                .expect("set");
+        let with = |name: &str, revision: &str, ready: &str| -> Pod {
+            serde_yaml::from_str(&format!(
+                "metadata:\n  name: {name}\n  labels: {{app.kubernetes.io/component: redis, controller-revision-hash: {revision}}}\nstatus:\n  conditions: [{{type: Ready, status: \"{ready}\"}}]\n"
+            ))
+            .expect("pod")
+        };
+        let states = pod_states(
+            &set,
+            &[
+                with("cache-1", "cache-old", "True"),
+                with("cache-0", "cache-new", "False"),
+            ],
+        );
+        assert_eq!(
+            states,
+            [
+                PodState {
+                    pod: "cache-0".into(),
+                    ordinal: 0,
+                    up_to_date: true,
+                    ready: false
+                },
+                PodState {
+                    pod: "cache-1".into(),
+                    ordinal: 1,
+                    up_to_date: false,
+                    ready: true
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn members_come_from_the_instances_pods_with_an_ip() {
+        let pods = [
+            pod("cache-1", "cache", "redis", Some("10.244.0.5"), Some("replica")),
+            pod("cache-0", "cache", "redis", Some("10.244.0.4"), Some("master")),
+            pod("cache-2", "cache", "redis", None, None),
+            pod("cache-sentinel-0", "cache", "sentinel", Some("10.244.0.6"), None),
+            pod("other-0", "other", "redis", Some("10.244.0.9"), None),
+        ];
+        let (redis, sentinels) = members("cache", "apps", "cluster.local", &pods);
+        assert_eq!(
+            redis,
+            [
+                RedisMember {
+                    pod: "cache-0".into(),
+                    ordinal: 0,
+                    announced: Endpoint::new("cache-0.cache-headless.apps.svc.cluster.local", 6379),
+                    connect: Endpoint::new("10.244.0.4", 6379),
+                    role_label: Some("master".into()),
+                },
+                RedisMember {
+                    pod: "cache-1".into(),
+                    ordinal: 1,
+                    announced: Endpoint::new("cache-1.cache-headless.apps.svc.cluster.local", 6379),
+                    connect: Endpoint::new("10.244.0.5", 6379),
+                    role_label: Some("replica".into()),
+                },
+            ]
+        );
+        assert_eq!(
+            sentinels,
+            [SentinelMember {
+                pod: "cache-sentinel-0".into(),
+                connect: Endpoint::new("10.244.0.6", 26379),
+            }]
+        );
+    }
+}

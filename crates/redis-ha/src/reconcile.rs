@@ -1,0 +1,292 @@
+//! The reconcile: reads (auth Secret by `get` only) → validates → builds → applies every child
+//! with the runtime's refusing child apply → prunes → writes the status.
+use std::{sync::Arc, time::Duration};
+
+use capstan_runtime::{Action, Context, ReconcileError, Reconciler, apply::controller_owner_ref};
+use k8s_openapi::{
+    api::{
+        apps::v1::StatefulSet,
+        core::v1::{ConfigMap, Secret, Service},
+        policy::v1::PodDisruptionBudget,
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
+    runtime::reflector::{ObjectRef, Store},
+};
+use tokio::sync::OnceCell;
+
+use crate::{
+    RedisHA,
+    build::{self, AuthError, Inputs, SpecError, build_children, pdb_v1beta1},
+    config::sentinel_set,
+    shared::Shared,
+    status::{Blocked, Health, build_status},
+};
+
+/// How long a RedisHA waits for its missing or unusable auth Secret before looking again (Secrets
+/// are not watched: the operator reads one by name with `get` only).
+pub const SECRET_RETRY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(#[from] SpecError),
+    #[error("reading the auth Secret: {0}")]
+    ReadSecret(#[source] kube::Error),
+    #[error("discovering policy/v1: {0}")]
+    Discovery(#[source] kube::Error),
+    #[error("serializing the v1beta1 PodDisruptionBudget: {0}")]
+    Serialize(#[from] serde_json::Error),
+    #[error("applying an owned object: {0}")]
+    Apply(#[source] capstan_runtime::Error),
+    #[error("writing status: {0}")]
+    Status(#[source] capstan_runtime::Error),
+}
+
+impl ReconcileError for Error {
+    fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::ReadSecret(_) | Error::Discovery(_) => "api_error",
+            Error::Serialize(_) => "serialize",
+            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "resource_exists",
+            Error::Apply(e) | Error::Status(e) => e.metric_label(),
+        }
+    }
+
+    fn event_reason(&self) -> Option<&'static str> {
+        Some(match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "ResourceExists",
+            Error::Apply(e) if e.invalid_message().is_some() => "Rejected",
+            _ => "ReconcileFailed",
+        })
+    }
+
+    fn is_permanent(&self) -> bool {
+        match self {
+            Error::InvalidSpec(_) | Error::Serialize(_) => true,
+            Error::ReadSecret(_) | Error::Discovery(_) => false,
+            Error::Apply(e) | Error::Status(e) => e.is_permanent(),
+        }
+    }
+}
+
+pub struct RedisHAReconciler {
+    stateful_sets: Store<StatefulSet>,
+    services: Store<Service>,
+    config_maps: Store<ConfigMap>,
+    shared: Shared,
+    /// Whether the server serves policy/v1 (else PodDisruptionBudgets go as policy/v1beta1),
+    /// discovered once.
+    policy_v1: OnceCell<bool>,
+}
+
+/// Why the auth Secret cannot be used yet.
+enum AuthProblem {
+    Missing(String),
+    Invalid(AuthError),
+}
+
+impl RedisHAReconciler {
+    pub fn new(
+        stateful_sets: Store<StatefulSet>,
+        services: Store<Service>,
+        config_maps: Store<ConfigMap>,
+        shared: Shared,
+    ) -> Self {
+        Self {
+            stateful_sets,
+            services,
+            config_maps,
+            shared,
+            policy_v1: OnceCell::new(),
+        }
+    }
+
+    async fn policy_v1(&self, ctx: &Context) -> Result<bool, Error> {
+        self.policy_v1
+            .get_or_try_init(|| async {
+                match ctx.client().list_api_group_resources("policy/v1").await {
+                    Ok(list) => Ok(list.resources.iter().any(|r| r.name == "poddisruptionbudgets")),
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+                    Err(error) => Err(Error::Discovery(error)),
+                }
+            })
+            .await
+            .copied()
+    }
+
+    /// The password (`None` without `spec.auth`) and its hash, or why it cannot be used.
+    async fn read_auth(
+        &self,
+        rha: &RedisHA,
+        ctx: &Context,
+    ) -> Result<Result<Option<(String, String)>, AuthProblem>, Error> {
+        let Some(auth) = &rha.spec.auth else {
+            return Ok(Ok(None));
+        };
+        let namespace = rha.namespace().unwrap_or_default();
+        let secret = Api::<Secret>::namespaced(ctx.client().clone(), &namespace)
+            .get_opt(&auth.secret_name)
+            .await
+            .map_err(Error::ReadSecret)?;
+        let Some(secret) = secret else {
+            return Ok(Err(AuthProblem::Missing(auth.secret_name.clone())));
+        };
+        let salt = rha.uid().unwrap_or_default();
+        let hash = match build::auth_hash(&secret, &auth.key, &salt) {
+            Ok(hash) => hash,
+            Err(error) => return Ok(Err(AuthProblem::Invalid(error))),
+        };
+        let password = secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&auth.key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default();
+        Ok(Ok(Some((password, hash))))
+    }
+
+    async fn write_status(
+        &self,
+        rha: &RedisHA,
+        ctx: &Context,
+        outcome: Result<Health<'_>, Blocked<'_>>,
+    ) -> Result<(), Error> {
+        let status = build_status(rha, outcome, Timestamp::now());
+        ctx.apply_status(rha, rha.status.as_ref(), &status)
+            .await
+            .map_err(Error::Status)?;
+        Ok(())
+    }
+
+    /// Reports a refused child apply (a foreign object) in the status, then returns the error.
+    async fn refused(&self, rha: &RedisHA, ctx: &Context, error: capstan_runtime::Error) -> Error {
+        if let capstan_runtime::Error::ForeignChild { kind, name, .. } = &error {
+            let blocked = Blocked::ForeignChild { kind, name };
+            if let Err(status_error) = self.write_status(rha, ctx, Err(blocked)).await {
+                return status_error;
+            }
+        }
+        Error::Apply(error)
+    }
+
+    fn ready_replicas(&self, namespace: &str, name: &str) -> i32 {
+        self.stateful_sets
+            .get(&ObjectRef::new(name).within(namespace))
+            .and_then(|s| s.status.as_ref().and_then(|st| st.ready_replicas))
+            .unwrap_or(0)
+    }
+}
+
+impl Reconciler for RedisHAReconciler {
+    type Object = RedisHA;
+    type Error = Error;
+    const NAME: &'static str = "redis-ha";
+
+    async fn reconcile(&self, rha: Arc<RedisHA>, ctx: &Context) -> Result<Action, Error> {
+        let name = rha.name_any();
+        let namespace = rha.namespace().unwrap_or_default();
+        let key = (namespace.clone(), name.clone());
+        if let Err(invalid) = build::validate(&rha) {
+            self.write_status(&rha, ctx, Err(Blocked::InvalidSpec(&invalid)))
+                .await?;
+            return Err(invalid.into());
+        }
+        let (password, auth_hash) = match self.read_auth(&rha, ctx).await? {
+            Ok(Some((password, hash))) => (Some(password), Some(hash)),
+            Ok(None) => (None, None),
+            Err(problem) => {
+                let (blocked, reason, note) = match &problem {
+                    AuthProblem::Missing(secret) => (
+                        Blocked::SecretMissing(secret),
+                        "SecretMissing",
+                        format!(
+                            "auth Secret {secret} does not exist; retrying in {}s",
+                            SECRET_RETRY.as_secs()
+                        ),
+                    ),
+                    AuthProblem::Invalid(error) => (
+                        Blocked::Auth(error),
+                        "InvalidSecret",
+                        format!("{error}; retrying in {}s", SECRET_RETRY.as_secs()),
+                    ),
+                };
+                ctx.events().warning(&rha.object_ref(&()), reason, "ReadSecret", note);
+                self.write_status(&rha, ctx, Err(blocked)).await?;
+                // Nothing is deleted; the running Pods keep their password.
+                return Ok(Action::requeue(SECRET_RETRY));
+            }
+        };
+        self.shared.set_password(key.clone(), password);
+        let owner = controller_owner_ref(rha.as_ref()).map_err(Error::Apply)?;
+        let inputs = Inputs {
+            owner: &owner,
+            cluster_domain: &self.shared.cluster_domain,
+            auth_hash: auth_hash.as_deref(),
+        };
+        let desired = match build_children(&rha, inputs) {
+            Ok(desired) => desired,
+            Err(invalid) => {
+                self.write_status(&rha, ctx, Err(Blocked::InvalidSpec(&invalid)))
+                    .await?;
+                return Err(invalid.into());
+            }
+        };
+        let policy_v1 = self.policy_v1(ctx).await?;
+        let mut children = ctx.children(rha.as_ref()).map_err(Error::Apply)?;
+        for config_map in desired.config_maps {
+            if let Err(error) = children.apply(&self.config_maps, config_map).await {
+                return Err(self.refused(&rha, ctx, error).await);
+            }
+        }
+        for service in desired.services {
+            if let Err(error) = children.apply(&self.services, service).await {
+                return Err(self.refused(&rha, ctx, error).await);
+            }
+        }
+        for set in desired.stateful_sets {
+            if let Err(error) = children.apply(&self.stateful_sets, set).await {
+                return Err(self.refused(&rha, ctx, error).await);
+            }
+        }
+        for pdb in &desired.pod_disruption_budgets {
+            let (resource, object) = if policy_v1 {
+                let object: DynamicObject = serde_json::from_value(serde_json::to_value(pdb)?)?;
+                (ApiResource::erase::<PodDisruptionBudget>(&()), object)
+            } else {
+                (pdb_v1beta1_resource(), pdb_v1beta1(pdb)?)
+            };
+            if let Err(error) = children.apply_dynamic(&resource, object).await {
+                return Err(self.refused(&rha, ctx, error).await);
+            }
+        }
+        children.prune(&self.config_maps).await.map_err(Error::Apply)?;
+        children.prune(&self.services).await.map_err(Error::Apply)?;
+        children.prune(&self.stateful_sets).await.map_err(Error::Apply)?;
+        let plan = self.shared.plan(&key);
+        let health = Health {
+            redis_ready: self.ready_replicas(&namespace, &name),
+            sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),
+            plan: plan.as_ref(),
+        };
+        self.write_status(&rha, ctx, Ok(health)).await?;
+        // StatefulSet, Pod and healer-plan changes wake this; no periodic resync.
+        Ok(Action::await_change())
+    }
+}
+
+/// policy/v1beta1 PodDisruptionBudget, which k8s-openapi 0.29 has no type for.
+fn pdb_v1beta1_resource() -> ApiResource {
+    ApiResource {
+        group: "policy".into(),
+        version: "v1beta1".into(),
+        api_version: "policy/v1beta1".into(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    }
+}

@@ -1,0 +1,688 @@
+//! Observing and acting on Redis and Sentinel over the `redis` crate (tokio). Every call opens its
+//! own connection and is bounded by [`Timeouts`] as a whole, so an unreachable or stalled Pod
+//! costs the healer at most that long. Parsing is separate and pure.
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, aio::MultiplexedConnection};
+
+use crate::{
+    config::{Endpoint, SentinelTimings},
+    healer::{Action, Observation, RedisPod, Replication, Role, SentinelPod, SentinelView},
+};
+
+/// Bounds on each call: connecting, and the whole call (connect + command(s)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub call: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(2),
+            call: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("{endpoint}: {what} timed out after {after:?}")]
+    Timeout {
+        endpoint: Endpoint,
+        what: &'static str,
+        after: Duration,
+    },
+    #[error("{endpoint}: {what}: {source}")]
+    Redis {
+        endpoint: Endpoint,
+        what: &'static str,
+        #[source]
+        source: redis::RedisError,
+    },
+    #[error("{0} is not a member of this RedisHA")]
+    UnknownMember(String),
+    #[error("{endpoint}: {what}: unexpected reply: {detail}")]
+    Unexpected {
+        endpoint: Endpoint,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// Where to send a command, with the password Redis requires (Sentinels take none).
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub endpoint: &'a Endpoint,
+    pub password: Option<&'a str>,
+    pub timeouts: Timeouts,
+}
+
+impl<'a> Target<'a> {
+    pub fn new(endpoint: &'a Endpoint, password: Option<&'a str>, timeouts: Timeouts) -> Self {
+        Self {
+            endpoint,
+            password,
+            timeouts,
+        }
+    }
+
+    /// A Sentinel: no password.
+    pub fn sentinel(endpoint: &'a Endpoint, timeouts: Timeouts) -> Self {
+        Self::new(endpoint, None, timeouts)
+    }
+
+    fn redis_error(&self, what: &'static str) -> impl FnOnce(redis::RedisError) -> IoError + '_ {
+        move |source| IoError::Redis {
+            endpoint: self.endpoint.clone(),
+            what,
+            source,
+        }
+    }
+
+    fn unexpected(&self, what: &'static str, detail: impl Into<String>) -> IoError {
+        IoError::Unexpected {
+            endpoint: self.endpoint.clone(),
+            what,
+            detail: detail.into(),
+        }
+    }
+
+    async fn connect(&self, what: &'static str) -> Result<MultiplexedConnection, IoError> {
+        let mut info = (self.endpoint.host.clone(), self.endpoint.port)
+            .into_connection_info()
+            .map_err(self.redis_error(what))?;
+        // Redis 7.0 has no CLIENT SETINFO; do not send it.
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(password) = self.password {
+            settings = settings.set_password(password);
+        }
+        info = info.set_redis_settings(settings);
+        let client = redis::Client::open(info).map_err(self.redis_error(what))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.timeouts.connect))
+            .set_response_timeout(Some(self.timeouts.call));
+        client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(self.redis_error(what))
+    }
+
+    /// Runs `body` on a fresh connection, the whole bounded by the call timeout.
+    async fn call<T, F, Fut>(&self, what: &'static str, body: F) -> Result<T, IoError>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = Result<T, IoError>>,
+    {
+        let work = async {
+            let connection = self.connect(what).await?;
+            body(connection).await
+        };
+        tokio::time::timeout(self.timeouts.call, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(IoError::Timeout {
+                    endpoint: self.endpoint.clone(),
+                    what,
+                    after: self.timeouts.call,
+                })
+            })
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, what: &'static str, command: redis::Cmd) -> Result<T, IoError> {
+        self.call(what, |mut connection| async move {
+            command
+                .query_async(&mut connection)
+                .await
+                .map_err(self.redis_error(what))
+        })
+        .await
+    }
+}
+
+/// Why an `INFO replication` reply could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    #[error("no role line")]
+    NoRole,
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    #[error("field {field}: {value:?} is not a number")]
+    NotANumber { field: &'static str, value: String },
+}
+
+/// Parses `INFO replication`.
+pub fn parse_info_replication(info: &str) -> Result<Replication, ParseError> {
+    let fields: BTreeMap<&str, &str> = info
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.split_once(':'))
+        .collect();
+    let number = |field: &'static str| -> Result<Option<i64>, ParseError> {
+        fields
+            .get(field)
+            .map(|value| {
+                value.parse::<i64>().map_err(|_| ParseError::NotANumber {
+                    field,
+                    value: (*value).to_owned(),
+                })
+            })
+            .transpose()
+    };
+    let role = match fields.get("role").copied() {
+        Some("master") => Role::Master,
+        Some("slave") | Some("replica") => Role::Replica,
+        Some(other) => return Err(ParseError::UnknownRole(other.to_owned())),
+        None => return Err(ParseError::NoRole),
+    };
+    let master = match (role, fields.get("master_host"), number("master_port")?) {
+        (Role::Replica, Some(host), Some(port)) => Some(Endpoint::new(
+            *host,
+            u16::try_from(port).map_err(|_| ParseError::NotANumber {
+                field: "master_port",
+                value: port.to_string(),
+            })?,
+        )),
+        _ => None,
+    };
+    let offset = match role {
+        Role::Replica => number("slave_repl_offset")?.or(number("master_repl_offset")?),
+        Role::Master => number("master_repl_offset")?,
+    }
+    .unwrap_or(0);
+    Ok(Replication {
+        role,
+        master,
+        link_up: fields.get("master_link_status") == Some(&"up"),
+        sync_in_progress: number("master_sync_in_progress")? == Some(1),
+        offset,
+        connected_replicas: number("connected_slaves")?.unwrap_or(0).try_into().unwrap_or(0),
+    })
+}
+
+/// A flat `[key, value, key, value, …]` reply (SENTINEL MASTER, one entry of REPLICAS) as a map.
+pub fn pairs(flat: Vec<String>) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    let mut items = flat.into_iter();
+    while let (Some(key), Some(value)) = (items.next(), items.next()) {
+        map.insert(key, value);
+    }
+    map
+}
+
+/// Reads a Sentinel's view from its `SENTINEL MASTER` fields and `GET-MASTER-ADDR-BY-NAME`.
+pub fn parse_sentinel_view(master: &BTreeMap<String, String>, address: Option<Endpoint>) -> SentinelView {
+    let count = |key: &str| master.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+    SentinelView {
+        master: address,
+        failover_in_progress: master
+            .get("flags")
+            .is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress")),
+        known_replicas: count("num-slaves"),
+        known_sentinels: count("num-other-sentinels"),
+    }
+}
+
+/// `INFO replication` of one Redis.
+pub async fn info_replication(target: Target<'_>) -> Result<Replication, IoError> {
+    let what = "INFO replication";
+    let info: String = target
+        .query(what, redis::cmd("INFO").arg("replication").clone())
+        .await?;
+    parse_info_replication(&info).map_err(|e| target.unexpected(what, e.to_string()))
+}
+
+/// `REPLICAOF host port`, or `REPLICAOF NO ONE` with `None`.
+pub async fn replicaof(target: Target<'_>, master: Option<&Endpoint>) -> Result<(), IoError> {
+    let mut command = redis::cmd("REPLICAOF");
+    match master {
+        Some(master) => command.arg(&master.host).arg(master.port),
+        None => command.arg("NO").arg("ONE"),
+    };
+    let reply: String = target.query("REPLICAOF", command).await?;
+    if reply.starts_with("OK") {
+        Ok(())
+    } else {
+        Err(target.unexpected("REPLICAOF", reply))
+    }
+}
+
+/// `CONFIG SET name value` (e.g. `replica-priority 0` on Pods a failover must not choose).
+pub async fn config_set(target: Target<'_>, name: &str, value: &str) -> Result<(), IoError> {
+    let _: () = target
+        .query(
+            "CONFIG SET",
+            redis::cmd("CONFIG").arg("SET").arg(name).arg(value).clone(),
+        )
+        .await?;
+    Ok(())
+}
+
+/// `SENTINEL GET-MASTER-ADDR-BY-NAME set`: None when the Sentinel does not monitor it.
+pub async fn sentinel_master_address(target: Target<'_>, master_set: &str) -> Result<Option<Endpoint>, IoError> {
+    let what = "SENTINEL GET-MASTER-ADDR-BY-NAME";
+    let reply: Option<Vec<String>> = target
+        .query(
+            what,
+            redis::cmd("SENTINEL")
+                .arg("GET-MASTER-ADDR-BY-NAME")
+                .arg(master_set)
+                .clone(),
+        )
+        .await?;
+    match reply.as_deref() {
+        None | Some([]) => Ok(None),
+        Some([host, port]) => port
+            .parse()
+            .map(|port| Some(Endpoint::new(host.clone(), port)))
+            .map_err(|_| target.unexpected(what, format!("port {port:?}"))),
+        Some(other) => Err(target.unexpected(what, format!("{other:?}"))),
+    }
+}
+
+fn is_no_such_master(error: &IoError) -> bool {
+    matches!(error, IoError::Redis { source, .. } if source.to_string().contains("No such master"))
+}
+
+/// `SENTINEL MASTER set` as a map; None when the Sentinel does not monitor it.
+pub async fn sentinel_master(
+    target: Target<'_>,
+    master_set: &str,
+) -> Result<Option<BTreeMap<String, String>>, IoError> {
+    match target
+        .query::<Vec<String>>(
+            "SENTINEL MASTER",
+            redis::cmd("SENTINEL").arg("MASTER").arg(master_set).clone(),
+        )
+        .await
+    {
+        Ok(flat) => Ok(Some(pairs(flat))),
+        Err(error) if is_no_such_master(&error) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+async fn sentinel_list(
+    target: Target<'_>,
+    what: &'static str,
+    sub: &str,
+    master_set: &str,
+) -> Result<Vec<BTreeMap<String, String>>, IoError> {
+    let entries: Vec<Vec<String>> = target
+        .query(what, redis::cmd("SENTINEL").arg(sub).arg(master_set).clone())
+        .await?;
+    Ok(entries.into_iter().map(pairs).collect())
+}
+
+/// `SENTINEL REPLICAS set`: each known replica's fields (`ip`, `port`, `flags`, …).
+pub async fn sentinel_replicas(target: Target<'_>, master_set: &str) -> Result<Vec<BTreeMap<String, String>>, IoError> {
+    sentinel_list(target, "SENTINEL REPLICAS", "REPLICAS", master_set).await
+}
+
+/// `SENTINEL SENTINELS set`: each other known Sentinel's fields.
+pub async fn sentinel_sentinels(
+    target: Target<'_>,
+    master_set: &str,
+) -> Result<Vec<BTreeMap<String, String>>, IoError> {
+    sentinel_list(target, "SENTINEL SENTINELS", "SENTINELS", master_set).await
+}
+
+/// A Sentinel's view of the master set (what the healer needs).
+pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<SentinelView, IoError> {
+    let Some(master) = sentinel_master(target, master_set).await? else {
+        return Ok(SentinelView {
+            master: None,
+            failover_in_progress: false,
+            known_replicas: 0,
+            known_sentinels: 0,
+        });
+    };
+    let address = sentinel_master_address(target, master_set).await?;
+    Ok(parse_sentinel_view(&master, address))
+}
+
+async fn sentinel_ok(target: Target<'_>, what: &'static str, command: redis::Cmd) -> Result<(), IoError> {
+    let reply: String = target.query(what, command).await?;
+    if reply == "OK" {
+        Ok(())
+    } else {
+        Err(target.unexpected(what, reply))
+    }
+}
+
+/// `SENTINEL FAILOVER set`: a failover without asking the other Sentinels.
+pub async fn sentinel_failover(target: Target<'_>, master_set: &str) -> Result<(), IoError> {
+    sentinel_ok(
+        target,
+        "SENTINEL FAILOVER",
+        redis::cmd("SENTINEL").arg("FAILOVER").arg(master_set).clone(),
+    )
+    .await
+}
+
+/// `SENTINEL RESET pattern`: how many master sets were reset.
+pub async fn sentinel_reset(target: Target<'_>, pattern: &str) -> Result<i64, IoError> {
+    target
+        .query(
+            "SENTINEL RESET",
+            redis::cmd("SENTINEL").arg("RESET").arg(pattern).clone(),
+        )
+        .await
+}
+
+/// `SENTINEL REMOVE set`; a Sentinel that does not monitor it is fine.
+pub async fn sentinel_remove(target: Target<'_>, master_set: &str) -> Result<(), IoError> {
+    match sentinel_ok(
+        target,
+        "SENTINEL REMOVE",
+        redis::cmd("SENTINEL").arg("REMOVE").arg(master_set).clone(),
+    )
+    .await
+    {
+        Err(error) if is_no_such_master(&error) => Ok(()),
+        other => other,
+    }
+}
+
+/// `SENTINEL MONITOR set host port quorum`.
+pub async fn sentinel_monitor(
+    target: Target<'_>,
+    master_set: &str,
+    master: &Endpoint,
+    quorum: i32,
+) -> Result<(), IoError> {
+    sentinel_ok(
+        target,
+        "SENTINEL MONITOR",
+        redis::cmd("SENTINEL")
+            .arg("MONITOR")
+            .arg(master_set)
+            .arg(&master.host)
+            .arg(master.port)
+            .arg(quorum)
+            .clone(),
+    )
+    .await
+}
+
+/// `SENTINEL SET set option value …`.
+pub async fn sentinel_set(target: Target<'_>, master_set: &str, options: &[(&str, String)]) -> Result<(), IoError> {
+    let mut command = redis::cmd("SENTINEL");
+    command.arg("SET").arg(master_set);
+    for (option, value) in options {
+        command.arg(*option).arg(value);
+    }
+    sentinel_ok(target, "SENTINEL SET", command).await
+}
+
+/// Makes a Sentinel monitor `master` with the rendered settings: REMOVE, MONITOR, SET (the same
+/// timings and password sentinel.conf has).
+pub async fn sentinel_remonitor(
+    target: Target<'_>,
+    master_set: &str,
+    master: &Endpoint,
+    quorum: i32,
+    timings: SentinelTimings,
+    password: Option<&str>,
+) -> Result<(), IoError> {
+    sentinel_remove(target, master_set).await?;
+    sentinel_monitor(target, master_set, master, quorum).await?;
+    let mut options = vec![
+        ("down-after-milliseconds", timings.down_after_ms.to_string()),
+        ("failover-timeout", timings.failover_timeout_ms.to_string()),
+        ("parallel-syncs", "1".to_owned()),
+    ];
+    if let Some(password) = password {
+        options.push(("auth-pass", password.to_owned()));
+    }
+    sentinel_set(target, master_set, &options).await
+}
+
+/// One Redis Pod to observe: its announced address (how Sentinels and replicas name it) and the
+/// address the operator reaches it at (the Pod IP when the operator does not resolve Pod FQDNs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisMember {
+    pub pod: String,
+    pub ordinal: u32,
+    pub announced: Endpoint,
+    pub connect: Endpoint,
+    pub role_label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelMember {
+    pub pod: String,
+    pub connect: Endpoint,
+}
+
+/// Everything the healer needs to act on a RedisHA's Redis and Sentinels.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    pub master_set: &'a str,
+    pub redis: &'a [RedisMember],
+    pub sentinels: &'a [SentinelMember],
+    pub quorum: i32,
+    pub password: Option<&'a str>,
+    pub timings: SentinelTimings,
+    pub timeouts: Timeouts,
+}
+
+/// Observes every Redis and Sentinel concurrently; one that does not answer within the bound is
+/// observed as unreachable (None), never waited for longer.
+pub async fn observe(cluster: Cluster<'_>) -> Observation {
+    let redis = futures::future::join_all(cluster.redis.iter().map(|member| async move {
+        let replication = info_replication(Target::new(&member.connect, cluster.password, cluster.timeouts))
+            .await
+            .inspect_err(|error| tracing::debug!(pod = %member.pod, %error, "Redis unreachable"))
+            .ok();
+        RedisPod {
+            pod: member.pod.clone(),
+            ordinal: member.ordinal,
+            address: member.announced.clone(),
+            role_label: member.role_label.clone(),
+            replication,
+        }
+    }));
+    let sentinels = futures::future::join_all(cluster.sentinels.iter().map(|member| async move {
+        let view = sentinel_view(Target::sentinel(&member.connect, cluster.timeouts), cluster.master_set)
+            .await
+            .inspect_err(|error| tracing::debug!(pod = %member.pod, %error, "Sentinel unreachable"))
+            .ok();
+        SentinelPod {
+            pod: member.pod.clone(),
+            view,
+        }
+    }));
+    let (redis, sentinels) = futures::future::join(redis, sentinels).await;
+    Observation {
+        redis,
+        sentinels,
+        quorum: usize::try_from(cluster.quorum).unwrap_or(1),
+    }
+}
+
+/// What [`perform`] did with an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Performed {
+    /// Sent to Redis or Sentinel.
+    Done,
+    /// A Kubernetes change (a role label): the caller's to make through the API.
+    ForKubernetes,
+}
+
+/// Carries out one of the healer's actions on Redis or Sentinel. The caller runs this only while
+/// leader (a follower never sends a Redis command).
+pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed, IoError> {
+    let redis = |pod: &str| {
+        cluster
+            .redis
+            .iter()
+            .find(|m| m.pod == pod)
+            .map(|m| Target::new(&m.connect, cluster.password, cluster.timeouts))
+    };
+    let sentinel = |pod: &str| {
+        cluster
+            .sentinels
+            .iter()
+            .find(|m| m.pod == pod)
+            .map(|m| Target::sentinel(&m.connect, cluster.timeouts))
+    };
+    let unknown = |pod: &str| IoError::UnknownMember(pod.to_owned());
+    match action {
+        Action::LabelRole { .. } => return Ok(Performed::ForKubernetes),
+        Action::Replicate { pod, master } | Action::Demote { pod, master } => {
+            replicaof(redis(pod).ok_or_else(|| unknown(pod))?, Some(master)).await?
+        }
+        Action::Promote { pod } => replicaof(redis(pod).ok_or_else(|| unknown(pod))?, None).await?,
+        Action::SentinelMonitor { sentinel: pod, master } => {
+            sentinel_remonitor(
+                sentinel(pod).ok_or_else(|| unknown(pod))?,
+                cluster.master_set,
+                master,
+                cluster.quorum,
+                cluster.timings,
+                cluster.password,
+            )
+            .await?
+        }
+        Action::SentinelReset { sentinel: pod } => {
+            sentinel_reset(sentinel(pod).ok_or_else(|| unknown(pod))?, cluster.master_set).await?;
+        }
+    }
+    Ok(Performed::Done)
+}
+
+/// A planned failover away from the master, never to the `avoid` Pods: they get
+/// `replica-priority 0` (Sentinel never promotes such a replica), then the first Sentinel that
+/// accepts starts the failover.
+pub async fn planned_failover(cluster: Cluster<'_>, avoid: &[String]) -> Result<(), IoError> {
+    for member in cluster.redis.iter().filter(|m| avoid.contains(&m.pod)) {
+        config_set(
+            Target::new(&member.connect, cluster.password, cluster.timeouts),
+            "replica-priority",
+            "0",
+        )
+        .await?;
+    }
+    let mut last = None;
+    for member in cluster.sentinels {
+        match sentinel_failover(Target::sentinel(&member.connect, cluster.timeouts), cluster.master_set).await {
+            Ok(()) => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or(IoError::UnknownMember("no Sentinel".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER_INFO: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
+        slave0:ip=127.0.0.1,port=7001,state=online,offset=4242,lag=0\r\n\
+        master_failover_state:no-failover\r\nmaster_replid:abc\r\nmaster_repl_offset:4242\r\n";
+    const REPLICA_INFO: &str = "# Replication\r\nrole:slave\r\nmaster_host:cache-0.cache-headless.apps.svc.cluster.local\r\n\
+        master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
+        master_sync_in_progress:1\r\nslave_read_repl_offset:10\r\nslave_repl_offset:10\r\n\
+        slave_priority:100\r\nconnected_slaves:0\r\nmaster_repl_offset:12\r\n";
+
+    #[test]
+    fn info_replication_of_a_master() {
+        let replication = parse_info_replication(MASTER_INFO).expect("parses");
+        assert_eq!(
+            replication,
+            Replication {
+                role: Role::Master,
+                master: None,
+                link_up: false,
+                sync_in_progress: false,
+                offset: 4242,
+                connected_replicas: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn info_replication_of_a_syncing_replica_uses_its_replica_offset() {
+        let replication = parse_info_replication(REPLICA_INFO).expect("parses");
+        assert_eq!(replication.role, Role::Replica);
+        assert_eq!(
+            replication.master,
+            Some(Endpoint::new("cache-0.cache-headless.apps.svc.cluster.local", 6379))
+        );
+        assert!(!replication.link_up);
+        assert!(replication.sync_in_progress);
+        assert_eq!(replication.offset, 10);
+    }
+
+    #[test]
+    fn bad_info_is_an_error_not_a_guess() {
+        assert_eq!(parse_info_replication("# Replication\r\n"), Err(ParseError::NoRole));
+        assert_eq!(
+            parse_info_replication("role:sentinel\r\n"),
+            Err(ParseError::UnknownRole("sentinel".into()))
+        );
+        assert!(matches!(
+            parse_info_replication("role:master\r\nmaster_repl_offset:x\r\n"),
+            Err(ParseError::NotANumber { .. })
+        ));
+    }
+
+    #[test]
+    fn a_sentinel_view_reads_flags_and_counts() {
+        let master = pairs(
+            [
+                "name",
+                "cache",
+                "flags",
+                "master,failover_in_progress",
+                "num-slaves",
+                "2",
+                "num-other-sentinels",
+                "2",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        let view = parse_sentinel_view(&master, Some(Endpoint::new("h", 6379)));
+        assert!(view.failover_in_progress);
+        assert_eq!((view.known_replicas, view.known_sentinels), (2, 2));
+        let quiet = pairs(["flags", "master"].map(String::from).to_vec());
+        assert!(!parse_sentinel_view(&quiet, None).failover_in_progress);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_fails_within_the_bound() {
+        // A listener that accepts and never answers: the call must end by its timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..4 {
+                match listener.accept().await {
+                    Ok((socket, _)) => held.push(socket),
+                    Err(_) => break,
+                }
+            }
+            held
+        });
+        let endpoint = Endpoint::new("127.0.0.1", port);
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(300),
+            call: Duration::from_millis(500),
+        };
+        let started = std::time::Instant::now();
+        let result = info_replication(Target::new(&endpoint, None, timeouts)).await;
+        let elapsed = started.elapsed();
+        println!("stalled INFO replication failed after {elapsed:?}: {result:?}");
+        assert!(result.is_err());
+        assert!(
+            elapsed >= Duration::from_millis(250),
+            "it did wait for an answer: {elapsed:?}"
+        );
+        assert!(elapsed < Duration::from_secs(3), "bounded: {elapsed:?}");
+        accept.abort();
+    }
+}

@@ -1,0 +1,60 @@
+//! What the reconcile and the healer task share: the cluster domain, each RedisHA's last healer
+//! plan (for the status) and its password (read by the reconcile with one `get` of the Secret, so
+//! the healer never reads Secrets itself).
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
+use capstan_runtime::lock;
+
+use crate::healer::Plan;
+
+/// `(namespace, name)` of a RedisHA.
+pub type Key = (String, String);
+
+#[derive(Clone, Default)]
+pub struct Shared {
+    pub cluster_domain: Arc<str>,
+    plans: Arc<Mutex<HashMap<Key, Plan>>>,
+    passwords: Arc<Mutex<HashMap<Key, Option<String>>>>,
+}
+
+impl Shared {
+    pub fn new(cluster_domain: String) -> Self {
+        Self {
+            cluster_domain: cluster_domain.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Records the healer's plan; true when it differs from the previous one.
+    pub fn set_plan(&self, key: Key, plan: Plan) -> bool {
+        lock(&self.plans).insert(key, plan.clone()).as_ref() != Some(&plan)
+    }
+
+    pub fn plan(&self, key: &Key) -> Option<Plan> {
+        lock(&self.plans).get(key).cloned()
+    }
+
+    /// The password the Pods use (`None`: no auth), once the reconcile has read it.
+    pub fn set_password(&self, key: Key, password: Option<String>) {
+        lock(&self.passwords).insert(key, password);
+    }
+
+    /// `None`: not read yet (the healer waits); `Some(None)`: no auth.
+    pub fn password(&self, key: &Key) -> Option<Option<String>> {
+        lock(&self.passwords).get(key).cloned()
+    }
+
+    /// Drops what is kept for RedisHAs no longer in `live` (deleted ones).
+    pub fn retain(&self, live: &std::collections::HashSet<Key>) {
+        lock(&self.plans).retain(|key, _| live.contains(key));
+        lock(&self.passwords).retain(|key, _| live.contains(key));
+    }
+
+    pub fn forget(&self, key: &Key) {
+        lock(&self.plans).remove(key);
+        lock(&self.passwords).remove(key);
+    }
+}

@@ -1,0 +1,301 @@
+//! The status a RedisHA should have, from what the reconcile and the healer found. Pure.
+use capstan_runtime::conditions::{DesiredCondition, READY, merge_conditions};
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+
+use crate::{
+    build::{AuthError, SpecError, sentinel_service_name},
+    crd::{DEGRADED, FAILOVER_IN_PROGRESS, RedisHA, RedisHAStatus, SentinelEndpoint},
+    healer::{Plan, Wait},
+};
+
+/// Whether the RedisHA can fail over at all: one Redis cannot.
+pub const FAILOVER_CAPABLE: &str = "FailoverCapable";
+
+/// What stops the RedisHA from being acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blocked<'a> {
+    InvalidSpec(&'a SpecError),
+    /// `spec.auth` names a Secret that does not exist.
+    SecretMissing(&'a str),
+    Auth(&'a AuthError),
+    /// A child of that kind and name exists and this RedisHA does not control it.
+    ForeignChild {
+        kind: &'a str,
+        name: &'a str,
+    },
+}
+
+/// What was observed of the running set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health<'a> {
+    /// Ready Pods of the Redis StatefulSet.
+    pub redis_ready: i32,
+    /// Ready Pods of the Sentinel StatefulSet.
+    pub sentinels_ready: i32,
+    /// The healer's decision this pass; None when it did not run (e.g. not leader).
+    pub plan: Option<&'a Plan>,
+}
+
+fn single_instance_condition(rha: &RedisHA) -> DesiredCondition {
+    if rha.spec.replicas <= 1 {
+        DesiredCondition::new(
+            FAILOVER_CAPABLE,
+            false,
+            "SingleInstance",
+            "one Redis: no replica to fail over to, and writes need no replica",
+        )
+    } else {
+        DesiredCondition::new(
+            FAILOVER_CAPABLE,
+            true,
+            "Replicated",
+            format!(
+                "{} Redis, {} Sentinels, quorum {}",
+                rha.spec.replicas,
+                rha.spec.sentinel.replicas,
+                rha.spec.sentinel.effective_quorum()
+            ),
+        )
+    }
+}
+
+/// Builds the status: `Ready`, `Degraded`, `FailoverInProgress` and `FailoverCapable`, keeping
+/// `lastTransitionTime` of unchanged conditions, and `lastFailoverTime` when the master changed.
+pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now: Timestamp) -> RedisHAStatus {
+    let previous = rha.status.clone().unwrap_or_default();
+    let name = rha.metadata.name.clone().unwrap_or_default();
+    let generation = rha.metadata.generation;
+    let mut status = RedisHAStatus {
+        master: previous.master.clone(),
+        ready_replicas: 0,
+        sentinels_ready: 0,
+        sentinel: Some(SentinelEndpoint {
+            service: sentinel_service_name(&name),
+            master_name: name.clone(),
+        }),
+        observed_generation: generation,
+        last_failover_time: previous.last_failover_time.clone(),
+        conditions: Vec::new(),
+    };
+    let desired = match outcome {
+        Err(blocked) => {
+            let (reason, message) = match blocked {
+                Blocked::InvalidSpec(error) => ("InvalidSpec", error.to_string()),
+                Blocked::SecretMissing(secret) => (
+                    "SecretMissing",
+                    format!("Secret {secret} (spec.auth.secretName) does not exist"),
+                ),
+                Blocked::Auth(error) => ("InvalidSecret", error.to_string()),
+                Blocked::ForeignChild { kind, name } => (
+                    "ResourceExists",
+                    format!("{kind} {name} exists and is not controlled by this RedisHA; it is left untouched"),
+                ),
+            };
+            vec![
+                DesiredCondition::new(READY, false, reason, message.clone()),
+                DesiredCondition::new(DEGRADED, true, reason, message),
+                DesiredCondition::new(FAILOVER_IN_PROGRESS, false, "NotObserved", ""),
+                single_instance_condition(rha),
+            ]
+        }
+        Ok(health) => {
+            status.ready_replicas = health.redis_ready;
+            status.sentinels_ready = health.sentinels_ready;
+            let failing_over = match health.plan.and_then(|p| p.wait.as_ref()) {
+                Some(Wait::FailoverInProgress { sentinel }) => {
+                    Some(format!("Sentinel {sentinel} reports a failover in progress"))
+                }
+                Some(Wait::SentinelsToFailOver { named }) => {
+                    Some(format!("the master the Sentinels name ({named}) does not answer"))
+                }
+                _ => None,
+            };
+            if let Some(master) = health.plan.and_then(|p| p.master.as_ref()) {
+                if previous.master.as_ref().is_some_and(|m| m != master) {
+                    status.last_failover_time = Some(Time(now));
+                }
+                status.master = Some(master.clone());
+            }
+            let no_master = match health.plan {
+                Some(plan) => match &plan.wait {
+                    Some(Wait::NothingReachable) => Some("no Redis answers".to_owned()),
+                    Some(Wait::NoCandidate) => Some("no master, and every replica is syncing".to_owned()),
+                    _ => None,
+                },
+                None => None,
+            };
+            let want = rha.spec.replicas;
+            let want_sentinels = rha.spec.sentinel.replicas;
+            let all_ready = health.redis_ready >= want && health.sentinels_ready >= want_sentinels;
+            let counts = format!(
+                "{}/{want} Redis and {}/{want_sentinels} Sentinels ready",
+                health.redis_ready, health.sentinels_ready
+            );
+            let ready = all_ready && failing_over.is_none() && no_master.is_none() && status.master.is_some();
+            vec![
+                if ready {
+                    DesiredCondition::new(
+                        READY,
+                        true,
+                        "Ready",
+                        format!("master {}; {counts}", status.master.clone().unwrap_or_default()),
+                    )
+                } else {
+                    DesiredCondition::new(READY, false, "NotReady", counts.clone())
+                },
+                match &no_master {
+                    Some(why) => DesiredCondition::new(DEGRADED, true, "NoMaster", why.clone()),
+                    None => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
+                },
+                match failing_over {
+                    Some(why) => DesiredCondition::new(FAILOVER_IN_PROGRESS, true, "SentinelFailover", why),
+                    None => DesiredCondition::new(FAILOVER_IN_PROGRESS, false, "Settled", ""),
+                },
+                single_instance_condition(rha),
+            ]
+        }
+    };
+    let previous_conditions = previous.conditions;
+    status.conditions = merge_conditions(&previous_conditions, &desired, generation, now);
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Endpoint;
+    use capstan_runtime::conditions::is_true;
+
+    fn rha(spec: &str) -> RedisHA {
+        let mut rha: RedisHA = serde_yaml::from_str(&format!(
+            "apiVersion: cache.capstan.dev/v1alpha1\nkind: RedisHA\nmetadata: {{name: cache, namespace: apps, generation: 4}}\nspec: {spec}\n"
+        ))
+        .expect("valid");
+        rha.status = Some(RedisHAStatus {
+            master: Some("cache-0".into()),
+            ..Default::default()
+        });
+        rha
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_000).expect("time")
+    }
+
+    fn plan(master: &str) -> Plan {
+        Plan {
+            master: Some(master.into()),
+            actions: vec![],
+            wait: None,
+            warnings: vec![],
+        }
+    }
+
+    #[test]
+    fn all_ready_with_a_master_is_ready_and_names_the_sentinel_service() {
+        let plan = plan("cache-0");
+        let status = build_status(
+            &rha("{}"),
+            Ok(Health {
+                redis_ready: 3,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+            }),
+            now(),
+        );
+        assert!(is_true(&status.conditions, READY));
+        assert!(!is_true(&status.conditions, DEGRADED));
+        assert!(!is_true(&status.conditions, FAILOVER_IN_PROGRESS));
+        assert!(is_true(&status.conditions, FAILOVER_CAPABLE));
+        assert_eq!(status.master.as_deref(), Some("cache-0"));
+        assert_eq!(status.last_failover_time, None);
+        assert_eq!(
+            status.sentinel,
+            Some(SentinelEndpoint {
+                service: "cache-sentinel".into(),
+                master_name: "cache".into()
+            })
+        );
+        assert_eq!(status.observed_generation, Some(4));
+    }
+
+    #[test]
+    fn a_new_master_stamps_the_failover_time() {
+        let plan = plan("cache-2");
+        let status = build_status(
+            &rha("{}"),
+            Ok(Health {
+                redis_ready: 3,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+            }),
+            now(),
+        );
+        assert_eq!(status.master.as_deref(), Some("cache-2"));
+        assert_eq!(status.last_failover_time, Some(Time(now())));
+    }
+
+    #[test]
+    fn a_failover_in_progress_shows_and_is_not_ready() {
+        let plan = Plan {
+            master: None,
+            actions: vec![],
+            wait: Some(Wait::SentinelsToFailOver {
+                named: Endpoint::new("cache-0.x", 6379),
+            }),
+            warnings: vec![],
+        };
+        let status = build_status(
+            &rha("{}"),
+            Ok(Health {
+                redis_ready: 2,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+            }),
+            now(),
+        );
+        assert!(is_true(&status.conditions, FAILOVER_IN_PROGRESS));
+        assert!(!is_true(&status.conditions, READY));
+        assert_eq!(status.master.as_deref(), Some("cache-0"), "the last known master stays");
+    }
+
+    #[test]
+    fn a_missing_secret_is_degraded_with_its_reason() {
+        let status = build_status(&rha("{}"), Err(Blocked::SecretMissing("cache-auth")), now());
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .expect("Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "SecretMissing")
+        );
+        assert!(degraded.message.contains("cache-auth"));
+        assert!(!is_true(&status.conditions, READY));
+    }
+
+    #[test]
+    fn a_single_instance_says_it_cannot_fail_over() {
+        let plan = plan("cache-0");
+        let status = build_status(
+            &rha("{replicas: 1}"),
+            Ok(Health {
+                redis_ready: 1,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+            }),
+            now(),
+        );
+        let capable = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == FAILOVER_CAPABLE)
+            .expect("condition");
+        assert_eq!(
+            (capable.status.as_str(), capable.reason.as_str()),
+            ("False", "SingleInstance")
+        );
+        assert!(is_true(&status.conditions, READY));
+    }
+}

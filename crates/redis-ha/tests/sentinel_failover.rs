@@ -1,0 +1,626 @@
+//! Real `redis-server` and `redis-sentinel` processes (Debian's) on 127.0.0.1, started by the
+//! scripts and configuration `config.rs` renders (127.0.0.1 and a port per process standing in
+//! for the Pods' FQDNs): the observer reads the truth, a `SENTINEL FAILOVER` requested through
+//! `redis_io` promotes a replica, and a master restarted in place hands over instead of serving.
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use capstan_redis_ha::{
+    config::{self, Announce, Endpoint, Layout, Rendering, SentinelTimings},
+    healer::{self, Observation, Role},
+    redis_io::{self, Cluster, RedisMember, SentinelMember, Target, Timeouts},
+};
+
+const MASTER_SET: &str = "itest";
+/// With a space and quotes, so the scripts' quoting is exercised.
+const PASSWORD: &str = "s3cret \"quoted\" pass";
+
+/// Every process this test started; killed (SIGKILL) and reaped on drop, also on panic, when the
+/// logs are printed for diagnosis.
+struct Processes {
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Processes {
+    fn spawn(&mut self, name: &str, program: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
+        let log = fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        let child = Command::new(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        self.children.push((name.to_owned(), child));
+        self.children.len() - 1
+    }
+
+    fn kill(&mut self, index: usize) {
+        let (_, child) = &mut self.children[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Waits for a one-shot process (the Sentinel init script), bounded.
+    fn wait_success(&mut self, index: usize, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        let (name, child) = &mut self.children[index];
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                assert!(status.success(), "{name} failed: {status}\n{}", log(&self.dir, name));
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} still running after {bound:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn log(dir: &Path, name: &str) -> String {
+    let mut text = String::new();
+    if let Ok(mut file) = fs::File::open(dir.join(format!("{name}.log"))) {
+        let _ = file.read_to_string(&mut text);
+    }
+    let tail: Vec<&str> = text.lines().rev().take(40).collect();
+    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            for (name, _) in &self.children {
+                eprintln!("----- {name} -----\n{}", log(&self.dir, name));
+            }
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn available() -> bool {
+    let missing: Vec<&str> = ["/usr/bin/redis-server", "/usr/bin/redis-sentinel", "/usr/bin/redis-cli"]
+        .into_iter()
+        .filter(|p| !Path::new(p).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "missing {missing:?} (Debian's redis-server and redis-sentinel)"
+    );
+    println!("SKIPPED sentinel_failover: missing {missing:?}");
+    false
+}
+
+/// The rendering for one process: everything shared, its own port and directories.
+fn rendering(base: &Rendering, dir: &Path, redis_port: u16, sentinel_port: u16) -> Rendering {
+    let layout = Layout {
+        config_dir: dir.join("config").display().to_string(),
+        runtime_dir: dir.join("runtime").display().to_string(),
+        data_dir: dir.join("data").display().to_string(),
+    };
+    for sub in ["config", "runtime", "data"] {
+        fs::create_dir_all(dir.join(sub)).expect("dirs");
+    }
+    Rendering {
+        redis_port,
+        sentinel_port,
+        layout,
+        ..base.clone()
+    }
+}
+
+fn write_files(dir: &Path, files: BTreeMap<String, String>) {
+    for (name, content) in files {
+        fs::write(dir.join("config").join(name), content).expect("write config");
+    }
+}
+
+async fn wait_for(
+    what: &str,
+    bound: Duration,
+    cluster: Cluster<'_>,
+    done: impl Fn(&Observation) -> bool,
+) -> (Observation, Duration) {
+    let started = Instant::now();
+    loop {
+        let observation = redis_io::observe(cluster).await;
+        if done(&observation) {
+            let elapsed = started.elapsed();
+            println!("{what}: after {elapsed:?}");
+            return (observation, elapsed);
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{what}: not within {bound:?}; last observation:\n{observation:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn master_of(observation: &Observation) -> Vec<&str> {
+    observation
+        .redis
+        .iter()
+        .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Master))
+        .map(|p| p.pod.as_str())
+        .collect()
+}
+
+/// One master (`pod`), every replica linked to it, every Sentinel naming it with the full counts
+/// and no failover in progress.
+fn settled_on(observation: &Observation, pod: &str) -> bool {
+    let Some(master) = observation.redis.iter().find(|p| p.pod == pod) else {
+        return false;
+    };
+    master_of(observation) == [pod]
+        && observation.redis.iter().filter(|p| p.pod != pod).all(|p| {
+            p.replication
+                .as_ref()
+                .is_some_and(|r| r.link_up && r.master.as_ref() == Some(&master.address))
+        })
+        && observation.sentinels.iter().all(|s| {
+            s.view.as_ref().is_some_and(|v| {
+                v.master.as_ref() == Some(&master.address)
+                    && !v.failover_in_progress
+                    && v.known_replicas == 2
+                    && v.known_sentinels == 2
+            })
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_over() {
+    if !available() {
+        return;
+    }
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut processes = Processes {
+        dir: temp.path().to_owned(),
+        children: Vec::new(),
+    };
+    let redis_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let sentinel_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let local = |port| Endpoint::new("127.0.0.1", port);
+    let base = Rendering {
+        master_set: MASTER_SET.into(),
+        single_instance: false,
+        quorum: 2,
+        auth: true,
+        persistent: false,
+        extra_config: BTreeMap::from([("maxmemory".to_owned(), "64mb".to_owned())]),
+        bind: "127.0.0.1".into(),
+        redis_port: 0,
+        sentinel_port: 0,
+        redis_announce: Announce::Fixed("127.0.0.1".into()),
+        sentinel_announce: Announce::Fixed("127.0.0.1".into()),
+        bootstrap_master: local(redis_ports[0]),
+        sentinels: sentinel_ports.iter().map(|p| local(*p)).collect(),
+        timings: SentinelTimings {
+            down_after_ms: 3_000,
+            failover_timeout_ms: 20_000,
+        },
+        layout: Layout::default(),
+    };
+    let env_password = [(config::ENV_PASSWORD, PASSWORD), (config::ENV_REDISCLI_AUTH, PASSWORD)];
+
+    // Sentinels: the init script seeds sentinel.conf (no peer answers yet: ordinal 0), then Sentinel.
+    let mut inits = Vec::new();
+    for (i, port) in sentinel_ports.iter().enumerate() {
+        let dir = temp.path().join(format!("sentinel-{i}"));
+        let r = rendering(&base, &dir, 0, *port);
+        write_files(&dir, config::sentinel_config_data(&r));
+        let script = dir.join("config").join(config::SENTINEL_INIT);
+        let pod = format!("{MASTER_SET}-sentinel-{i}");
+        let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
+        env.extend(env_password);
+        inits.push((
+            processes.spawn(
+                &format!("sentinel-init-{i}"),
+                "/bin/sh",
+                &[script.to_str().expect("utf-8")],
+                &env,
+            ),
+            dir,
+        ));
+    }
+    for (i, (init, dir)) in inits.into_iter().enumerate() {
+        processes.wait_success(init, Duration::from_secs(60));
+        let conf = dir.join("runtime").join(config::SENTINEL_CONF);
+        let seeded = fs::read_to_string(&conf).expect("seeded sentinel.conf");
+        assert!(
+            seeded.contains(&format!("sentinel monitor {MASTER_SET} 127.0.0.1 {} 2", redis_ports[0])),
+            "{seeded}"
+        );
+        assert!(!seeded.contains('@'), "every placeholder filled in: {seeded}");
+        processes.spawn(
+            &format!("sentinel-{i}"),
+            "redis-sentinel",
+            &[conf.to_str().expect("utf-8")],
+            &[],
+        );
+    }
+
+    // Redis: every Pod runs the start script; the Sentinels name ordinal 0 and know no replica.
+    let mut redis_processes = Vec::new();
+    let mut members = Vec::new();
+    for (i, port) in redis_ports.iter().enumerate() {
+        let dir = temp.path().join(format!("redis-{i}"));
+        let r = rendering(&base, &dir, *port, 0);
+        write_files(&dir, config::redis_config_data(&r).expect("renders"));
+        let pod = format!("{MASTER_SET}-{i}");
+        let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
+        env.extend(env_password);
+        let script = dir.join("config").join(config::REDIS_START);
+        redis_processes.push((
+            processes.spawn(&pod, "/bin/sh", &[script.to_str().expect("utf-8")], &env),
+            script,
+        ));
+        members.push(RedisMember {
+            pod,
+            ordinal: i as u32,
+            announced: local(*port),
+            connect: local(*port),
+            role_label: None,
+        });
+    }
+    let sentinels: Vec<SentinelMember> = sentinel_ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| SentinelMember {
+            pod: format!("{MASTER_SET}-sentinel-{i}"),
+            connect: local(*port),
+        })
+        .collect();
+    let cluster = Cluster {
+        master_set: MASTER_SET,
+        redis: &members,
+        sentinels: &sentinels,
+        quorum: 2,
+        password: Some(PASSWORD),
+        timings: base.timings,
+        timeouts: Timeouts::default(),
+    };
+
+    let (observation, _) = wait_for(
+        "bootstrap: itest-0 master, two linked replicas, Sentinels agree",
+        Duration::from_secs(90),
+        cluster,
+        |o| settled_on(o, "itest-0"),
+    )
+    .await;
+    let plan = healer::decide(&observation);
+    assert_eq!(plan.master.as_deref(), Some("itest-0"));
+    assert!(
+        plan.actions
+            .iter()
+            .all(|a| matches!(a, healer::Action::LabelRole { .. })),
+        "only labels to set on a healthy set: {:?}",
+        plan.actions
+    );
+
+    // The listing calls and an unknown master set, as Sentinel answers them.
+    let s0 = Target::sentinel(&sentinels[0].connect, Timeouts::default());
+    let replicas = redis_io::sentinel_replicas(s0, MASTER_SET)
+        .await
+        .expect("SENTINEL REPLICAS");
+    let mut replica_ports: Vec<&str> = replicas
+        .iter()
+        .filter_map(|r| r.get("port").map(String::as_str))
+        .collect();
+    replica_ports.sort_unstable();
+    let mut expected: Vec<String> = redis_ports[1..].iter().map(u16::to_string).collect();
+    expected.sort_unstable();
+    assert_eq!(replica_ports, expected);
+    assert_eq!(
+        redis_io::sentinel_sentinels(s0, MASTER_SET)
+            .await
+            .expect("SENTINEL SENTINELS")
+            .len(),
+        2
+    );
+    let unknown = redis_io::sentinel_view(s0, "no-such-set")
+        .await
+        .expect("an unknown set is no error");
+    assert_eq!(unknown.master, None);
+    assert!(matches!(
+        redis_io::sentinel_replicas(s0, "no-such-set").await,
+        Err(redis_io::IoError::Redis { .. })
+    ));
+
+    // A write acknowledged by a replica.
+    let client = |port: u16| {
+        let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_skip_set_lib_name()
+            .set_password(PASSWORD);
+        redis::Client::open(info.set_redis_settings(settings)).expect("client")
+    };
+    let mut master = client(redis_ports[0])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the master");
+    let _: () = redis::cmd("SET")
+        .arg("acknowledged")
+        .arg("yes")
+        .query_async(&mut master)
+        .await
+        .expect("SET");
+    let acknowledged: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query_async(&mut master)
+        .await
+        .expect("WAIT");
+    assert!(acknowledged >= 1, "a replica acknowledged: {acknowledged}");
+    // The master refuses writes without a replica? It has two, so this write went through.
+
+    // A failover requested through redis_io.
+    redis_io::sentinel_failover(Target::sentinel(&sentinels[1].connect, Timeouts::default()), MASTER_SET)
+        .await
+        .expect("SENTINEL FAILOVER accepted");
+    let (observation, elapsed) = wait_for(
+        "SENTINEL FAILOVER: a replica promoted, the old master its replica",
+        Duration::from_secs(60),
+        cluster,
+        |o| matches!(master_of(o)[..], [m] if m != "itest-0" && settled_on(o, m)),
+    )
+    .await;
+    assert!(elapsed < Duration::from_secs(60));
+    let new_master = master_of(&observation)[0].to_owned();
+    let new_index: usize = new_master.trim_start_matches("itest-").parse().expect("ordinal");
+    let mut promoted = client(redis_ports[new_index])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the new master");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("acknowledged")
+        .query_async(&mut promoted)
+        .await
+        .expect("GET");
+    assert_eq!(
+        value.as_deref(),
+        Some("yes"),
+        "the acknowledged write survived the failover"
+    );
+
+    // Restart safety: the master's process dies and its start script runs again at once, while
+    // the Sentinels still name it. It must never answer as master; it has them fail over and joins
+    // the new master as a replica.
+    let (process, script) = &redis_processes[new_index];
+    let script = script.clone();
+    processes.kill(*process);
+    let mut env = vec![(config::ENV_POD_NAME, new_master.as_str())];
+    env.extend(env_password);
+    processes.spawn(
+        &format!("{new_master}-restarted"),
+        "/bin/sh",
+        &[script.to_str().expect("utf-8")],
+        &env,
+    );
+    let restarted = Target::new(&members[new_index].connect, Some(PASSWORD), Timeouts::default());
+    let started = Instant::now();
+    let mut answers = 0;
+    let final_master = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the restarted master did not rejoin as a replica within 90 s"
+        );
+        if let Ok(replication) = redis_io::info_replication(restarted).await {
+            answers += 1;
+            assert_eq!(
+                replication.role,
+                Role::Replica,
+                "a restarted master served as master: {replication:?}"
+            );
+            let observation = redis_io::observe(cluster).await;
+            if let [m] = master_of(&observation)[..]
+                && m != new_master
+                && settled_on(&observation, m)
+            {
+                break m.to_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "restarted {new_master} rejoined as a replica of {final_master} after {:?} ({answers} answers, all as replica)",
+        started.elapsed()
+    );
+    assert!(answers >= 1);
+    let restart_log = log(temp.path(), &format!("{new_master}-restarted"));
+    assert!(
+        restart_log.contains("the Sentinels still name this Pod master")
+            && restart_log.contains("SENTINEL FAILOVER itest via"),
+        "the restart took the hand-over path:\n{restart_log}"
+    );
+    let final_index: usize = final_master.trim_start_matches("itest-").parse().expect("ordinal");
+    let mut last = client(redis_ports[final_index])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the final master");
+    let value: Option<String> = redis::cmd("GET")
+        .arg("acknowledged")
+        .query_async(&mut last)
+        .await
+        .expect("GET");
+    assert_eq!(value.as_deref(), Some("yes"), "no data lost to the restart");
+
+    // The healer, through `perform`: a replica turned master by hand (split brain) is demoted to
+    // the quorum's master, and a Sentinel made to monitor a replica is pointed back.
+    let stray = members
+        .iter()
+        .find(|m| m.pod != final_master)
+        .expect("a replica")
+        .clone();
+    redis_io::replicaof(Target::new(&stray.connect, Some(PASSWORD), Timeouts::default()), None)
+        .await
+        .expect("REPLICAOF NO ONE");
+    let observation = redis_io::observe(cluster).await;
+    let mut two = master_of(&observation);
+    two.sort_unstable();
+    assert_eq!(two.len(), 2, "two masters now: {observation:#?}");
+    let plan = healer::decide(&observation);
+    assert_eq!(plan.master.as_deref(), Some(final_master.as_str()), "{plan:#?}");
+    let final_address = members[final_index].announced.clone();
+    assert!(
+        plan.actions.contains(&healer::Action::Demote {
+            pod: stray.pod.clone(),
+            master: final_address.clone()
+        }),
+        "{plan:#?}"
+    );
+    perform_all(&plan, cluster).await;
+    // Checked at once, before Sentinel's own correction could (it waits several INFO periods).
+    let demoted = redis_io::info_replication(Target::new(&stray.connect, Some(PASSWORD), Timeouts::default()))
+        .await
+        .expect("INFO");
+    assert_eq!(demoted.role, Role::Replica, "{demoted:?}");
+    assert_eq!(demoted.master.as_ref(), Some(&final_address));
+
+    let wrong = members
+        .iter()
+        .find(|m| m.pod != final_master)
+        .expect("a replica")
+        .announced
+        .clone();
+    redis_io::sentinel_remonitor(
+        Target::sentinel(&sentinels[2].connect, Timeouts::default()),
+        MASTER_SET,
+        &wrong,
+        2,
+        base.timings,
+        Some(PASSWORD),
+    )
+    .await
+    .expect("re-monitor a replica");
+    let observation = redis_io::observe(cluster).await;
+    let plan = healer::decide(&observation);
+    let fix = healer::Action::SentinelMonitor {
+        sentinel: sentinels[2].pod.clone(),
+        master: final_address.clone(),
+    };
+    assert!(plan.actions.contains(&fix), "{plan:#?}");
+    perform_all(&plan, cluster).await;
+    let named =
+        redis_io::sentinel_master_address(Target::sentinel(&sentinels[2].connect, Timeouts::default()), MASTER_SET)
+            .await
+            .expect("GET-MASTER-ADDR-BY-NAME");
+    assert_eq!(named.as_ref(), Some(&final_address));
+    wait_for(
+        "healed: one master, Sentinels agree again",
+        Duration::from_secs(60),
+        cluster,
+        |o| settled_on(o, &final_master),
+    )
+    .await;
+
+    // Readiness as the probes see it: the master and linked replicas are ready, and so is each
+    // Sentinel; a Redis that does not answer is not.
+    for (i, member) in members.iter().enumerate() {
+        let script = temp.path().join(format!("redis-{i}/config/{}", config::REDIS_READY));
+        let (ok, output) = run_script(&script, &member.pod);
+        assert!(ok, "{} ready: {output}", member.pod);
+    }
+    for i in 0..3 {
+        let script = temp
+            .path()
+            .join(format!("sentinel-{i}/config/{}", config::SENTINEL_READY));
+        let (ok, output) = run_script(&script, &format!("{MASTER_SET}-sentinel-{i}"));
+        assert!(ok, "sentinel {i} ready: {output}");
+    }
+    let absent = temp.path().join("absent");
+    let absent_rendering = rendering(&base, &absent, free_port(), 0);
+    write_files(&absent, config::redis_config_data(&absent_rendering).expect("renders"));
+    let (ok, output) = run_script(&absent.join("config").join(config::REDIS_READY), "itest-9");
+    assert!(!ok, "a Redis that does not answer is not ready: {output}");
+
+    // The master's preStop hands over: the Sentinels fail over before the process would stop.
+    let prestop = temp
+        .path()
+        .join(format!("redis-{final_index}/config/{}", config::REDIS_PRESTOP));
+    let started = Instant::now();
+    let (ok, output) = run_script(&prestop, &final_master);
+    let handover = started.elapsed();
+    assert!(ok, "preStop: {output}");
+    assert!(output.contains("handed over to 127.0.0.1:"), "preStop output: {output}");
+    let observation = redis_io::observe(cluster).await;
+    let old_address = &members[final_index].announced;
+    let named: Vec<_> = observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref().and_then(|v| v.master.clone()))
+        .collect();
+    println!("preStop of {final_master} handed over in {handover:?}; the Sentinels name {named:?}");
+    // The old master stays master until its process stops (the kubelet's next step), its writes
+    // paused; what matters is that the Sentinels, and so every client asking them, moved on.
+    assert!(
+        named.len() >= 2 && named.iter().all(|m| m != old_address),
+        "a Sentinel quorum names a new master: {observation:#?}"
+    );
+    let promoted = observation
+        .redis
+        .iter()
+        .find(|p| Some(&p.address) == named.first())
+        .and_then(|p| p.replication.as_ref())
+        .map(|r| r.role);
+    assert_eq!(promoted, Some(Role::Master), "the named master answers as master");
+    assert!(handover < Duration::from_secs(20), "preStop bounded: {handover:?}");
+    drop(processes);
+}
+
+/// Carries out every Redis/Sentinel action of a plan (labels have no Pods here).
+async fn perform_all(plan: &healer::Plan, cluster: Cluster<'_>) {
+    for action in &plan.actions {
+        let performed = redis_io::perform(action, cluster)
+            .await
+            .unwrap_or_else(|e| panic!("{action:?}: {e}"));
+        println!("performed {action:?}: {performed:?}");
+    }
+}
+
+/// Runs a rendered script as a probe or hook would (bounded by `timeout`), with the Pod's env.
+fn run_script(script: &Path, pod: &str) -> (bool, String) {
+    let output = Command::new("timeout")
+        .arg("30")
+        .arg("/bin/sh")
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env(config::ENV_POD_NAME, pod)
+        .env(config::ENV_PASSWORD, PASSWORD)
+        .env(config::ENV_REDISCLI_AUTH, PASSWORD)
+        .output()
+        .expect("run script");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
