@@ -43,7 +43,11 @@ pub fn ensure_programs(programs_and_packages: &[(&str, &str)]) -> anyhow::Result
         return Ok(true);
     }
     if !is_root() || !cmd::on_path("apt-get") {
-        eprintln!("missing: {} (install as root: apt-get install -y {})", missing.join(" "), missing.join(" "));
+        eprintln!(
+            "missing: {} (install as root: apt-get install -y {})",
+            missing.join(" "),
+            missing.join(" ")
+        );
         return Ok(false);
     }
     apt_install(&missing)?;

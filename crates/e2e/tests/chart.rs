@@ -65,7 +65,23 @@ fn memcached_permissions() -> BTreeSet<(String, String, String)> {
         ("cache.capstan.dev", "memcacheds", READ),
         ("cache.capstan.dev", "memcacheds/status", &["get", "patch"]),
         ("apps", "deployments", &["get", "list", "watch", "create", "patch"]),
+        ("", "services", &["get", "list", "watch", "create", "patch"]),
         ("", "pods", READ),
+    ])
+}
+
+fn redis_ha_permissions() -> BTreeSet<(String, String, String)> {
+    const OWNED: &[&str] = &["get", "list", "watch", "create", "patch", "delete"];
+    triples(&[
+        ("cache.capstan.dev", "redishas", READ),
+        ("cache.capstan.dev", "redishas/status", &["get", "patch"]),
+        ("apps", "statefulsets", OWNED),
+        ("", "services", OWNED),
+        ("", "configmaps", OWNED),
+        ("policy", "poddisruptionbudgets", &["get", "create", "patch"]),
+        ("", "pods", &["get", "list", "watch", "patch"]),
+        // By name only: the operator never lists or watches Secrets.
+        ("", "secrets", &["get"]),
     ])
 }
 
@@ -123,6 +139,7 @@ fn default_values_give_cluster_wide_least_privilege_rbac_and_a_restricted_pod() 
     let expected: BTreeSet<_> = foo_permissions()
         .into_iter()
         .chain(memcached_permissions())
+        .chain(redis_ha_permissions())
         .chain(events_permissions())
         .collect();
     assert_eq!(granted, expected, "the ClusterRole's rules");
@@ -267,7 +284,7 @@ fn bad_values_fail_with_a_message_naming_the_value() {
         (&["metrics.port=70000"], &["/metrics/port"]),
         (
             &["controllers={redis}"],
-            &["unknown controller \"redis\"", "foo, memcached"],
+            &["unknown controller \"redis\"", "foo, memcached, redis-ha"],
         ),
         (
             &["replicaCount=2", "leaderElection.enabled=false"],

@@ -428,6 +428,12 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         ("patch", "memcacheds.cache.capstan.dev#status", samples_ns.as_str()),
         ("patch", "foos.tutorial.capstan.dev#status", samples_ns.as_str()),
         ("update", "leases.coordination.k8s.io/capstan", release_ns.as_str()),
+        // RedisHA: its auth Secret by name, Pods' role labels, owned StatefulSets and budgets.
+        ("get", "secrets", samples_ns.as_str()),
+        ("patch", "pods", samples_ns.as_str()),
+        ("delete", "statefulsets.apps", samples_ns.as_str()),
+        ("patch", "poddisruptionbudgets.policy", samples_ns.as_str()),
+        ("patch", "redishas.cache.capstan.dev#status", samples_ns.as_str()),
     ] {
         let answer = can_i(verb, resource, namespace);
         assert_eq!(answer.trim(), "yes", "{identity} may {verb} {resource}");
@@ -435,7 +441,6 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     for (verb, resource, namespace) in [
         ("list", "secrets", samples_ns.as_str()),
         ("watch", "secrets", samples_ns.as_str()),
-        ("get", "secrets", samples_ns.as_str()),
         ("delete", "namespaces", "default"),
         ("create", "clusterroles.rbac.authorization.k8s.io", "default"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", "default"),
@@ -443,7 +448,8 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         ("impersonate", "serviceaccounts", samples_ns.as_str()),
         ("delete", "deployments.apps", samples_ns.as_str()),
         ("update", "memcacheds.cache.capstan.dev", samples_ns.as_str()),
-        ("patch", "pods", samples_ns.as_str()),
+        ("delete", "pods", samples_ns.as_str()),
+        ("delete", "persistentvolumeclaims", samples_ns.as_str()),
         ("update", "leases.coordination.k8s.io/someone-else", release_ns.as_str()),
     ] {
         let answer = can_i(verb, resource, namespace);

@@ -134,7 +134,7 @@ pub async fn run_scenarios(
         let outcome = scenarios::run(scenario.name, &env).await;
         match &outcome {
             Ok(Some(took)) => println!("==> scenario {}: passed in {:.1}s", scenario.name, took.as_secs_f64()),
-            Ok(None) => println!("==> scenario {}: not in this build (no controller yet)", scenario.name),
+            Ok(None) => println!("==> scenario {}: NOT RUN (not written yet)", scenario.name),
             Err(error) => println!(
                 "==> scenario {}: FAILED after {:.1}s: {error:#}",
                 scenario.name,

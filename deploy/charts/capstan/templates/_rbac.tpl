@@ -5,9 +5,14 @@ namespaced, so with watchNamespace set these rules become a Role in that namespa
 
 Derived from the controllers' code:
 - foo: reads Foos and Pods (metadata watch); writes Foo status by server-side apply (patch).
-- memcached: reads Memcacheds, Deployments and Pods; applies its Deployments (server-side apply:
-  patch, and create for the first apply); writes Memcached status (patch). Deletion is the
+- memcached: reads Memcacheds, Deployments, Services and Pods; applies its Deployment and headless
+  Service (server-side apply: patch, and create for the first apply; one get when the cache does
+  not hold the name, to refuse a foreign object); writes Memcached status (patch). Deletion is the
   garbage collector's job (owner references), so no delete.
+- redis-ha: reads RedisHAs, its StatefulSets, Services, ConfigMaps and Pods; applies and prunes
+  (delete) the StatefulSets, Services and ConfigMaps a spec no longer wants; applies
+  PodDisruptionBudgets (one get each, policy/v1 or v1beta1 as served); patches Pods' role label;
+  reads its auth Secret by name (get only: never list or watch); writes RedisHA status.
 */}}
 {{- define "capstan.controllerRules" -}}
 foo:
@@ -31,8 +36,33 @@ memcached:
     resources: [deployments]
     verbs: [get, list, watch, create, patch]
   - apiGroups: [""]
+    resources: [services]
+    verbs: [get, list, watch, create, patch]
+  - apiGroups: [""]
     resources: [pods]
     verbs: [get, list, watch]
+redis-ha:
+  - apiGroups: [cache.capstan.dev]
+    resources: [redishas]
+    verbs: [get, list, watch]
+  - apiGroups: [cache.capstan.dev]
+    resources: [redishas/status]
+    verbs: [get, patch]
+  - apiGroups: [apps]
+    resources: [statefulsets]
+    verbs: [get, list, watch, create, patch, delete]
+  - apiGroups: [""]
+    resources: [services, configmaps]
+    verbs: [get, list, watch, create, patch, delete]
+  - apiGroups: [policy]
+    resources: [poddisruptionbudgets]
+    verbs: [get, create, patch]
+  - apiGroups: [""]
+    resources: [pods]
+    verbs: [get, list, watch, patch]
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [get]
 {{- end }}
 
 {{/* Rules every controller needs: publishing Events (kube's Recorder creates, then patches a series). */}}
