@@ -24,7 +24,8 @@ async fn the_readme_upgrade_command_takes_an_older_crd_to_the_current_one() {
     let control_plane = ControlPlane::shared();
     let client = control_plane.client().await;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let current = Memcached::crd();
+    // The CRD as the chart ships it (the derived schema plus the name limits `crd()` adds).
+    let current = capstan_memcached::crd();
     let name = current.metadata.name.clone().expect("CRD name");
 
     // The older release: the same kind without `spec.memoryMB`, installed the way Helm 4 does

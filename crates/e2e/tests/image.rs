@@ -75,7 +75,7 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
     let control_plane = ControlPlane::shared();
     let client = control_plane.client().await;
     control_plane
-        .apply_crds(&client, &capstan_foo_and_memcached_crds())
+        .apply_crds(&client, &capstan_manager::crds())
         .await
         .expect("CRDs");
     let namespace = control_plane.namespace(&client, "image").await.expect("namespace");
@@ -158,12 +158,6 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
     )
     .await
     .expect("reconciled");
-}
-
-fn capstan_foo_and_memcached_crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
-    use kube::CustomResourceExt;
-    vec![Foo::crd(), capstan_memcached::Memcached::crd()]
 }
 
 async fn capstan_runtime_get(addr: std::net::SocketAddr) -> Option<u16> {
