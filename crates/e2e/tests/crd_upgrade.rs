@@ -8,7 +8,7 @@ use capstan_memcached::Memcached;
 use capstan_testenv::ControlPlane;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
-    Api, CustomResourceExt,
+    Api,
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
