@@ -102,6 +102,19 @@ pub struct Inputs<'a> {
     pub cluster_domain: &'a str,
     /// [`auth_hash`] of the password, when `spec.auth` is set.
     pub auth_hash: Option<&'a str>,
+    /// How many Redis Pods the StatefulSet keeps: `spec.replicas`, or more while a scale-down
+    /// waits for the master to move ([`redis_replicas`]).
+    pub redis_replicas: i32,
+}
+
+/// The Redis StatefulSet's `replicas`. A scale-down never removes the master: while the master's
+/// ordinal is at or above the desired count, the set keeps it (the healer fails over first); and
+/// while the master is unknown (an operator that just started) the set is never lowered.
+pub fn redis_replicas(desired: i32, current: Option<i32>, master_ordinal: Option<u32>) -> i32 {
+    match master_ordinal {
+        Some(ordinal) => desired.max(i32::try_from(ordinal).map_or(i32::MAX, |o| o.saturating_add(1))),
+        None => desired.max(current.unwrap_or(desired)),
+    }
 }
 
 /// Every object a RedisHA owns.
@@ -624,7 +637,7 @@ pub fn redis_stateful_set(
             inputs.owner,
         ),
         spec: StatefulSetSpec {
-            replicas: Some(rha.spec.replicas),
+            replicas: Some(inputs.redis_replicas),
             service_name: Some(headless_service(name)),
             pod_management_policy: Some("Parallel".into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
@@ -815,6 +828,7 @@ spec:
                 owner: &owner,
                 cluster_domain: "cluster.local",
                 auth_hash: Some("abc123"),
+                redis_replicas: rha.spec.replicas,
             },
         )
         .expect("valid")
@@ -1153,6 +1167,7 @@ spec:
             owner: &owner,
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
+            redis_replicas: 3,
         };
         let mut bad = rha(SAMPLE);
         bad.spec.replicas = 10;
@@ -1174,11 +1189,26 @@ spec:
         );
         let unread = Inputs {
             auth_hash: None,
+            redis_replicas: 3,
             ..inputs
         };
         assert_eq!(
             build_children(&rha(SAMPLE), unread).err(),
             Some(SpecError::AuthNotRead("cache-auth".into()))
         );
+    }
+
+    #[test]
+    fn a_scale_down_keeps_the_master_and_waits_for_it_to_be_known() {
+        // Scaling up is never held.
+        assert_eq!(redis_replicas(5, Some(3), Some(0)), 5);
+        assert_eq!(redis_replicas(5, Some(3), None), 5);
+        // Down from 5 to 3: held while the master is ordinal 4 or 3, free once it is below 3.
+        assert_eq!(redis_replicas(3, Some(5), Some(4)), 5);
+        assert_eq!(redis_replicas(3, Some(5), Some(3)), 4);
+        assert_eq!(redis_replicas(3, Some(5), Some(1)), 3);
+        // An operator that does not know the master yet never lowers the set.
+        assert_eq!(redis_replicas(3, Some(5), None), 5);
+        assert_eq!(redis_replicas(3, None, None), 3);
     }
 }

@@ -165,14 +165,29 @@ pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
 
 /// Decides what to do about the observed state.
 pub fn decide(observation: &Observation) -> Plan {
-    if let Some(sentinel) = observation
+    if let Some((sentinel, view)) = observation
         .sentinels
         .iter()
-        .find(|s| s.view.as_ref().is_some_and(|v| v.failover_in_progress))
+        .filter_map(|s| Some((s, s.view.as_ref()?)))
+        .find(|(_, v)| v.failover_in_progress)
     {
-        return Plan::waiting(Wait::FailoverInProgress {
-            sentinel: sentinel.pod.clone(),
+        // Never fight Sentinel: no Redis or Sentinel command while it fails over. But once it has
+        // promoted a replica, its leader answers that replica as the master (what Sentinel-aware
+        // clients switch to); the labels follow the same answer at once, so clients of the master
+        // Service are not kept waiting until the other replicas are reconfigured.
+        let promoted = view.master.as_ref().and_then(|address| {
+            observation
+                .redis
+                .iter()
+                .find(|p| &p.address == address && p.replication.as_ref().is_some_and(|r| r.role == Role::Master))
         });
+        return Plan {
+            master: promoted.map(|p| p.pod.clone()),
+            actions: promoted.map(|p| role_labels(observation, p)).unwrap_or_default(),
+            ..Plan::waiting(Wait::FailoverInProgress {
+                sentinel: sentinel.pod.clone(),
+            })
+        };
     }
     let reachable: Vec<(&RedisPod, &Replication)> = observation
         .redis
@@ -280,21 +295,7 @@ pub fn decide(observation: &Observation) -> Plan {
         }
     }
 
-    // Labels follow every Pod, answering or not: an isolated old master still passes its local
-    // readiness check, and must not stay behind the master Service.
-    for pod in &observation.redis {
-        let role = if pod.pod == master.pod {
-            Role::Master
-        } else {
-            Role::Replica
-        };
-        if pod.role_label.as_deref() != Some(role.label()) {
-            actions.push(Action::LabelRole {
-                pod: pod.pod.clone(),
-                role,
-            });
-        }
-    }
+    actions.extend(role_labels(observation, master));
 
     let mut sentinel_fixed = false;
     for sentinel in &observation.sentinels {
@@ -330,6 +331,27 @@ pub fn decide(observation: &Observation) -> Plan {
         wait: None,
         warnings,
     }
+}
+
+/// The label changes that make `master` the only Pod labelled master. Labels follow every Pod,
+/// answering or not: an isolated old master still passes its local readiness check, and must not
+/// stay behind the master Service.
+fn role_labels(observation: &Observation, master: &RedisPod) -> Vec<Action> {
+    observation
+        .redis
+        .iter()
+        .filter_map(|pod| {
+            let role = if pod.pod == master.pod {
+                Role::Master
+            } else {
+                Role::Replica
+            };
+            (pod.role_label.as_deref() != Some(role.label())).then(|| Action::LabelRole {
+                pod: pod.pod.clone(),
+                role,
+            })
+        })
+        .collect()
 }
 
 /// A Pod's standing in a roll or scale-down.
@@ -706,22 +728,61 @@ mod tests {
     }
 
     #[test]
-    fn nothing_is_done_while_a_failover_is_in_progress() {
+    fn while_a_failover_is_in_progress_only_labels_follow_the_promoted_replica() {
+        // cache-1 promoted, cache-2 not yet re-pointed, the old master cache-0 still a master.
         let mut observed = observe(
             vec![master(0, 100), master(1, 100), replica(2, 0, 100)],
-            (0..3).map(|i| sentinel(i, Some(1))).collect(),
+            (0..3).map(|i| sentinel(i, Some(if i == 1 { 1 } else { 0 }))).collect(),
         );
+        observed.redis[1].role_label = Some("replica".into());
         if let Some(view) = observed.sentinels[1].view.as_mut() {
             view.failover_in_progress = true;
         }
         let plan = decide(&observed);
-        assert_eq!(plan.actions, []);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert_eq!(
+            plan.actions,
+            [
+                Action::LabelRole {
+                    pod: "cache-0".into(),
+                    role: Role::Replica
+                },
+                Action::LabelRole {
+                    pod: "cache-1".into(),
+                    role: Role::Master
+                },
+            ],
+            "no Redis or Sentinel command, no re-pointed replica, no demotion"
+        );
         assert_eq!(
             plan.wait,
             Some(Wait::FailoverInProgress {
                 sentinel: "cache-sentinel-1".into()
             })
         );
+    }
+
+    #[test]
+    fn nothing_is_done_while_a_failover_has_not_promoted_yet() {
+        // The leader still answers the old master (unreachable), or a replica not yet promoted.
+        for named in [0, 2] {
+            let mut observed = observe(
+                vec![unreachable(0, "master"), replica(1, 0, 100), replica(2, 0, 100)],
+                (0..3).map(|i| sentinel(i, Some(named))).collect(),
+            );
+            if let Some(view) = observed.sentinels[0].view.as_mut() {
+                view.failover_in_progress = true;
+            }
+            let plan = decide(&observed);
+            assert_eq!(plan.actions, [], "named cache-{named}");
+            assert_eq!(plan.master, None);
+            assert_eq!(
+                plan.wait,
+                Some(Wait::FailoverInProgress {
+                    sentinel: "cache-sentinel-0".into()
+                })
+            );
+        }
     }
 
     #[test]

@@ -1,35 +1,49 @@
-//! The healer as a background task of the leading manager: every few seconds, for each RedisHA,
-//! observe its Redis and Sentinels, [`decide`](crate::healer::decide), carry the actions out (Redis
-//! and Sentinel commands behind the leader guard, role labels with a leader-checked patch), warn,
-//! and queue a reconcile when the plan changed so the status follows. While a Sentinel reports a
-//! failover in progress, `decide` returns no action: the healer never fights Sentinel.
+//! The healer as a background task of the leading manager: for each RedisHA, observe its Redis and
+//! Sentinels, [`decide`](crate::healer::decide), carry the actions out (Redis and Sentinel
+//! commands behind the leader guard, role labels with a leader-checked patch), warn, and queue a
+//! reconcile when the plan changed so the status follows. While a Sentinel reports a failover in
+//! progress, `decide` returns no Redis or Sentinel command: the healer never fights Sentinel.
+//! Once a RedisHA is settled, the healer takes the next step of a scale-down or a roll (the
+//! Redis StatefulSet is `OnDelete`): delete one outdated replica, or fail over planned.
+//!
+//! Passes run every few seconds, at once when one of the RedisHA's Pods changes, and every
+//! quarter second while something is in motion, so a failover shows in the labels (and the
+//! master Service) within a pass of Sentinel promoting a replica.
 use std::{sync::Arc, time::Duration};
 
 use capstan_runtime::{TaskContext, Trigger};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::reflector::Store,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::reflector::{ObjectRef, Store},
 };
 
 use crate::{
     RedisHA,
     build::ROLE_LABEL,
     config::Rendering,
-    healer::{Action, decide},
-    members::members,
+    healer::{Action, Plan, Step, Wait, decide, next_roll_step, next_scale_down_step},
+    members::{members, pod_states},
     redis_io::{self, Cluster, Performed, Timeouts},
     shared::Shared,
 };
 
-/// How often each RedisHA is observed.
+/// How often each RedisHA is observed when all is quiet.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(3);
+/// How often while something is in motion (a failover, an action just taken, a roll step).
+pub const FAST_PASS_INTERVAL: Duration = Duration::from_millis(250);
+/// Consecutive fast passes before falling back to [`PASS_INTERVAL`]: a state that never settles
+/// is not polled hot forever.
+const MAX_FAST_PASSES: u32 = 240;
+/// After a wake-up, a moment for the burst of Pod events that usually comes with it.
+const WAKE_COALESCE: Duration = Duration::from_millis(100);
 
 #[derive(Clone)]
 pub struct Healer {
     pub redis_has: Store<RedisHA>,
     pub pods: Store<Pod>,
+    pub stateful_sets: Store<StatefulSet>,
     pub shared: Shared,
     pub trigger: Trigger<RedisHA>,
 }
@@ -43,10 +57,13 @@ pub enum HealError {
 impl Healer {
     /// Runs passes until leadership is lost (the runtime then drops this task).
     pub async fn run(self, task: TaskContext) -> Result<(), HealError> {
-        let mut interval = tokio::time::interval(PASS_INTERVAL);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next = Duration::ZERO;
+        let mut fast_passes = 0u32;
         loop {
-            interval.tick().await;
+            tokio::select! {
+                () = tokio::time::sleep(next) => {}
+                () = self.shared.healer_woken() => tokio::time::sleep(WAKE_COALESCE).await,
+            }
             let redis_has = self.redis_has.state();
             self.shared.retain(
                 &redis_has
@@ -54,25 +71,32 @@ impl Healer {
                     .filter_map(|r| Some((r.namespace()?, r.name_any())))
                     .collect(),
             );
+            let mut in_motion = false;
             for rha in redis_has {
-                self.heal(&rha, &task).await?;
+                in_motion |= self.heal(&rha, &task).await?;
             }
+            fast_passes = if in_motion { fast_passes.saturating_add(1) } else { 0 };
+            next = if in_motion && fast_passes <= MAX_FAST_PASSES {
+                FAST_PASS_INTERVAL
+            } else {
+                PASS_INTERVAL
+            };
         }
     }
 
-    /// One pass over one RedisHA. A Redis that does not answer is part of the observation, not
-    /// an error; only a lost leadership ends the task.
-    async fn heal(&self, rha: &Arc<RedisHA>, task: &TaskContext) -> Result<(), HealError> {
+    /// One pass over one RedisHA; true when something is in motion. A Redis that does not
+    /// answer is part of the observation, not an error; only a lost leadership ends the task.
+    async fn heal(&self, rha: &Arc<RedisHA>, task: &TaskContext) -> Result<bool, HealError> {
         let (Some(namespace), name) = (rha.namespace(), rha.name_any()) else {
-            return Ok(());
+            return Ok(false);
         };
         if rha.metadata.deletion_timestamp.is_some() {
             self.shared.forget(&(namespace, name));
-            return Ok(());
+            return Ok(false);
         }
         let key = (namespace.clone(), name.clone());
         let Some(password) = self.shared.password(&key) else {
-            return Ok(()); // the reconcile has not read the auth Secret yet
+            return Ok(false); // the reconcile has not read the auth Secret yet
         };
         let pods: Vec<Pod> = self
             .pods
@@ -83,7 +107,7 @@ impl Healer {
             .collect();
         let (redis, sentinels) = members(&name, &namespace, &self.shared.cluster_domain, &pods);
         if redis.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let rendering = Rendering::for_redis_ha(rha, &name, &namespace, &self.shared.cluster_domain);
         let cluster = Cluster {
@@ -122,9 +146,105 @@ impl Healer {
         for warning in &plan.warnings {
             task.events.warning(&regarding, "Healed", "Heal", warning.clone());
         }
+        let mut in_motion = !plan.actions.is_empty()
+            || matches!(
+                plan.wait,
+                Some(Wait::FailoverInProgress { .. } | Wait::SentinelsToFailOver { .. })
+            );
+        if plan.wait.is_none() && plan.actions.is_empty() {
+            in_motion |= self.rollout(rha, &pods, &plan, cluster, task).await?;
+        }
         if self.shared.set_plan(key, plan) {
             self.trigger.reconcile(&namespace, &name);
         }
-        Ok(())
+        Ok(in_motion)
+    }
+
+    /// On a settled RedisHA, the next step of a scale-down (move the master below the desired
+    /// count) or a roll (outdated replicas, a planned failover, the old master); true when one
+    /// was taken. Stateless: an operator restarted mid-roll picks up where the Pods are.
+    async fn rollout(
+        &self,
+        rha: &RedisHA,
+        pods: &[Pod],
+        plan: &Plan,
+        cluster: Cluster<'_>,
+        task: &TaskContext,
+    ) -> Result<bool, HealError> {
+        let (Some(namespace), name) = (rha.namespace(), rha.name_any()) else {
+            return Ok(false);
+        };
+        let Some(set) = self.stateful_sets.get(&ObjectRef::new(&name).within(&namespace)) else {
+            return Ok(false);
+        };
+        let step = rollout_step(rha, &set, pods, plan.master.as_deref());
+        let regarding = rha.object_ref(&());
+        match step {
+            Step::Done | Step::WaitForReady => Ok(false),
+            Step::DeletePod(pod) => {
+                task.leadership.check()?;
+                tracing::info!(%namespace, redis_ha = %name, %pod, "rolling an outdated Pod");
+                match Api::<Pod>::namespaced(task.client.clone(), &namespace)
+                    .delete(&pod, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => task.events.normal(
+                        &regarding,
+                        "RollingPod",
+                        "Roll",
+                        format!("deleted {pod}, which runs an outdated template"),
+                    ),
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(error) => tracing::warn!(%namespace, %pod, %error, "deleting an outdated Pod failed"),
+                }
+                Ok(true)
+            }
+            Step::Failover { from, avoid } => {
+                let why = if avoid.is_empty() {
+                    "its template is outdated".to_owned()
+                } else {
+                    format!("the scale-down removes it (and {})", avoid.join(", "))
+                };
+                match task
+                    .leadership
+                    .while_leader(redis_io::planned_failover(cluster, &from, &avoid))
+                    .await?
+                {
+                    Ok(()) => task.events.normal(
+                        &regarding,
+                        "PlannedFailover",
+                        "Failover",
+                        format!("asked the Sentinels to fail over from {from}: {why}"),
+                    ),
+                    Err(error) => task.events.warning(
+                        &regarding,
+                        "PlannedFailoverFailed",
+                        "Failover",
+                        format!("a planned failover from {from} ({why}) was refused: {error}"),
+                    ),
+                }
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// The next scale-down or roll step for a RedisHA whose Redis StatefulSet is `set`. Waits while
+/// the StatefulSet has not caught up with its spec or a Pod is missing (deleted, not recreated
+/// yet), so one Pod goes at a time.
+pub fn rollout_step(rha: &RedisHA, set: &StatefulSet, pods: &[Pod], master: Option<&str>) -> Step {
+    let observed = set.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_none() || observed < set.metadata.generation {
+        return Step::WaitForReady;
+    }
+    let states = pod_states(set, pods);
+    let want = set.spec.replicas.unwrap_or(0);
+    if i32::try_from(states.len()).unwrap_or(i32::MAX) < want {
+        return Step::WaitForReady;
+    }
+    let desired = u32::try_from(rha.spec.replicas).unwrap_or(0);
+    match next_scale_down_step(&states, master, desired) {
+        Step::Done => next_roll_step(&states, master),
+        step => step,
     }
 }

@@ -38,12 +38,19 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
     let config_maps = w.owns::<ConfigMap>();
     let pods = w.subscribe::<Pod>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
     let pod_store = pods.store();
-    w.watches(pods.into_stream(), |pod| owner_of_pod(&pod));
-    let trigger = w.trigger();
     let shared = shared::Shared::new(w.args().cluster_domain.clone());
+    let wake = shared.clone();
+    w.watches(pods.into_stream(), move |pod| {
+        // A Redis or Sentinel Pod that changed (deleted, restarted, unready) may mean a failover:
+        // the healer looks now rather than at its next tick.
+        wake.wake_healer();
+        owner_of_pod(&pod)
+    });
+    let trigger = w.trigger();
     let healer = healer_task::Healer {
         redis_has: w.store(),
         pods: pod_store,
+        stateful_sets: stateful_sets.clone(),
         shared: shared.clone(),
         trigger,
     };

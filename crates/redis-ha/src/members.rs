@@ -27,11 +27,13 @@ pub fn pod_states(set: &StatefulSet, pods: &[Pod]) -> Vec<PodState> {
         .filter_map(|pod| {
             let pod_name = pod.name_any();
             let ordinal = pod_name.strip_prefix(&format!("{name}-"))?.parse().ok()?;
-            let ready = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            // A terminating Pod is on its way out, whatever its last probe said.
+            let ready = pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             Some(PodState {
                 up_to_date: update_revision.is_some()
                     && pod.labels().get(REVISION_LABEL).map(String::as_str) == update_revision,

@@ -224,10 +224,20 @@ impl Reconciler for RedisHAReconciler {
         };
         self.shared.set_password(key.clone(), password);
         let owner = controller_owner_ref(rha.as_ref()).map_err(Error::Apply)?;
+        let plan = self.shared.plan(&key);
+        let master_ordinal = plan
+            .as_ref()
+            .and_then(|p| p.master.as_deref())
+            .and_then(|pod| pod.strip_prefix(&format!("{name}-"))?.parse().ok());
+        let current_replicas = self
+            .stateful_sets
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .and_then(|set| set.spec.replicas);
         let inputs = Inputs {
             owner: &owner,
             cluster_domain: &self.shared.cluster_domain,
             auth_hash: auth_hash.as_deref(),
+            redis_replicas: build::redis_replicas(rha.spec.replicas, current_replicas, master_ordinal),
         };
         let desired = match build_children(&rha, inputs) {
             Ok(desired) => desired,
@@ -268,7 +278,6 @@ impl Reconciler for RedisHAReconciler {
         children.prune(&self.config_maps).await.map_err(Error::Apply)?;
         children.prune(&self.services).await.map_err(Error::Apply)?;
         children.prune(&self.stateful_sets).await.map_err(Error::Apply)?;
-        let plan = self.shared.plan(&key);
         let health = Health {
             redis_ready: self.ready_replicas(&namespace, &name),
             sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),

@@ -532,8 +532,13 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
     let unknown = |pod: &str| IoError::UnknownMember(pod.to_owned());
     match action {
         Action::LabelRole { .. } => return Ok(Performed::ForKubernetes),
-        Action::Replicate { pod, master } | Action::Demote { pod, master } => {
-            replicaof(redis(pod).ok_or_else(|| unknown(pod))?, Some(master)).await?
+        Action::Replicate { pod, master } => replicaof(redis(pod).ok_or_else(|| unknown(pod))?, Some(master)).await?,
+        Action::Demote { pod, master } => {
+            let target = redis(pod).ok_or_else(|| unknown(pod))?;
+            replicaof(target, Some(master)).await?;
+            // A master left by a planned failover has writes paused: now a replica, it answers
+            // them READONLY instead of holding the clients.
+            unpause(target).await?;
         }
         Action::Promote { pod } => replicaof(redis(pod).ok_or_else(|| unknown(pod))?, None).await?,
         Action::SentinelMonitor { sentinel: pod, master } => {
@@ -554,17 +559,67 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
     Ok(Performed::Done)
 }
 
-/// A planned failover away from the master, never to the `avoid` Pods: they get
-/// `replica-priority 0` (Sentinel never promotes such a replica), then the first Sentinel that
-/// accepts starts the failover.
-pub async fn planned_failover(cluster: Cluster<'_>, avoid: &[String]) -> Result<(), IoError> {
-    for member in cluster.redis.iter().filter(|m| avoid.contains(&m.pod)) {
-        config_set(
-            Target::new(&member.connect, cluster.password, cluster.timeouts),
-            "replica-priority",
-            "0",
+/// How long a planned failover pauses writes on the master it leaves (the Sentinels normally
+/// hand over within a second or two; the pause bounds the outage should they not).
+pub const PLANNED_FAILOVER_PAUSE: Duration = Duration::from_secs(15);
+/// How long the replicas get to catch up with the paused master before Sentinel is asked.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// `CLIENT PAUSE ms WRITE`: write commands wait; replication, reads and admin commands go on.
+pub async fn pause_writes(target: Target<'_>, pause: Duration) -> Result<(), IoError> {
+    let millis = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+    let _: () = target
+        .query(
+            "CLIENT PAUSE",
+            redis::cmd("CLIENT").arg("PAUSE").arg(millis).arg("WRITE").clone(),
         )
         .await?;
+    Ok(())
+}
+
+/// `CLIENT UNPAUSE`.
+pub async fn unpause(target: Target<'_>) -> Result<(), IoError> {
+    let _: () = target
+        .query("CLIENT UNPAUSE", redis::cmd("CLIENT").arg("UNPAUSE").clone())
+        .await?;
+    Ok(())
+}
+
+/// A planned failover away from the master `from`, never to the `avoid` Pods, losing no
+/// acknowledged write: the avoided replicas get `replica-priority 0` (Sentinel never promotes
+/// such a replica); the master pauses writes and the replicas catch up with it (so whichever one
+/// Sentinel picks holds every acknowledged write); then the first Sentinel that accepts fails
+/// over. The paused writes fail once the old master is demoted (READONLY) rather than land on
+/// it. Should no Sentinel accept, the master resumes at once.
+pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[String]) -> Result<(), IoError> {
+    let target = |member: &'a RedisMember| Target::new(&member.connect, cluster.password, cluster.timeouts);
+    for member in cluster.redis.iter().filter(|m| avoid.contains(&m.pod)) {
+        config_set(target(member), "replica-priority", "0").await?;
+    }
+    let master = cluster
+        .redis
+        .iter()
+        .find(|m| m.pod == from)
+        .ok_or_else(|| IoError::UnknownMember(from.to_owned()))?;
+    pause_writes(target(master), PLANNED_FAILOVER_PAUSE).await?;
+    let replicas: Vec<&RedisMember> = cluster
+        .redis
+        .iter()
+        .filter(|m| m.pod != from && !avoid.contains(&m.pod))
+        .collect();
+    let deadline = tokio::time::Instant::now() + CATCH_UP;
+    loop {
+        let master_offset = info_replication(target(master)).await?.offset;
+        let offsets = futures::future::join_all(replicas.iter().map(|r| info_replication(target(r)))).await;
+        let linked: Vec<i64> = offsets
+            .iter()
+            .filter_map(|r| r.as_ref().ok().filter(|r| r.link_up).map(|r| r.offset))
+            .collect();
+        let caught_up = !linked.is_empty() && linked.iter().all(|offset| *offset >= master_offset);
+        if caught_up || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut last = None;
     for member in cluster.sentinels {
@@ -572,6 +627,9 @@ pub async fn planned_failover(cluster: Cluster<'_>, avoid: &[String]) -> Result<
             Ok(()) => return Ok(()),
             Err(error) => last = Some(error),
         }
+    }
+    if let Err(error) = unpause(target(master)).await {
+        tracing::warn!(pod = %from, %error, "resuming writes after a refused failover failed");
     }
     Err(last.unwrap_or(IoError::UnknownMember("no Sentinel".into())))
 }

@@ -1,6 +1,6 @@
 //! What the reconcile and the healer task share: the cluster domain, each RedisHA's last healer
 //! plan (for the status) and its password (read by the reconcile with one `get` of the Secret, so
-//! the healer never reads Secrets itself).
+//! the healer never reads Secrets itself), and the healer's wake-up when a Redis Pod changes.
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -18,6 +18,7 @@ pub struct Shared {
     pub cluster_domain: Arc<str>,
     plans: Arc<Mutex<HashMap<Key, Plan>>>,
     passwords: Arc<Mutex<HashMap<Key, Option<String>>>>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Shared {
@@ -51,6 +52,16 @@ impl Shared {
     pub fn retain(&self, live: &std::collections::HashSet<Key>) {
         lock(&self.plans).retain(|key, _| live.contains(key));
         lock(&self.passwords).retain(|key, _| live.contains(key));
+    }
+
+    /// Asks the healer for a pass now (a Redis Pod changed) instead of at its next tick.
+    pub fn wake_healer(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when [`Self::wake_healer`] was called (at most one wake-up is stored).
+    pub async fn healer_woken(&self) {
+        self.wake.notified().await;
     }
 
     pub fn forget(&self, key: &Key) {
