@@ -11,6 +11,7 @@ pub mod reconcile;
 pub mod redis_io;
 pub mod shared;
 pub mod status;
+pub mod write_probe;
 
 pub use crd::{AuthSpec, RedisHA, RedisHASpec, RedisHAStatus, SentinelEndpoint, SentinelSpec, StorageSpec};
 pub use reconcile::{Error, RedisHAReconciler};
