@@ -8,7 +8,9 @@
 //! and demote the others; with none
 //! and no quorum to fail over, promote the replica with the highest offset (never an empty one
 //! when another holds data); `SENTINEL RESET` only when a Sentinel knows more replicas or
-//! Sentinels than exist.
+//! Sentinels than exist. Sentinels resolve disagreement by `config-epoch` (a failover's newer
+//! configuration wins and spreads by gossip), and so does the healer: a view older than another's
+//! is catching up, never a vote against the newer one and never re-pointed.
 use std::collections::BTreeMap;
 
 use crate::config::{Endpoint, WAITING_MASTER_HOST};
@@ -75,6 +77,9 @@ pub struct SentinelView {
     pub known_replicas: u32,
     /// `num-other-sentinels`.
     pub known_sentinels: u32,
+    /// `config-epoch`: the epoch of the failover that produced this view. A higher epoch is the
+    /// newer configuration, which every Sentinel adopts from the others' hello messages.
+    pub config_epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,20 +150,43 @@ impl Plan {
     }
 }
 
-/// The master a quorum of answering Sentinels names, if any.
+/// The highest `config-epoch` any answering Sentinel reports.
+fn newest_epoch(observation: &Observation) -> u64 {
+    observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref())
+        .map(|v| v.config_epoch)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A Sentinel whose view is older than another's: the newer configuration reaches it by
+/// Sentinel's own gossip within seconds, so it neither outvotes the newer view nor gets
+/// re-pointed by the healer.
+fn is_catching_up(view: &SentinelView, newest: u64) -> bool {
+    view.config_epoch < newest
+}
+
+/// The master the Sentinels' newest configuration names, if a quorum of answering Sentinels
+/// names it — or if it comes from a failover (epoch above 0), which a majority of Sentinels
+/// authorized by electing its leader, while the others have not caught up yet.
 pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
+    let newest = newest_epoch(observation);
     let mut votes: BTreeMap<&Endpoint, usize> = BTreeMap::new();
     for master in observation
         .sentinels
         .iter()
         .filter_map(|s| s.view.as_ref())
+        .filter(|v| !is_catching_up(v, newest))
         .filter_map(|v| v.master.as_ref())
     {
         *votes.entry(master).or_default() += 1;
     }
+    let needed = if newest > 0 { 1 } else { observation.quorum.max(1) };
     votes
         .into_iter()
-        .filter(|(_, count)| *count >= observation.quorum.max(1))
+        .filter(|(_, count)| *count >= needed)
         .max_by_key(|(_, count)| *count)
         .map(|(master, _)| master.clone())
 }
@@ -235,12 +263,13 @@ pub fn decide(observation: &Observation) -> Plan {
             // right after a failover only its leader has switched (the others follow within
             // seconds, by hello messages), and the old master, writes paused, may show the higher
             // offset. Keeping it would fight Sentinel.
+            let newest = newest_epoch(observation);
             let votes = |pod: &RedisPod| {
                 observation
                     .sentinels
                     .iter()
                     .filter_map(|s| s.view.as_ref())
-                    .filter(|v| v.master.as_ref() == Some(&pod.address))
+                    .filter(|v| !is_catching_up(v, newest) && v.master.as_ref() == Some(&pod.address))
                     .count()
             };
             let (kept, _) = several
@@ -298,9 +327,10 @@ pub fn decide(observation: &Observation) -> Plan {
     actions.extend(role_labels(observation, master));
 
     let mut sentinel_fixed = false;
+    let newest = newest_epoch(observation);
     for sentinel in &observation.sentinels {
         let Some(view) = &sentinel.view else { continue };
-        if view.master.as_ref() != Some(&master.address) {
+        if view.master.as_ref() != Some(&master.address) && !is_catching_up(view, newest) {
             sentinel_fixed = true;
             actions.push(Action::SentinelMonitor {
                 sentinel: sentinel.pod.clone(),
@@ -486,6 +516,7 @@ mod tests {
                 failover_in_progress: false,
                 known_replicas: 2,
                 known_sentinels: 2,
+                config_epoch: 0,
             }),
         }
     }
@@ -865,6 +896,38 @@ mod tests {
                 from: "cache-4".into(),
                 avoid: vec!["cache-3".into()]
             }
+        );
+    }
+
+    #[test]
+    fn right_after_a_failover_the_leaders_newer_epoch_outvotes_sentinels_still_catching_up() {
+        // cache-1 was just promoted at epoch 1 by sentinel-0; the other two still name cache-0 at
+        // epoch 0 (hello messages reach them within seconds), and cache-0 (writes paused by its
+        // preStop) still answers as master.
+        let mut observed = observe(
+            vec![master(0, 100), master(1, 100), replica(2, 1, 100)],
+            vec![sentinel(0, Some(1)), sentinel(1, Some(0)), sentinel(2, Some(0))],
+        );
+        observed.redis[1].role_label = Some("replica".into());
+        if let Some(view) = observed.sentinels[0].view.as_mut() {
+            view.config_epoch = 1;
+        }
+        assert_eq!(quorum_master(&observed), Some(addr(1)));
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-1"));
+        assert!(
+            plan.actions.contains(&Action::Demote {
+                pod: "cache-0".into(),
+                master: addr(1)
+            }),
+            "{:?}",
+            plan.actions
+        );
+        assert!(
+            !plan.actions.iter().any(|a| matches!(a, Action::SentinelMonitor { .. })
+                || matches!(a, Action::Demote { pod, .. } if pod == "cache-1")),
+            "neither the new master demoted nor the catching-up Sentinels re-pointed: {:?}",
+            plan.actions
         );
     }
 }

@@ -128,11 +128,12 @@ impl Healer {
                 (Ok(Performed::ForKubernetes), Action::LabelRole { pod, role }) => {
                     task.leadership.check()?;
                     let patch = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: role.label()}}});
-                    if let Err(error) = Api::<Pod>::namespaced(task.client.clone(), &namespace)
+                    match Api::<Pod>::namespaced(task.client.clone(), &namespace)
                         .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                     {
-                        tracing::warn!(%namespace, %pod, %error, "labelling the Pod's role failed");
+                        Ok(_) => tracing::info!(%namespace, %pod, role = role.label(), "labelled the Pod's role"),
+                        Err(error) => tracing::warn!(%namespace, %pod, %error, "labelling the Pod's role failed"),
                     }
                 }
                 (Ok(_), _) => tracing::info!(%namespace, redis_ha = %name, ?action, "healed"),
@@ -246,5 +247,77 @@ pub fn rollout_step(rha: &RedisHA, set: &StatefulSet, pods: &[Pod], master: Opti
     match next_scale_down_step(&states, master, desired) {
         Step::Done => next_roll_step(&states, master),
         step => step,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rha(replicas: i32) -> RedisHA {
+        serde_yaml::from_str(&format!(
+            "apiVersion: cache.capstan.dev/v1alpha1\nkind: RedisHA\nmetadata: {{name: cache, namespace: apps}}\nspec: {{replicas: {replicas}}}\n"
+        ))
+        .expect("redis-ha")
+    }
+
+    fn set(replicas: i32, generation: i64, observed: i64) -> StatefulSet {
+        serde_yaml::from_str(&format!(
+            "metadata: {{name: cache, generation: {generation}}}\nspec: {{replicas: {replicas}, selector: {{}}, serviceName: cache-headless, template: {{}}}}\nstatus: {{replicas: {replicas}, observedGeneration: {observed}, updateRevision: cache-new}}\n"
+        ))
+        .expect("set")
+    }
+
+    fn pod(ordinal: u32, revision: &str) -> Pod {
+        serde_yaml::from_str(&format!(
+            "metadata:\n  name: cache-{ordinal}\n  labels: {{app.kubernetes.io/component: redis, controller-revision-hash: {revision}}}\nstatus:\n  conditions: [{{type: Ready, status: \"True\"}}]\n"
+        ))
+        .expect("pod")
+    }
+
+    #[test]
+    fn a_roll_waits_for_the_statefulset_to_see_its_spec_and_for_every_pod() {
+        let pods = [pod(0, "cache-old"), pod(1, "cache-old"), pod(2, "cache-old")];
+        assert_eq!(
+            rollout_step(&rha(3), &set(3, 2, 1), &pods, Some("cache-0")),
+            Step::WaitForReady,
+            "the StatefulSet controller has not computed the new revision yet"
+        );
+        assert_eq!(
+            rollout_step(&rha(3), &set(3, 2, 2), &pods[..2], Some("cache-0")),
+            Step::WaitForReady,
+            "a deleted Pod not recreated yet: never a second one at once"
+        );
+        assert_eq!(
+            rollout_step(&rha(3), &set(3, 2, 2), &pods, Some("cache-0")),
+            Step::DeletePod("cache-2".into())
+        );
+        let mut terminating = pods.clone();
+        terminating[2].metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert_eq!(
+            rollout_step(&rha(3), &set(3, 2, 2), &terminating, Some("cache-0")),
+            Step::WaitForReady,
+            "a terminating Pod is not ready, whatever its last probe said"
+        );
+    }
+
+    #[test]
+    fn a_scale_down_moves_the_master_before_any_roll() {
+        let pods: Vec<Pod> = (0..5).map(|o| pod(o, "cache-old")).collect();
+        assert_eq!(
+            rollout_step(&rha(3), &set(5, 2, 2), &pods, Some("cache-4")),
+            Step::Failover {
+                from: "cache-4".into(),
+                avoid: vec!["cache-3".into()]
+            }
+        );
+        let current: Vec<Pod> = (0..5).map(|o| pod(o, "cache-new")).collect();
+        assert_eq!(
+            rollout_step(&rha(3), &set(5, 2, 2), &current, Some("cache-1")),
+            Step::Done,
+            "the master stays: the StatefulSet may shrink"
+        );
     }
 }

@@ -222,6 +222,7 @@ pub fn parse_sentinel_view(master: &BTreeMap<String, String>, address: Option<En
             .is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress")),
         known_replicas: count("num-slaves"),
         known_sentinels: count("num-other-sentinels"),
+        config_epoch: master.get("config-epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
     }
 }
 
@@ -337,6 +338,7 @@ pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<Senti
             failover_in_progress: false,
             known_replicas: 0,
             known_sentinels: 0,
+            config_epoch: 0,
         });
     };
     let address = sentinel_master_address(target, master_set).await?;

@@ -191,6 +191,24 @@ async fn write_loop(
     }
 }
 
+/// Writes `<prefix>:0..n` one after the other on one connection; returns the keys a replica
+/// acknowledged (`WAIT 1`), stopping at the first failure.
+pub async fn write_acknowledged(
+    address: SocketAddr,
+    password: Option<&str>,
+    prefix: &str,
+    n: u64,
+) -> Result<Vec<String>, String> {
+    let mut connection = connect(address, password).await?;
+    let mut acknowledged = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}:{i}");
+        acknowledged_write(&mut connection, &key, i).await?;
+        acknowledged.push(key);
+    }
+    Ok(acknowledged)
+}
+
 /// How many of `keys` exist at `address` (checked in batches with `EXISTS`).
 pub async fn count_existing(address: SocketAddr, password: Option<&str>, keys: &[String]) -> Result<usize, String> {
     let mut connection = connect(address, password).await?;
