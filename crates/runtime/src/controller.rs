@@ -8,7 +8,7 @@ use kube::{
     runtime::{
         Controller,
         controller::{Action, Config},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use std::{
@@ -159,13 +159,64 @@ struct Runner<R: Reconciler> {
     leadership: Leadership,
     backoff: ErrorBackoff,
     deadline: Duration,
-    failures: Mutex<HashMap<ObjectKey, u32>>,
+    store: Store<R::Object>,
+    failures: FailureCounts,
+}
+
+/// Consecutive failures per object, for its backoff. An entry lives only while its object exists
+/// and keeps failing with errors retrying may fix; the count is exported as
+/// `capstan_reconcile_failing_objects` so a leak (and a stuck object) shows.
+struct FailureCounts {
+    controller: &'static str,
+    metrics: Metrics,
+    counts: Mutex<HashMap<ObjectKey, u32>>,
+}
+
+impl FailureCounts {
+    fn new(controller: &'static str, metrics: Metrics) -> Self {
+        Self {
+            controller,
+            metrics,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        let mut counts = lock(&self.counts);
+        if counts.remove(key).is_some() {
+            self.metrics.set_failing_objects(self.controller, counts.len());
+        }
+    }
+
+    /// Counts one more failure of `key` and returns the consecutive count, unless `exists` says
+    /// the object is gone. Checked under the lock: the delete handler removes the entry after the
+    /// cache dropped the object, so a failure that ends after a delete never leaves an entry.
+    fn record(&self, key: ObjectKey, exists: impl FnOnce() -> bool) -> Option<u32> {
+        let mut counts = lock(&self.counts);
+        if !exists() {
+            if counts.remove(&key).is_some() {
+                self.metrics.set_failing_objects(self.controller, counts.len());
+            }
+            return None;
+        }
+        let count = counts.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        self.metrics.set_failing_objects(self.controller, counts.len());
+        Some(count)
+    }
 }
 
 /// Turns a controller definition into the future that runs it until shutdown.
 pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFuture<'static, ()> {
     let metrics = settings.metrics.clone();
     metrics.register_controller(R::NAME);
+    let WatchedParts {
+        store,
+        primary,
+        triggers,
+        tasks: _,
+    } = def.watched;
     let runner = Arc::new(Runner {
         context: Context::new(
             settings.client.clone(),
@@ -175,24 +226,19 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             settings.leadership.clone(),
         ),
         reconciler: def.reconciler,
-        metrics,
+        metrics: metrics.clone(),
         leadership: settings.leadership.clone(),
         backoff: settings.backoff,
         deadline: settings.reconcile_deadline,
-        failures: Mutex::new(HashMap::new()),
+        store: store.clone(),
+        failures: FailureCounts::new(R::NAME, metrics),
     });
-    let WatchedParts {
-        store,
-        primary,
-        triggers,
-        tasks: _,
-    } = def.watched;
-    // A deleted object's failure count goes with it.
+    // A deleted object's failure count goes with it (the cache dropped it before this change
+    // arrives).
     let forget = runner.clone();
-    let cache = store.clone();
     let primary = primary.inspect(move |obj| {
-        if cache.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
-            lock(&forget.failures).remove(&object_key(obj.as_ref()));
+        if forget.store.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
+            forget.failures.forget(&object_key(obj.as_ref()));
         }
     });
     let shutdown = settings.shutdown.clone();
@@ -263,7 +309,7 @@ impl<R: Reconciler> Runner<R> {
             Ok(action) => {
                 self.metrics
                     .reconcile_finished(R::NAME, elapsed, Ok(*action != Action::await_change()));
-                lock(&self.failures).remove(&key);
+                self.failures.forget(&key);
                 span.in_scope(|| tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "reconciled"));
             }
             Err(error) => {
@@ -284,15 +330,18 @@ impl<R: Reconciler> Runner<R> {
     }
 
     fn error_policy(&self, obj: &R::Object, error: &Failure<R::Error>) -> Action {
-        let mut failures = lock(&self.failures);
+        let key = object_key(obj);
         if error.is_permanent() {
             // Reported already; only a change can fix it.
-            failures.remove(&object_key(obj));
+            self.failures.forget(&key);
             return Action::await_change();
         }
-        let count = failures.entry(object_key(obj)).or_insert(0);
-        *count = count.saturating_add(1);
-        Action::requeue(self.backoff.delay(*count))
+        let exists = || self.store.get(&ObjectRef::from_obj(obj)).is_some();
+        match self.failures.record(key, exists) {
+            Some(count) => Action::requeue(self.backoff.delay(count)),
+            // Deleted while its reconcile ran: nothing left to retry.
+            None => Action::await_change(),
+        }
     }
 }
 

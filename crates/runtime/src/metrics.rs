@@ -18,6 +18,7 @@ pub struct Metrics {
     leader_status: IntGaugeVec,
     deletes_total: IntCounterVec,
     task_failures_total: IntCounterVec,
+    failing_objects: IntGaugeVec,
 }
 
 impl Metrics {
@@ -93,6 +94,13 @@ impl Metrics {
             ),
             &["task"],
         )?;
+        let failing_objects = IntGaugeVec::new(
+            Opts::new(
+                "capstan_reconcile_failing_objects",
+                "Objects whose last reconcile failed with an error retrying may fix, now waiting for their backoff",
+            ),
+            &["controller"],
+        )?;
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors_total.clone()),
@@ -104,6 +112,7 @@ impl Metrics {
             Box::new(leader_status.clone()),
             Box::new(deletes_total.clone()),
             Box::new(task_failures_total.clone()),
+            Box::new(failing_objects.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -121,6 +130,7 @@ impl Metrics {
             leader_status,
             deletes_total,
             task_failures_total,
+            failing_objects,
         })
     }
 
@@ -131,6 +141,7 @@ impl Metrics {
         }
         self.reconcile_errors_total.with_label_values(&[controller]);
         self.active_workers.with_label_values(&[controller]);
+        self.failing_objects.with_label_values(&[controller]);
     }
 
     pub fn reconcile_started(&self, controller: &str) {
@@ -155,6 +166,13 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// How many objects of `controller` hold a failure count (are being retried with backoff).
+    pub fn set_failing_objects(&self, controller: &str, objects: usize) {
+        self.failing_objects
+            .with_label_values(&[controller])
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
     }
 
     pub fn apply_sent(&self, controller: &str, target: &str) {
@@ -216,6 +234,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"controller_runtime_active_workers{controller="foo"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"capstan_reconcile_failing_objects{controller="foo"} 0"#),
+            "registered at zero: {text}"
+        );
+        metrics.set_failing_objects("foo", 2);
+        let text = metrics.render().expect("render");
+        assert!(
+            text.contains(r#"capstan_reconcile_failing_objects{controller="foo"} 2"#),
             "{text}"
         );
     }
