@@ -1,7 +1,7 @@
 //! Runs a [`Reconciler`] over kube's `Controller`: per-object exponential backoff on errors,
 //! waiting for a change after errors retrying cannot fix, panics caught, a deadline per
 //! reconcile, metrics, a tracing span and a Warning event per failure, leader gating, graceful
-//! shutdown.
+//! shutdown, and a wake-up when an object that blocked a child goes away (module `foreign`).
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
     Resource, ResourceExt,
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::{
     context::Context,
+    foreign::ForeignWatches,
     informer::Informable,
     leadership::Leadership,
     lock,
@@ -161,6 +162,7 @@ struct Runner<R: Reconciler> {
     deadline: Duration,
     store: Store<R::Object>,
     failures: FailureCounts,
+    foreign: Arc<ForeignWatches>,
 }
 
 /// Consecutive failures per object, for its backoff. An entry lives only while its object exists
@@ -217,6 +219,18 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
         triggers,
         tasks: _,
     } = def.watched;
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let foreign = ForeignWatches::new(
+        settings.client.clone(),
+        R::NAME,
+        (
+            R::Object::kind(&()).into_owned(),
+            R::Object::api_version(&()).into_owned(),
+        ),
+        metrics.clone(),
+        settings.leadership.clone(),
+        wake,
+    );
     let runner = Arc::new(Runner {
         context: Context::new(
             settings.client.clone(),
@@ -224,7 +238,9 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             metrics.clone(),
             settings.instance.clone(),
             settings.leadership.clone(),
-        ),
+        )
+        .with_foreign_watches(foreign.clone()),
+        foreign,
         reconciler: def.reconciler,
         metrics: metrics.clone(),
         leadership: settings.leadership.clone(),
@@ -238,7 +254,9 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     let forget = runner.clone();
     let primary = primary.inspect(move |obj| {
         if forget.store.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
-            forget.failures.forget(&object_key(obj.as_ref()));
+            let key = object_key(obj.as_ref());
+            forget.failures.forget(&key);
+            forget.foreign.forget(&key);
         }
     });
     let shutdown = settings.shutdown.clone();
@@ -249,6 +267,11 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     for trigger in triggers {
         controller = controller.reconcile_on(trigger);
     }
+    // Owners whose refused child's name was freed (see `foreign`).
+    controller = controller.reconcile_on(futures::stream::unfold(woken, |mut woken| async move {
+        let (namespace, name) = woken.recv().await?;
+        Some((ObjectRef::new(&name).within(&namespace), woken))
+    }));
     Box::pin(async move {
         controller
             .run(
@@ -298,12 +321,15 @@ impl<R: Reconciler> Runner<R> {
         let attempt = AssertUnwindSafe(self.reconciler.reconcile(obj.clone(), &self.context))
             .catch_unwind()
             .instrument(span.clone());
+        self.foreign.begin(&key);
         let result = match tokio::time::timeout(self.deadline, attempt).await {
             Ok(Ok(Ok(action))) => Ok(action),
             Ok(Ok(Err(error))) => Err(Failure::Reconcile(error)),
             Ok(Err(panic)) => Err(Failure::Panicked(panic_message(panic))),
             Err(_) => Err(Failure::Deadline(self.deadline)),
         };
+        // Refusals this attempt did not meet again are over (their watches stop).
+        self.foreign.end(&key);
         let elapsed = started.elapsed();
         match &result {
             Ok(action) => {

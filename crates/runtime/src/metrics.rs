@@ -19,6 +19,8 @@ pub struct Metrics {
     deletes_total: IntCounterVec,
     task_failures_total: IntCounterVec,
     failing_objects: IntGaugeVec,
+    foreign_child_watches: IntGaugeVec,
+    foreign_child_wakeups_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +103,20 @@ impl Metrics {
             ),
             &["controller"],
         )?;
+        let foreign_child_watches = IntGaugeVec::new(
+            Opts::new(
+                "capstan_foreign_child_watches",
+                "Watches of single objects that block a child (same name, someone else's), open while the refusal is outstanding",
+            ),
+            &["controller"],
+        )?;
+        let foreign_child_wakeups_total = IntCounterVec::new(
+            Opts::new(
+                "capstan_foreign_child_wakeups_total",
+                "Owners queued because an object that blocked their child went away or changed hands",
+            ),
+            &["controller"],
+        )?;
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors_total.clone()),
@@ -113,6 +129,8 @@ impl Metrics {
             Box::new(deletes_total.clone()),
             Box::new(task_failures_total.clone()),
             Box::new(failing_objects.clone()),
+            Box::new(foreign_child_watches.clone()),
+            Box::new(foreign_child_wakeups_total.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -131,6 +149,8 @@ impl Metrics {
             deletes_total,
             task_failures_total,
             failing_objects,
+            foreign_child_watches,
+            foreign_child_wakeups_total,
         })
     }
 
@@ -142,6 +162,8 @@ impl Metrics {
         self.reconcile_errors_total.with_label_values(&[controller]);
         self.active_workers.with_label_values(&[controller]);
         self.failing_objects.with_label_values(&[controller]);
+        self.foreign_child_watches.with_label_values(&[controller]);
+        self.foreign_child_wakeups_total.with_label_values(&[controller]);
     }
 
     pub fn reconcile_started(&self, controller: &str) {
@@ -173,6 +195,17 @@ impl Metrics {
         self.failing_objects
             .with_label_values(&[controller])
             .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// How many single-object watches of blocking objects `controller` keeps open.
+    pub fn set_foreign_child_watches(&self, controller: &str, watches: usize) {
+        self.foreign_child_watches
+            .with_label_values(&[controller])
+            .set(i64::try_from(watches).unwrap_or(i64::MAX));
+    }
+
+    pub fn foreign_child_wakeup(&self, controller: &str) {
+        self.foreign_child_wakeups_total.with_label_values(&[controller]).inc();
     }
 
     pub fn apply_sent(&self, controller: &str, target: &str) {
