@@ -1,8 +1,10 @@
 //! Packaging and end-to-end: where Helm comes from ([`helm`]), what the chart renders ([`chart`]),
-//! and the scenarios `cargo xtask e2e` runs on any cluster ([`scenarios`]). The chart, image, RBAC
-//! and workflow tests in `tests/` build on these.
+//! and the scenarios `cargo xtask e2e` runs on any cluster ([`scenarios`]), with a probe of the
+//! manager's `/readyz` ([`http`]). The chart, image, RBAC and workflow tests in `tests/` build on
+//! these.
 pub mod chart;
 pub mod helm;
+pub mod http;
 pub mod scenarios;
 
 use std::path::{Path, PathBuf};

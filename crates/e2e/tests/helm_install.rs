@@ -75,26 +75,7 @@ async fn operator_pods(pods: &Api<Pod>) -> Vec<(String, bool, Option<String>)> {
 
 async fn readyz(pod_ip: &str) -> Option<u16> {
     let addr = format!("{pod_ip}:8081").parse().ok()?;
-    capstan_runtime_http_get(addr).await
-}
-
-/// `GET /readyz` on the manager's health port: the status code, or None when nothing answers.
-async fn capstan_runtime_http_get(addr: std::net::SocketAddr) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = vec![0u8; 64];
-        let n = stream.read(&mut head).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
-    };
-    let head = tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()?
-        .ok()?;
-    head.split_whitespace().nth(1)?.parse().ok()
+    capstan_e2e::http::readyz_status(addr).await
 }
 
 fn log_of(node: &capstan_localnode::LocalNode, namespace: &str, pod: &str) -> String {

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capstan_e2e::{run, scenarios::wait_for, skip_without};
+use capstan_e2e::{http::readyz_status, run, scenarios::wait_for, skip_without};
 use capstan_foo::{Foo, FooSpec};
 use capstan_testenv::ControlPlane;
 use kube::{Api, api::PostParams};
@@ -126,7 +126,7 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
         async move {
             let running = run(podman().args(["inspect", "--format", "{{.State.Running}}", &name]))?;
             anyhow::ensure!(running == "true", "the container exited (see its log)");
-            Ok(matches!(capstan_runtime_get(health_addr).await, Some(200)).then_some(()))
+            Ok(matches!(readyz_status(health_addr).await, Some(200)).then_some(()))
         }
     })
     .await
@@ -158,22 +158,4 @@ async fn the_scratch_image_runs_against_the_local_apiserver() {
     )
     .await
     .expect("reconciled");
-}
-
-async fn capstan_runtime_get(addr: std::net::SocketAddr) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET /readyz HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .await?;
-        let mut head = vec![0u8; 64];
-        let n = stream.read(&mut head).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
-    };
-    let head = tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .ok()?
-        .ok()?;
-    head.split_whitespace().nth(1)?.parse().ok()
 }

@@ -680,3 +680,142 @@ async fn the_headless_service_is_owned_and_recreated_when_deleted() {
     assert_eq!(recreated.spec.and_then(|s| s.cluster_ip).as_deref(), Some("None"));
     manager.stop().await.expect("manager stops");
 }
+
+/// Requests (list or finished watch) for `deployments` in `ns` selecting the single name `name`:
+/// what the runtime sends only while a child named so is refused as someone else's.
+fn name_watches(audit_log: &std::path::Path, mark: u64, ns: &str, name: &str) -> usize {
+    let encoded = format!("fieldSelector=metadata.name%3D{name}&");
+    let plain = format!("fieldSelector=metadata.name={name}&");
+    capstan_testenv::audit::since(audit_log, mark)
+        .expect("audit log")
+        .iter()
+        .filter(|e| e.request_uri.contains(&format!("/namespaces/{ns}/deployments?")))
+        .filter(|e| {
+            let uri = format!("{}&", e.request_uri);
+            uri.contains(&encoded) || uri.contains(&plain)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn deleting_the_foreign_deployment_in_the_way_lets_the_memcached_create_its_own() {
+    let (client, ns, manager) = setup("mc-freed").await;
+    let audit_log = ControlPlane::shared().audit_log_path().expect("audit log").to_owned();
+    let mark = capstan_testenv::audit::mark(&audit_log);
+    const WATCHES: &str = r#"capstan_foreign_child_watches{controller="memcached"}"#;
+    const WAKEUPS: &str = r#"capstan_foreign_child_wakeups_total{controller="memcached"}"#;
+    const REFUSED: &str =
+        r#"capstan_reconcile_errors_by_reason_total{controller="memcached",reason="resource_exists"}"#;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    let foreign = |name: &str| -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "other"}},
+                     "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
+        }))
+        .expect("deployment")
+    };
+
+    // No refusal: its Deployment is created and no single-name watch is opened for it.
+    memcacheds
+        .create(&PostParams::default(), &memcached("free", 1))
+        .await
+        .expect("create free");
+    eventually("free's Deployment exists", WAIT, || async {
+        replicas(&deployments, "free").await
+    })
+    .await;
+    assert_eq!(manager.metric(WATCHES).await, 0.0, "nothing watched without a refusal");
+
+    // Refused: a foreign Deployment holds the name. One watch of that name is opened.
+    deployments
+        .create(&PostParams::default(), &foreign("taken"))
+        .await
+        .expect("create the foreign Deployment");
+    let mc = memcacheds
+        .create(&PostParams::default(), &memcached("taken", 2))
+        .await
+        .expect("create taken");
+    wait_condition(&memcacheds, "taken", "Degraded", "True", "ResourceExists").await;
+    eventually("the refused name is watched", WAIT, || async {
+        (manager.metric(WATCHES).await == 1.0).then_some(())
+    })
+    .await;
+
+    // A reconcile that refuses again keeps the same watch (no second one, none dropped).
+    let refused_before = manager.metric(REFUSED).await;
+    memcacheds
+        .patch(
+            "taken",
+            &PatchParams::default(),
+            &Patch::Merge(&serde_json::json!({"spec": {"size": 3}})),
+        )
+        .await
+        .expect("resize taken");
+    eventually("the resized Memcached is refused again", WAIT, || async {
+        (manager.metric(REFUSED).await > refused_before).then_some(())
+    })
+    .await;
+    assert_eq!(manager.metric(WATCHES).await, 1.0, "still exactly one watch");
+    assert_eq!(manager.metric(WAKEUPS).await, 0.0, "nothing freed the name yet");
+
+    // The user deletes the foreign Deployment: the Memcached is woken and creates its own.
+    deployments
+        .delete("taken", &DeleteParams::default())
+        .await
+        .expect("delete the foreign Deployment");
+    let deleted_at = std::time::Instant::now();
+    let mc_uid = mc.uid().expect("uid");
+    let own = eventually("taken's own Deployment exists", WAIT, || async {
+        let deployment = deployments.get_opt("taken").await.ok()??;
+        deployment
+            .owner_references()
+            .iter()
+            .any(|r| r.uid == mc_uid && r.controller == Some(true))
+            .then_some(deployment)
+    })
+    .await;
+    let took = deleted_at.elapsed();
+    eprintln!("the Memcached's own Deployment existed {took:?} after the foreign one was deleted");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(own.spec.replicas, Some(3));
+    assert_eq!(manager.metric(WAKEUPS).await, 1.0, "woken by the freed name");
+    eventually("the refusal is over and its watch closed", WAIT, || async {
+        (manager.metric(WATCHES).await == 0.0).then_some(())
+    })
+    .await;
+    wait_condition(&memcacheds, "taken", "Degraded", "False", "AsExpected").await;
+
+    // A refused Memcached that is deleted takes its watch with it.
+    deployments
+        .create(&PostParams::default(), &foreign("gone"))
+        .await
+        .expect("create another foreign Deployment");
+    memcacheds
+        .create(&PostParams::default(), &memcached("gone", 1))
+        .await
+        .expect("create gone");
+    eventually("the second refused name is watched", WAIT, || async {
+        (manager.metric(WATCHES).await == 1.0).then_some(())
+    })
+    .await;
+    memcacheds
+        .delete("gone", &DeleteParams::default())
+        .await
+        .expect("delete gone");
+    eventually("the deleted owner's watch is closed", WAIT, || async {
+        (manager.metric(WATCHES).await == 0.0).then_some(())
+    })
+    .await;
+    assert_eq!(manager.metric(WAKEUPS).await, 1.0, "deleting the owner wakes nobody");
+
+    // The audit log agrees: single-name watches were sent for the refused names only.
+    let for_taken = name_watches(&audit_log, mark, &ns, "taken");
+    let for_free = name_watches(&audit_log, mark, &ns, "free");
+    eprintln!("single-name watch requests: taken {for_taken}, free {for_free}");
+    assert!(for_taken >= 1, "the refused name was watched");
+    assert_eq!(for_free, 0, "a name never refused is never watched");
+    manager.stop().await.expect("manager stops");
+}

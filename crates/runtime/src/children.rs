@@ -10,7 +10,7 @@
 //! }
 //! children.prune(&self.services).await?; // Services this RedisHA no longer wants
 //! ```
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
     Api, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
@@ -68,7 +68,9 @@ impl<'a> Children<'a> {
     ///
     /// A same-named object the owner does not control is refused with [`Error::ForeignChild`]
     /// (nothing is written). The cache only holds capstan's objects, so a miss costs one GET to
-    /// tell "free" from "someone else's".
+    /// tell "free" from "someone else's". Under a controller, the refused name is then watched
+    /// until the owner's next reconcile that does not refuse it again; if the object goes away or
+    /// changes hands first, the owner is reconciled.
     ///
     /// [`Watches::owns`]: crate::Watches::owns
     pub async fn apply<C>(&mut self, cache: &Store<C>, mut desired: C) -> Result<ChildApplied<C>, Error>
@@ -94,6 +96,7 @@ impl<'a> Children<'a> {
         if let Some(existing) = &previous
             && !controls(&self.owner_ref, existing.as_ref())
         {
+            self.refused(&ApiResource::erase::<C>(&()), &name, existing.meta());
             return Err(Error::ForeignChild {
                 kind: C::kind(&()).into_owned(),
                 name,
@@ -129,6 +132,7 @@ impl<'a> Children<'a> {
         if let Some(existing) = &previous
             && !controls(&self.owner_ref, existing)
         {
+            self.refused(resource, &name, existing.meta());
             return Err(Error::ForeignChild {
                 kind: resource.kind.clone(),
                 name,
@@ -142,6 +146,14 @@ impl<'a> Children<'a> {
             outcome,
             previous: previous.map(Arc::new),
         })
+    }
+
+    /// Remembers the refusal so the owner is reconciled again once the object in the way goes
+    /// (the child caches never see it: it lacks capstan's label).
+    fn refused(&self, resource: &ApiResource, name: &str, existing: &ObjectMeta) {
+        if let Some(foreign) = self.ctx.foreign_watches() {
+            foreign.refused(&self.owner_ref, &self.namespace, resource, name, existing);
+        }
     }
 
     /// Deletes the children of kind `C` in `cache` that this owner controls and that were not

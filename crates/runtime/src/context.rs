@@ -5,12 +5,13 @@ use kube::{
     api::{DeleteParams, PropagationPolicy},
 };
 use serde::Serialize;
-use std::fmt::Debug;
+use std::{fmt::Debug, sync::Arc};
 
 use crate::{
     Error,
     apply::{self, ApplyOutcome},
     events::EventPublisher,
+    foreign::ForeignWatches,
     informer::Informable,
     leadership::Leadership,
     metrics::Metrics,
@@ -22,6 +23,9 @@ pub struct Context {
     controller: &'static str,
     events: EventPublisher,
     metrics: Metrics,
+    /// Set by the controller that runs this context: refused children are watched so their
+    /// owner is woken when the object in the way goes.
+    foreign: Option<Arc<ForeignWatches>>,
 }
 
 impl Context {
@@ -39,7 +43,17 @@ impl Context {
             controller,
             events,
             metrics,
+            foreign: None,
         }
+    }
+
+    pub(crate) fn with_foreign_watches(mut self, foreign: Arc<ForeignWatches>) -> Self {
+        self.foreign = Some(foreign);
+        self
+    }
+
+    pub(crate) fn foreign_watches(&self) -> Option<&Arc<ForeignWatches>> {
+        self.foreign.as_ref()
     }
 
     pub fn client(&self) -> &Client {

@@ -1,14 +1,14 @@
 //! Runs a [`Reconciler`] over kube's `Controller`: per-object exponential backoff on errors,
 //! waiting for a change after errors retrying cannot fix, panics caught, a deadline per
 //! reconcile, metrics, a tracing span and a Warning event per failure, leader gating, graceful
-//! shutdown.
+//! shutdown, and a wake-up when an object that blocked a child goes away (module `foreign`).
 use futures::{FutureExt, StreamExt, future::BoxFuture};
 use kube::{
     Resource, ResourceExt,
     runtime::{
         Controller,
         controller::{Action, Config},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
     },
 };
 use std::{
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::{
     context::Context,
+    foreign::ForeignWatches,
     informer::Informable,
     leadership::Leadership,
     lock,
@@ -159,13 +160,77 @@ struct Runner<R: Reconciler> {
     leadership: Leadership,
     backoff: ErrorBackoff,
     deadline: Duration,
-    failures: Mutex<HashMap<ObjectKey, u32>>,
+    store: Store<R::Object>,
+    failures: FailureCounts,
+    foreign: Arc<ForeignWatches>,
+}
+
+/// Consecutive failures per object, for its backoff. An entry lives only while its object exists
+/// and keeps failing with errors retrying may fix; the count is exported as
+/// `capstan_reconcile_failing_objects` so a leak (and a stuck object) shows.
+struct FailureCounts {
+    controller: &'static str,
+    metrics: Metrics,
+    counts: Mutex<HashMap<ObjectKey, u32>>,
+}
+
+impl FailureCounts {
+    fn new(controller: &'static str, metrics: Metrics) -> Self {
+        Self {
+            controller,
+            metrics,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn forget(&self, key: &ObjectKey) {
+        let mut counts = lock(&self.counts);
+        if counts.remove(key).is_some() {
+            self.metrics.set_failing_objects(self.controller, counts.len());
+        }
+    }
+
+    /// Counts one more failure of `key` and returns the consecutive count, unless `exists` says
+    /// the object is gone. Checked under the lock: the delete handler removes the entry after the
+    /// cache dropped the object, so a failure that ends after a delete never leaves an entry.
+    fn record(&self, key: ObjectKey, exists: impl FnOnce() -> bool) -> Option<u32> {
+        let mut counts = lock(&self.counts);
+        if !exists() {
+            if counts.remove(&key).is_some() {
+                self.metrics.set_failing_objects(self.controller, counts.len());
+            }
+            return None;
+        }
+        let count = counts.entry(key).or_insert(0);
+        *count = count.saturating_add(1);
+        let count = *count;
+        self.metrics.set_failing_objects(self.controller, counts.len());
+        Some(count)
+    }
 }
 
 /// Turns a controller definition into the future that runs it until shutdown.
 pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFuture<'static, ()> {
     let metrics = settings.metrics.clone();
     metrics.register_controller(R::NAME);
+    let WatchedParts {
+        store,
+        primary,
+        triggers,
+        tasks: _,
+    } = def.watched;
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
+    let foreign = ForeignWatches::new(
+        settings.client.clone(),
+        R::NAME,
+        (
+            R::Object::kind(&()).into_owned(),
+            R::Object::api_version(&()).into_owned(),
+        ),
+        metrics.clone(),
+        settings.leadership.clone(),
+        wake,
+    );
     let runner = Arc::new(Runner {
         context: Context::new(
             settings.client.clone(),
@@ -173,26 +238,25 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             metrics.clone(),
             settings.instance.clone(),
             settings.leadership.clone(),
-        ),
+        )
+        .with_foreign_watches(foreign.clone()),
+        foreign,
         reconciler: def.reconciler,
-        metrics,
+        metrics: metrics.clone(),
         leadership: settings.leadership.clone(),
         backoff: settings.backoff,
         deadline: settings.reconcile_deadline,
-        failures: Mutex::new(HashMap::new()),
+        store: store.clone(),
+        failures: FailureCounts::new(R::NAME, metrics),
     });
-    let WatchedParts {
-        store,
-        primary,
-        triggers,
-        tasks: _,
-    } = def.watched;
-    // A deleted object's failure count goes with it.
+    // A deleted object's failure count goes with it (the cache dropped it before this change
+    // arrives).
     let forget = runner.clone();
-    let cache = store.clone();
     let primary = primary.inspect(move |obj| {
-        if cache.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
-            lock(&forget.failures).remove(&object_key(obj.as_ref()));
+        if forget.store.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
+            let key = object_key(obj.as_ref());
+            forget.failures.forget(&key);
+            forget.foreign.forget(&key);
         }
     });
     let shutdown = settings.shutdown.clone();
@@ -203,6 +267,11 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     for trigger in triggers {
         controller = controller.reconcile_on(trigger);
     }
+    // Owners whose refused child's name was freed (see `foreign`).
+    controller = controller.reconcile_on(futures::stream::unfold(woken, |mut woken| async move {
+        let (namespace, name) = woken.recv().await?;
+        Some((ObjectRef::new(&name).within(&namespace), woken))
+    }));
     Box::pin(async move {
         controller
             .run(
@@ -252,18 +321,21 @@ impl<R: Reconciler> Runner<R> {
         let attempt = AssertUnwindSafe(self.reconciler.reconcile(obj.clone(), &self.context))
             .catch_unwind()
             .instrument(span.clone());
+        self.foreign.begin(&key);
         let result = match tokio::time::timeout(self.deadline, attempt).await {
             Ok(Ok(Ok(action))) => Ok(action),
             Ok(Ok(Err(error))) => Err(Failure::Reconcile(error)),
             Ok(Err(panic)) => Err(Failure::Panicked(panic_message(panic))),
             Err(_) => Err(Failure::Deadline(self.deadline)),
         };
+        // Refusals this attempt did not meet again are over (their watches stop).
+        self.foreign.end(&key);
         let elapsed = started.elapsed();
         match &result {
             Ok(action) => {
                 self.metrics
                     .reconcile_finished(R::NAME, elapsed, Ok(*action != Action::await_change()));
-                lock(&self.failures).remove(&key);
+                self.failures.forget(&key);
                 span.in_scope(|| tracing::debug!(elapsed_ms = elapsed.as_millis() as u64, "reconciled"));
             }
             Err(error) => {
@@ -284,15 +356,18 @@ impl<R: Reconciler> Runner<R> {
     }
 
     fn error_policy(&self, obj: &R::Object, error: &Failure<R::Error>) -> Action {
-        let mut failures = lock(&self.failures);
+        let key = object_key(obj);
         if error.is_permanent() {
             // Reported already; only a change can fix it.
-            failures.remove(&object_key(obj));
+            self.failures.forget(&key);
             return Action::await_change();
         }
-        let count = failures.entry(object_key(obj)).or_insert(0);
-        *count = count.saturating_add(1);
-        Action::requeue(self.backoff.delay(*count))
+        let exists = || self.store.get(&ObjectRef::from_obj(obj)).is_some();
+        match self.failures.record(key, exists) {
+            Some(count) => Action::requeue(self.backoff.delay(count)),
+            // Deleted while its reconcile ran: nothing left to retry.
+            None => Action::await_change(),
+        }
     }
 }
 

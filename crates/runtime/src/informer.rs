@@ -228,7 +228,7 @@ async fn drive<K: Informable>(
 /// Retry delays for a failed watch: 250 ms doubling to 5 s, with jitter. kube's default climbs to
 /// 30 s, which after a 20 s apiserver outage leaves a manager deaf for up to half a minute more.
 #[derive(Debug, Clone, Default)]
-struct WatchBackoff {
+pub(crate) struct WatchBackoff {
     failures: u32,
 }
 

@@ -16,6 +16,7 @@ pub mod context;
 pub mod controller;
 pub mod error;
 pub mod events;
+mod foreign;
 pub mod informer;
 pub mod labels;
 pub mod leadership;

@@ -18,6 +18,9 @@ pub struct Metrics {
     leader_status: IntGaugeVec,
     deletes_total: IntCounterVec,
     task_failures_total: IntCounterVec,
+    failing_objects: IntGaugeVec,
+    foreign_child_watches: IntGaugeVec,
+    foreign_child_wakeups_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -93,6 +96,27 @@ impl Metrics {
             ),
             &["task"],
         )?;
+        let failing_objects = IntGaugeVec::new(
+            Opts::new(
+                "capstan_reconcile_failing_objects",
+                "Objects whose last reconcile failed with an error retrying may fix, now waiting for their backoff",
+            ),
+            &["controller"],
+        )?;
+        let foreign_child_watches = IntGaugeVec::new(
+            Opts::new(
+                "capstan_foreign_child_watches",
+                "Watches of single objects that block a child (same name, someone else's), open while the refusal is outstanding",
+            ),
+            &["controller"],
+        )?;
+        let foreign_child_wakeups_total = IntCounterVec::new(
+            Opts::new(
+                "capstan_foreign_child_wakeups_total",
+                "Owners queued because an object that blocked their child went away or changed hands",
+            ),
+            &["controller"],
+        )?;
         for collector in [
             Box::new(reconcile_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors_total.clone()),
@@ -104,6 +128,9 @@ impl Metrics {
             Box::new(leader_status.clone()),
             Box::new(deletes_total.clone()),
             Box::new(task_failures_total.clone()),
+            Box::new(failing_objects.clone()),
+            Box::new(foreign_child_watches.clone()),
+            Box::new(foreign_child_wakeups_total.clone()),
         ] {
             registry.register(collector)?;
         }
@@ -121,6 +148,9 @@ impl Metrics {
             leader_status,
             deletes_total,
             task_failures_total,
+            failing_objects,
+            foreign_child_watches,
+            foreign_child_wakeups_total,
         })
     }
 
@@ -131,6 +161,9 @@ impl Metrics {
         }
         self.reconcile_errors_total.with_label_values(&[controller]);
         self.active_workers.with_label_values(&[controller]);
+        self.failing_objects.with_label_values(&[controller]);
+        self.foreign_child_watches.with_label_values(&[controller]);
+        self.foreign_child_wakeups_total.with_label_values(&[controller]);
     }
 
     pub fn reconcile_started(&self, controller: &str) {
@@ -155,6 +188,24 @@ impl Metrics {
                     .inc();
             }
         }
+    }
+
+    /// How many objects of `controller` hold a failure count (are being retried with backoff).
+    pub fn set_failing_objects(&self, controller: &str, objects: usize) {
+        self.failing_objects
+            .with_label_values(&[controller])
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
+    /// How many single-object watches of blocking objects `controller` keeps open.
+    pub fn set_foreign_child_watches(&self, controller: &str, watches: usize) {
+        self.foreign_child_watches
+            .with_label_values(&[controller])
+            .set(i64::try_from(watches).unwrap_or(i64::MAX));
+    }
+
+    pub fn foreign_child_wakeup(&self, controller: &str) {
+        self.foreign_child_wakeups_total.with_label_values(&[controller]).inc();
     }
 
     pub fn apply_sent(&self, controller: &str, target: &str) {
@@ -216,6 +267,16 @@ mod tests {
         );
         assert!(
             text.contains(r#"controller_runtime_active_workers{controller="foo"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"capstan_reconcile_failing_objects{controller="foo"} 0"#),
+            "registered at zero: {text}"
+        );
+        metrics.set_failing_objects("foo", 2);
+        let text = metrics.render().expect("render");
+        assert!(
+            text.contains(r#"capstan_reconcile_failing_objects{controller="foo"} 2"#),
             "{text}"
         );
     }

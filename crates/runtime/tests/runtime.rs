@@ -228,6 +228,10 @@ impl Scripted {
     }
 }
 
+fn data_of(map: &ConfigMap) -> &str {
+    map.data.as_ref().and_then(|d| d.get("key")).map_or("", String::as_str)
+}
+
 impl Reconciler for Scripted {
     type Object = ConfigMap;
     type Error = ScriptedError;
@@ -244,6 +248,12 @@ impl Reconciler for Scripted {
         match name.as_str() {
             "panics-once" if attempt == 1 => panic!("a bug in one reconcile"),
             "invalid" => Err(ScriptedError("invalid_spec", true)),
+            "flaky" if data_of(&obj) == "fail" => Err(ScriptedError("transient", false)),
+            "fails-slowly" => {
+                // Long enough for the test to delete the object while this reconcile runs.
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Err(ScriptedError("transient", false))
+            }
             "hangs" => {
                 std::future::pending::<()>().await;
                 Ok(Action::await_change())
@@ -351,6 +361,94 @@ async fn a_permanent_error_waits_for_a_change_and_a_hung_reconcile_hits_its_dead
             .await
             >= 1.0
     );
+    manager.stop().await.expect("stops");
+}
+
+#[tokio::test]
+async fn failure_counts_are_dropped_on_success_and_with_their_objects() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "rt-failures").await.expect("namespace");
+    let scripted = Scripted::default();
+    let reconciler = scripted.clone();
+    let manager = spawn_manager(client.clone(), &ns, move |m| m.add(move |_w| reconciler))
+        .await
+        .expect("manager");
+    const FAILING: &str = r#"capstan_reconcile_failing_objects{controller="scripted"}"#;
+    let failing_objects = || manager.metric(FAILING);
+    let failing_is = |expected: f64, what: &'static str| {
+        eventually(what, WAIT, move || async move {
+            (failing_objects().await == expected).then_some(())
+        })
+    };
+    assert_eq!(failing_objects().await, 0.0, "the gauge exists from the start");
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+    let set_data = |data: &'static str| {
+        let maps = maps.clone();
+        async move {
+            maps.patch(
+                "flaky",
+                &PatchParams::default(),
+                &Patch::Merge(&serde_json::json!({"data": {"key": data}})),
+            )
+            .await
+            .expect("patch")
+        }
+    };
+
+    // Failing: an entry exists. Succeeding: it is dropped while the object still exists.
+    maps.create(&PostParams::default(), &config_map("flaky", "fail"))
+        .await
+        .expect("create");
+    failing_is(1.0, "a failing object is counted").await;
+    set_data("ok").await;
+    failing_is(0.0, "a success drops the count").await;
+    let attempts_at_success = scripted.attempts("flaky").len();
+    assert!(maps.get_opt("flaky").await.expect("get").is_some(), "still there");
+
+    // Failing again, then deleted: the entry goes with the object, and the retries stop.
+    set_data("fail").await;
+    failing_is(1.0, "failing again").await;
+    assert!(scripted.attempts("flaky").len() > attempts_at_success);
+    maps.delete("flaky", &Default::default()).await.expect("delete");
+    let deleted_at = Instant::now();
+    failing_is(0.0, "a deleted object's count is dropped").await;
+    eprintln!("count dropped {:?} after the delete", deleted_at.elapsed());
+    let attempts_after_delete = scripted.attempts("flaky").len();
+    // Backoff from 0.5 s doubling: a kept entry would have retried within 4 s.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        scripted.attempts("flaky").len(),
+        attempts_after_delete,
+        "no retry of a deleted object"
+    );
+
+    // Deleted while its failing reconcile runs: the failure ends after the delete and must not
+    // leave an entry behind (its retry finds no object, so nothing would ever remove it).
+    const TRANSIENT: &str = r#"capstan_reconcile_errors_by_reason_total{controller="scripted",reason="transient"}"#;
+    let transient_before = manager.metric(TRANSIENT).await;
+    maps.create(&PostParams::default(), &config_map("fails-slowly", "x"))
+        .await
+        .expect("create");
+    eventually("the slow reconcile started", WAIT, || async {
+        (!scripted.attempts("fails-slowly").is_empty()).then_some(())
+    })
+    .await;
+    maps.delete("fails-slowly", &Default::default()).await.expect("delete");
+    let started = scripted.attempts("fails-slowly")[0];
+    eprintln!("deleted {:?} into the 3 s reconcile", started.elapsed());
+    eventually("the slow reconcile failed", WAIT, || async {
+        (manager.metric(TRANSIENT).await > transient_before).then_some(())
+    })
+    .await;
+    // The error policy runs right after the failure is counted; a leaked entry would stay.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        failing_objects().await,
+        0.0,
+        "a failure that ended after its object's delete leaves no count"
+    );
+    assert_eq!(scripted.attempts("fails-slowly").len(), 1, "and no retry");
     manager.stop().await.expect("stops");
 }
 
