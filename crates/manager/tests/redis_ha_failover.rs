@@ -1,7 +1,7 @@
 //! RedisHA failover end to end: the real `capstan-manager` binary, the local node running
 //! Debian's `redis-server` and `redis-sentinel` with the configuration the operator renders, and a
 //! client writing through the `<name>-master` Service every 100 ms with `WAIT 1`. One RedisHA
-//! (3 Redis, 3 Sentinels, a password) goes through each fault in turn; after each, the master
+//! (3 Redis, 3 Sentinels, a password) goes through each fault in turn, then a password rotation; after each, the master
 //! Service routes to the one master, `status.master` names it, the Sentinels agree, and every
 //! acknowledged write is still there. Outages are printed; the bound asserted is generous (these
 //! are shared 2-core machines) and the goals live in `cargo xtask bench`.
@@ -18,8 +18,8 @@ use capstan_redis_ha::{
     healer::Role,
     members::REVISION_LABEL,
     redis_io::{
-        Target, Timeouts, config_set, info_replication, pause_writes, sentinel_failover, sentinel_master,
-        sentinel_master_address,
+        Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
+        sentinel_master, sentinel_master_address,
     },
     write_probe::{ProbeLog, WriteProbe, count_existing},
 };
@@ -40,6 +40,7 @@ use common::ManagerProcess;
 
 const NAME: &str = "ha";
 const PASSWORD: &str = "s3cret-for-the-failover-test";
+const NEW_PASSWORD: &str = "rotated-s3cret-for-the-failover-test";
 /// Each fault must converge within this (generous on a shared 2-core machine).
 const CONVERGE: Duration = Duration::from_secs(240);
 /// The write outage each fault may cause in this test; the goals (2 s / 10 s) are the bench's.
@@ -49,6 +50,8 @@ const CUT_FOR: Duration = Duration::from_secs(60);
 
 struct Fixture {
     ns: String,
+    /// The password in force (the test rotates it at the end).
+    password: String,
     rhas: Api<RedisHA>,
     pods: Api<Pod>,
     client: Client,
@@ -149,7 +152,7 @@ impl Fixture {
         for pod in &pods {
             let ip = pod_ip(pod).ok_or_else(|| format!("{} has no IP", pod.name_any()))?;
             let endpoint = Endpoint::new(ip, REDIS_PORT);
-            let replication = info_replication(Target::new(&endpoint, Some(PASSWORD), Timeouts::default()))
+            let replication = info_replication(Target::new(&endpoint, Some(&self.password), Timeouts::default()))
                 .await
                 .map_err(|e| format!("{}: {e}", pod.name_any()))?;
             match replication.role {
@@ -296,7 +299,7 @@ impl Fixture {
 
     /// Every write the probe saw acknowledged is on the master.
     async fn assert_no_acknowledged_write_lost(&self, probe: &ProbeLog, master: SocketAddr, what: &str) {
-        let found = count_existing(master, Some(PASSWORD), &probe.acknowledged)
+        let found = count_existing(master, Some(&self.password), &probe.acknowledged)
             .await
             .expect("reading the keys back through the master Service");
         assert_eq!(
@@ -372,11 +375,12 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     let node = tokio::task::spawn_blocking(ControlPlane::shared_local_node)
         .await
         .expect("local node");
-    let f = Fixture {
+    let mut f = Fixture {
         rhas: Api::namespaced(client.clone(), &ns),
         pods: Api::namespaced(client.clone(), &ns),
         client: client.clone(),
         ns: ns.clone(),
+        password: PASSWORD.to_owned(),
         node,
     };
     let _logs = LogsOnPanic { ns: ns.clone(), node };
@@ -594,8 +598,72 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         state.epoch + 1,
         "the roll fails over exactly once (planned)"
     );
+    f.assert_no_acknowledged_write_lost(&probe.snapshot(), master_service, "roll")
+        .await;
+    state = rolled;
+
+    // 7. Password rotation: the Secret changes; every Pod accepts the new password at once, the
+    //    Sentinels use it, and the Pods roll (replicas, one planned failover, the old master).
     let log = probe.stop().await;
-    f.assert_no_acknowledged_write_lost(&log, master_service, "roll").await;
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .patch(
+            "ha-auth",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": NEW_PASSWORD}})),
+        )
+        .await
+        .expect("change the password");
+    eventually("the master accepts the new password", CONVERGE, || async {
+        let endpoint = Endpoint::new(master_service.ip().to_string(), REDIS_PORT);
+        ping(Target::new(&endpoint, Some(NEW_PASSWORD), Timeouts::default()))
+            .await
+            .ok()
+    })
+    .await;
+    f.password = NEW_PASSWORD.to_owned();
+    let probe = WriteProbe::start(
+        master_service,
+        Some(NEW_PASSWORD.to_owned()),
+        "rotated",
+        Duration::from_millis(100),
+        20_000,
+    );
+    let before_rotation: BTreeSet<String> = f.redis_pods().await.iter().filter_map(|p| p.uid()).collect();
+    eventually(
+        "every Redis Pod restarted with the new password",
+        CONVERGE * 2,
+        || async {
+            let pods = f.redis_pods().await;
+            (pods.len() == 3
+                && pods
+                    .iter()
+                    .all(|p| p.uid().is_some_and(|uid| !before_rotation.contains(&uid))))
+            .then_some(())
+        },
+    )
+    .await;
+    let rotated = f.converged("password rotated", 3).await;
+    assert_eq!(
+        rotated.epoch,
+        state.epoch + 1,
+        "the rotation's roll fails over exactly once (planned)"
+    );
+    let endpoint = Endpoint::new(master_service.ip().to_string(), REDIS_PORT);
+    let old_refused = ping(Target::new(&endpoint, Some(PASSWORD), Timeouts::default())).await;
+    assert!(
+        old_refused.as_ref().is_err_and(is_auth_refused),
+        "the old password no longer works: {old_refused:?}"
+    );
+    f.assert_no_acknowledged_write_lost(&log, master_service, "before the rotation")
+        .await;
+    let rotated_log = probe.stop().await;
+    f.assert_no_acknowledged_write_lost(&rotated_log, master_service, "password rotation")
+        .await;
+    let log = ProbeLog {
+        acknowledged: [log.acknowledged, rotated_log.acknowledged].concat(),
+        failures: log.failures + rotated_log.failures,
+        ..ProbeLog::default()
+    };
 
     eprintln!("\nRedisHA failover outages (goals: 2 s for a deleted Pod, 10 s for a kill or cut):");
     for (what, outage) in &outages {

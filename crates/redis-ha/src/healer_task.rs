@@ -119,9 +119,51 @@ impl Healer {
             timings: rendering.timings,
             timeouts: Timeouts::default(),
         };
-        let observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
-        let plan = decide(&observation);
         let regarding = rha.object_ref(&());
+        let previous_password = self.shared.previous_password(&key);
+        if previous_password.is_some() && self.shared.sentinels_need(&key, &password) {
+            // Before any Pod restarts with the new password: Sentinels must authenticate with it.
+            if task
+                .leadership
+                .while_leader(redis_io::tell_sentinels_password(cluster))
+                .await?
+            {
+                self.shared.sentinels_told(key.clone(), password.clone());
+            }
+        }
+        let observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
+        let mut rotated = false;
+        if let Some(previous) = &previous_password {
+            let unreachable: Vec<String> = observation
+                .redis
+                .iter()
+                .filter(|p| p.replication.is_none())
+                .map(|p| p.pod.clone())
+                .collect();
+            let adopted = task
+                .leadership
+                .while_leader(redis_io::adopt_password(cluster, &unreachable, previous.as_deref()))
+                .await?;
+            for (pod, outcome) in adopted {
+                match outcome {
+                    Ok(()) => {
+                        rotated = true;
+                        task.events.normal(
+                            &regarding,
+                            "PasswordRotated",
+                            "RotatePassword",
+                            format!("{pod} accepts the new password until it restarts with it"),
+                        );
+                    }
+                    // Not an event per pass: the Pod's readiness and the stalled roll show it.
+                    Err(error) => tracing::warn!(
+                        %namespace, %pod, %error,
+                        "a Pod refuses the new password and the previous one did not work"
+                    ),
+                }
+            }
+        }
+        let plan = decide(&observation);
         for action in &plan.actions {
             let done = task.leadership.while_leader(redis_io::perform(action, cluster)).await?;
             match (done, action) {
@@ -147,7 +189,8 @@ impl Healer {
         for warning in &plan.warnings {
             task.events.warning(&regarding, "Healed", "Heal", warning.clone());
         }
-        let mut in_motion = !plan.actions.is_empty()
+        let mut in_motion = rotated
+            || !plan.actions.is_empty()
             || matches!(
                 plan.wait,
                 Some(Wait::FailoverInProgress { .. } | Wait::SentinelsToFailOver { .. })

@@ -561,6 +561,79 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
     Ok(Performed::Done)
 }
 
+/// Whether Redis refused the password (`WRONGPASS`, `NOAUTH`).
+pub fn is_auth_refused(error: &IoError) -> bool {
+    matches!(error, IoError::Redis { source, .. }
+        if source.kind() == redis::ErrorKind::AuthenticationFailed
+            || ["WRONGPASS", "NOAUTH"].iter().any(|code| source.to_string().contains(code)))
+}
+
+/// `PING`.
+pub async fn ping(target: Target<'_>) -> Result<(), IoError> {
+    let _: String = target.query("PING", redis::cmd("PING").clone()).await?;
+    Ok(())
+}
+
+/// A password change made live on a Redis still running with the previous password (`target`
+/// authenticates with it): it accepts the new one as well (`ACL SETUSER default on >new`, until it
+/// restarts from the new template) and authenticates to its master with the new one (`CONFIG SET
+/// masterauth`), so old and new Pods replicate from each other while the Pods roll.
+pub async fn accept_new_password(target: Target<'_>, new: &str) -> Result<(), IoError> {
+    let _: () = target
+        .query(
+            "ACL SETUSER",
+            redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg("default")
+                .arg("on")
+                .arg(format!(">{new}"))
+                .clone(),
+        )
+        .await?;
+    config_set(target, "masterauth", new).await
+}
+
+/// For each of `pods` that refuses the current password but takes `previous`: makes it accept the
+/// current one ([`accept_new_password`]). Returns what was done per Pod.
+pub async fn adopt_password<'a>(
+    cluster: Cluster<'a>,
+    pods: &[String],
+    previous: Option<&'a str>,
+) -> Vec<(String, Result<(), IoError>)> {
+    let Some(new) = cluster.password else {
+        return Vec::new(); // turning auth off is not rotated live
+    };
+    let mut done = Vec::new();
+    for member in cluster.redis.iter().filter(|m| pods.contains(&m.pod)) {
+        match ping(Target::new(&member.connect, Some(new), cluster.timeouts)).await {
+            Err(error) if is_auth_refused(&error) => {}
+            _ => continue, // takes the new password already, or is down for another reason
+        }
+        let outcome = accept_new_password(Target::new(&member.connect, previous, cluster.timeouts), new).await;
+        done.push((member.pod.clone(), outcome));
+    }
+    done
+}
+
+/// Tells every Sentinel the current password for the master set (`SENTINEL SET … auth-pass`);
+/// true when all answered.
+pub async fn tell_sentinels_password(cluster: Cluster<'_>) -> bool {
+    let password = cluster.password.unwrap_or_default().to_owned();
+    let told = futures::future::join_all(cluster.sentinels.iter().map(|member| {
+        let password = password.clone();
+        async move {
+            sentinel_set(
+                Target::sentinel(&member.connect, cluster.timeouts),
+                cluster.master_set,
+                &[("auth-pass", password)],
+            )
+            .await
+        }
+    }))
+    .await;
+    !told.is_empty() && told.iter().all(Result::is_ok)
+}
+
 /// How long a planned failover pauses writes on the master it leaves (the Sentinels normally
 /// hand over within a second or two; the pause bounds the outage should they not).
 pub const PLANNED_FAILOVER_PAUSE: Duration = Duration::from_secs(15);

@@ -18,6 +18,10 @@ pub struct Shared {
     pub cluster_domain: Arc<str>,
     plans: Arc<Mutex<HashMap<Key, Plan>>>,
     passwords: Arc<Mutex<HashMap<Key, Option<String>>>>,
+    /// The password in force before the last change, while Pods may still run with it.
+    previous_passwords: Arc<Mutex<HashMap<Key, Option<String>>>>,
+    /// The password the Sentinels were last told, per RedisHA.
+    sentinels_told: Arc<Mutex<HashMap<Key, Option<String>>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -39,8 +43,32 @@ impl Shared {
     }
 
     /// The password the Pods use (`None`: no auth), once the reconcile has read it.
+    /// A change keeps the previous password, for Pods that still run with it (see
+    /// [`Self::previous_password`]), and wakes the healer to rotate it live.
     pub fn set_password(&self, key: Key, password: Option<String>) {
-        lock(&self.passwords).insert(key, password);
+        let previous = lock(&self.passwords).insert(key.clone(), password.clone());
+        if let Some(previous) = previous
+            && previous != password
+        {
+            lock(&self.previous_passwords).insert(key, previous);
+            self.wake_healer();
+        }
+    }
+
+    /// The password before the last change this manager saw (`Some(None)`: there was none).
+    /// Forgotten on restart: a manager that starts after a change cannot reach Pods still on
+    /// the old password.
+    pub fn previous_password(&self, key: &Key) -> Option<Option<String>> {
+        lock(&self.previous_passwords).get(key).cloned()
+    }
+
+    /// Whether the Sentinels still have to be told `password`.
+    pub fn sentinels_need(&self, key: &Key, password: &Option<String>) -> bool {
+        lock(&self.sentinels_told).get(key) != Some(password)
+    }
+
+    pub fn sentinels_told(&self, key: Key, password: Option<String>) {
+        lock(&self.sentinels_told).insert(key, password);
     }
 
     /// `None`: not read yet (the healer waits); `Some(None)`: no auth.
@@ -52,6 +80,8 @@ impl Shared {
     pub fn retain(&self, live: &std::collections::HashSet<Key>) {
         lock(&self.plans).retain(|key, _| live.contains(key));
         lock(&self.passwords).retain(|key, _| live.contains(key));
+        lock(&self.previous_passwords).retain(|key, _| live.contains(key));
+        lock(&self.sentinels_told).retain(|key, _| live.contains(key));
     }
 
     /// Asks the healer for a pass now (a Redis Pod changed) instead of at its next tick.
@@ -67,5 +97,7 @@ impl Shared {
     pub fn forget(&self, key: &Key) {
         lock(&self.plans).remove(key);
         lock(&self.passwords).remove(key);
+        lock(&self.previous_passwords).remove(key);
+        lock(&self.sentinels_told).remove(key);
     }
 }
