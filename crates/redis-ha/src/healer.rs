@@ -10,7 +10,7 @@
 //! when another holds data); `SENTINEL RESET` only when a Sentinel knows more replicas or
 //! Sentinels than exist. Sentinels resolve disagreement by `config-epoch` (a failover's newer
 //! configuration wins and spreads by gossip), and so does the healer: a view older than another's
-//! is catching up, never a vote against the newer one and never re-pointed.
+//! is catching up, never a vote against the newer one.
 use std::collections::BTreeMap;
 
 use crate::config::{Endpoint, WAITING_MASTER_HOST};
@@ -162,8 +162,8 @@ fn newest_epoch(observation: &Observation) -> u64 {
 }
 
 /// A Sentinel whose view is older than another's: the newer configuration reaches it by
-/// Sentinel's own gossip within seconds, so it neither outvotes the newer view nor gets
-/// re-pointed by the healer.
+/// Sentinel's own gossip within seconds, so it never outvotes the newer view (re-pointing it, as
+/// any Sentinel naming another master, only hastens what gossip does).
 fn is_catching_up(view: &SentinelView, newest: u64) -> bool {
     view.config_epoch < newest
 }
@@ -327,10 +327,9 @@ pub fn decide(observation: &Observation) -> Plan {
     actions.extend(role_labels(observation, master));
 
     let mut sentinel_fixed = false;
-    let newest = newest_epoch(observation);
     for sentinel in &observation.sentinels {
         let Some(view) = &sentinel.view else { continue };
-        if view.master.as_ref() != Some(&master.address) && !is_catching_up(view, newest) {
+        if view.master.as_ref() != Some(&master.address) {
             sentinel_fixed = true;
             actions.push(Action::SentinelMonitor {
                 sentinel: sentinel.pod.clone(),
@@ -924,9 +923,11 @@ mod tests {
             plan.actions
         );
         assert!(
-            !plan.actions.iter().any(|a| matches!(a, Action::SentinelMonitor { .. })
-                || matches!(a, Action::Demote { pod, .. } if pod == "cache-1")),
-            "neither the new master demoted nor the catching-up Sentinels re-pointed: {:?}",
+            !plan
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::Demote { pod, .. } if pod == "cache-1")),
+            "the new master is never demoted: {:?}",
             plan.actions
         );
     }

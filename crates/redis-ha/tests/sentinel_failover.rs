@@ -379,9 +379,18 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // The master refuses writes without a replica? It has two, so this write went through.
 
     // A failover requested through redis_io.
-    redis_io::sentinel_failover(Target::sentinel(&sentinels[1].connect, Timeouts::default()), MASTER_SET)
-        .await
-        .expect("SENTINEL FAILOVER accepted");
+    // Sentinel refuses (NOGOODSLAVE) until it has seen the replicas' INFO, which a loaded
+    // machine may delay: ask again for a while.
+    let asked = Instant::now();
+    while let Err(error) =
+        redis_io::sentinel_failover(Target::sentinel(&sentinels[1].connect, Timeouts::default()), MASTER_SET).await
+    {
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "SENTINEL FAILOVER refused for 30 s: {error}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let (observation, elapsed) = wait_for(
         "SENTINEL FAILOVER: a replica promoted, the old master its replica",
         Duration::from_secs(60),
