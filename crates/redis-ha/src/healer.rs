@@ -340,9 +340,16 @@ pub fn decide(observation: &Observation) -> Plan {
     // A Sentinel that knows more replicas or Sentinels than exist keeps stale entries (scaled
     // down Pods) forever; fewer is only discovery in progress. One reset per pass, and none while
     // other Sentinels are being fixed, so a quorum always remains able to fail over.
-    if !sentinel_fixed {
+    // A reset Sentinel knows no other until their hello messages reach it (seconds): while one is
+    // rediscovering, no second reset, or a quorum could be out of reach at once.
+    let other_sentinels = observation.sentinels.len().saturating_sub(1);
+    let rediscovering = observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref())
+        .any(|v| (v.known_sentinels as usize) < other_sentinels);
+    if !sentinel_fixed && !rediscovering {
         let replicas = observation.redis.len().saturating_sub(1);
-        let other_sentinels = observation.sentinels.len().saturating_sub(1);
         if let Some(stale) = observation.sentinels.iter().find(|s| {
             s.view
                 .as_ref()
@@ -929,6 +936,31 @@ mod tests {
                 .any(|a| matches!(a, Action::Demote { pod, .. } if pod == "cache-1")),
             "the new master is never demoted: {:?}",
             plan.actions
+        );
+    }
+
+    #[test]
+    fn no_second_sentinel_reset_while_a_reset_one_rediscovers_the_others() {
+        let mut observed = healthy();
+        for s in &mut observed.sentinels {
+            if let Some(view) = s.view.as_mut() {
+                view.known_replicas = 4;
+            }
+        }
+        // sentinel-0 was just reset: it knows no other Sentinel yet.
+        if let Some(view) = observed.sentinels[0].view.as_mut() {
+            view.known_replicas = 2;
+            view.known_sentinels = 0;
+        }
+        assert_eq!(decide(&observed).actions, []);
+        if let Some(view) = observed.sentinels[0].view.as_mut() {
+            view.known_sentinels = 2;
+        }
+        assert_eq!(
+            decide(&observed).actions,
+            [Action::SentinelReset {
+                sentinel: "cache-sentinel-1".into()
+            }]
         );
     }
 }

@@ -249,6 +249,7 @@ impl Healer {
                 } else {
                     format!("the scale-down removes it (and {})", avoid.join(", "))
                 };
+                tracing::info!(%namespace, redis_ha = %name, %from, ?avoid, %why, "planned failover");
                 match task
                     .leadership
                     .while_leader(redis_io::planned_failover(cluster, &from, &avoid))
