@@ -554,6 +554,13 @@ if [ "${{connected:-0}}" -eq 0 ]; then
   log "no replica connected: nothing to hand over to"
   exit 0
 fi
+# A master the Sentinels no longer name (left by a planned failover, not yet demoted) has nothing
+# to hand over: asking would fail over the new master.
+named=$(sentinel_master)
+if [ -n "$named" ]; then
+  set -- $named
+  if ! is_me "$1" "$2"; then log "the Sentinels name $1:$2: nothing to hand over"; exit 0; fi
+fi
 # Writes wait (rather than land on a master about to stop) until the handover is done.
 redis_cli -h 127.0.0.1 -p "$REDIS_PORT" CLIENT PAUSE {pause} WRITE >/dev/null
 request_failover
