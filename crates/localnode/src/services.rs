@@ -18,9 +18,9 @@
 //! - with bridge netfilter on (the `br_netfilter` module), the translated packet is bridged instead
 //!   of routed, back out of the port it came in by when a Pod reaches itself: bridge ports are in
 //!   hairpin mode (`network::PodNetwork::create`);
-//! - the host would answer a routed-back packet with an ICMP redirect telling the Pod to send that
-//!   ClusterIP to the endpoint directly, which breaks the next connection: redirects to the bridge
-//!   are dropped.
+//! - without bridge netfilter the host answers each routed-back packet with an ICMP redirect (seen
+//!   in `/proc/net/snmp` `OutRedirects`); a Pod accepting it would send that ClusterIP straight to
+//!   the endpoint, which does not own it: redirects to the bridge are dropped.
 //!
 //! Nothing addressed to a Service leaves the machine: unserved addresses of the range and known
 //! ClusterIPs are rejected in the host's `output` (its own traffic) and `forward` (Pods' traffic)
