@@ -155,7 +155,6 @@ async fn start(
         allocator: IpAllocator::new(settings.pod_cidr),
         settings,
         registry,
-        rules: Mutex::new(String::new()),
         kubernetes_ip: Mutex::new(None),
         shutdown,
     });
@@ -192,9 +191,16 @@ async fn start(
     tokio::time::timeout(Duration::from_secs(30), wait_ready)
         .await
         .map_err(|_| Error::Other("Services and Endpoints were not listed within 30s".into()))??;
-    let rules = services::ruleset(&services, &endpoints, &ctx.settings.service_cidr, &marker.text);
-    services::apply_host(&rules).await?;
-    *ctx.rules.lock().unwrap_or_else(PoisonError::into_inner) = rules;
+    let mut table = services::Table::default();
+    table
+        .update(services::ruleset(
+            &services,
+            &endpoints,
+            &ctx.settings.pod_cidr,
+            &ctx.settings.service_cidr,
+            &marker.text,
+        ))
+        .await?;
 
     let dns = dns::serve(
         dns::ClusterDns {
@@ -218,6 +224,7 @@ async fn start(
     services::ensure_kubernetes_endpoints(&client, &endpoints, gateway).await?;
     background.push(tokio::spawn(sync_services(
         ctx.clone(),
+        table,
         services,
         endpoints,
         services_changed,
@@ -246,10 +253,11 @@ where
     })
 }
 
-/// Reloads the Services table on the host and in every Pod when it changes, and keeps the
-/// `kubernetes` Endpoints pointing at the relay.
+/// Reloads the Services table on the host when it changes (Pods have no copy: see `services`), and
+/// keeps the `kubernetes` Endpoints pointing at the relay.
 async fn sync_services(
     ctx: Arc<Ctx>,
+    mut table: services::Table,
     services: Store<Service>,
     endpoints: Store<Endpoints>,
     changed: Arc<Notify>,
@@ -270,21 +278,12 @@ async fn sync_services(
         let rules = services::ruleset(
             &services,
             &endpoints,
+            &ctx.settings.pod_cidr,
             &ctx.settings.service_cidr,
             &ctx.settings.marker().text,
         );
-        let unchanged = *ctx.rules.lock().unwrap_or_else(PoisonError::into_inner) == rules;
-        if !unchanged {
-            // Stored first: a Pod whose namespace appears meanwhile loads the new rules itself.
-            *ctx.rules.lock().unwrap_or_else(PoisonError::into_inner) = rules.clone();
-            if let Err(e) = services::apply_host(&rules).await {
-                tracing::warn!(error = %e, "cannot load the Services table on the host");
-            }
-            for network in ctx.registry.networks() {
-                if let Err(e) = services::apply_in(&network.netns, &rules).await {
-                    tracing::debug!(error = %e, netns = %network.netns, "cannot load the Services table in a Pod");
-                }
-            }
+        if let Err(e) = table.update(rules).await {
+            tracing::warn!(error = %e, "cannot load the Services table on the host");
         }
         if let Err(e) = services::ensure_kubernetes_endpoints(&ctx.client, &endpoints, gateway).await {
             tracing::warn!(error = %e, "cannot point default/kubernetes at the API relay");

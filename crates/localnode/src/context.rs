@@ -46,8 +46,6 @@ pub struct Ctx {
     pub settings: Settings,
     pub allocator: IpAllocator,
     pub registry: Arc<Registry>,
-    /// The Services table as last loaded, for new Pods' namespaces.
-    pub rules: Mutex<String>,
     /// The `kubernetes` Service's address, for containers' KUBERNETES_SERVICE_HOST.
     pub kubernetes_ip: Mutex<Option<String>>,
     pub shutdown: watch::Receiver<bool>,

@@ -4,6 +4,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command as StdCommand, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use tokio::{io::AsyncWriteExt, process::Command};
@@ -18,8 +19,23 @@ pub const BRIDGE: &str = "capst0";
 pub const NETNS_PREFIX: &str = "capst-";
 /// Host ends of Pod veth pairs: `capstv<id>` (15 characters at most, the kernel's limit).
 pub const VETH_PREFIX: &str = "capstv";
-/// The nftables table (family `ip`) on the host and in every Pod's network namespace.
+/// The nftables table (family `ip`), on the host only.
 pub const NFT_TABLE: &str = "capstan_localnode";
+
+/// `nft` processes this process started (directly or through `ip netns exec`).
+static NFT_PROCESSES: AtomicU64 = AtomicU64::new(0);
+
+pub fn nft_processes() -> u64 {
+    NFT_PROCESSES.load(Ordering::Relaxed)
+}
+
+/// Counts `program args` if it runs `nft`, whichever way it is wrapped.
+fn count_nft(program: &str, args: &[&str]) {
+    let runs_nft = |word: &str| Path::new(word).file_name().is_some_and(|name| name == "nft");
+    if runs_nft(program) || args.iter().any(|a| runs_nft(a)) {
+        NFT_PROCESSES.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// Runs a command to completion; a non-zero exit is an error carrying its stderr.
 pub async fn run(program: &str, args: &[&str]) -> Result<String, Error> {
@@ -29,6 +45,7 @@ pub async fn run(program: &str, args: &[&str]) -> Result<String, Error> {
 /// Like [`run`], feeding `input` on stdin (for `nft -f -`).
 pub async fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> Result<String, Error> {
     let describe = || format!("{program} {}", args.join(" "));
+    count_nft(program, args);
     let mut child = Command::new(program)
         .args(args)
         .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
@@ -62,6 +79,7 @@ pub async fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -
 
 /// Blocking variant for `Drop` and start-up cleanup; failures are returned as text.
 pub fn run_sync(program: &str, args: &[&str]) -> Result<String, String> {
+    count_nft(program, args);
     let output = StdCommand::new(program)
         .args(args)
         .stdin(Stdio::null())

@@ -320,6 +320,24 @@ impl Drop for LocalNode {
     }
 }
 
+/// What Services cost in `nft` processes, counted since this process started (all local nodes it
+/// ran together): the table is loaded once per change on the host, never into Pods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicesActivity {
+    /// Times the Services table changed and was loaded.
+    pub table_changes: u64,
+    /// `nft` processes started, for any purpose (loads, start-up and shutdown clean-up).
+    pub nft_processes: u64,
+}
+
+/// The current [`ServicesActivity`] counters.
+pub fn services_activity() -> ServicesActivity {
+    ServicesActivity {
+        table_changes: services::table_changes(),
+        nft_processes: host::nft_processes(),
+    }
+}
+
 /// What is left on the host by any run of the local node: our interfaces, network namespaces and
 /// nftables table. Empty after a clean stop.
 pub fn host_leftovers() -> Vec<String> {

@@ -1,10 +1,10 @@
 //! The Pod network: one host bridge holding the first address of the Pod CIDR, and per Pod a
 //! network namespace with one end of a veth pair. Pods share one L2 segment and have no default
-//! route: the only other route is the Service CIDR towards the bridge, where the nftables rules in
-//! the Pod's own namespace have already rewritten the address (see `services`), so nothing is ever
-//! forwarded by the host and no traffic leaves the machine.
+//! route: the only other route is the Service CIDR towards the bridge address, where the host's
+//! nftables table translates it (see `services`) and forwards it back onto the bridge only, so no
+//! traffic leaves the machine.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, sync::Mutex};
+use std::{collections::BTreeSet, net::Ipv4Addr, path::PathBuf, sync::Mutex};
 
 use crate::{Error, host};
 
@@ -96,7 +96,10 @@ impl IpAllocator {
 }
 
 /// Creates the bridge with the gateway address and routes the Service CIDR onto it, so the host's
-/// own traffic to a Service address never follows a default route off the machine.
+/// own traffic to a Service address never follows a default route off the machine. Forwarding is
+/// switched on for packets entering by the bridge only (not `net.ipv4.ip_forward`): the host sends a
+/// Pod's translated Service connection back onto the bridge, and the Services table's `forward`
+/// chain drops anything that would leave it by another interface.
 pub async fn setup_bridge(pod_cidr: &Cidr, service_cidr: &Cidr, marker: &host::Marker) -> Result<(), Error> {
     let gateway = format!("{}/{}", pod_cidr.gateway(), pod_cidr.prefix);
     host::run("ip", &["link", "add", host::BRIDGE, "type", "bridge"]).await?;
@@ -106,6 +109,8 @@ pub async fn setup_bridge(pod_cidr: &Cidr, service_cidr: &Cidr, marker: &host::M
     let service = service_cidr.to_string();
     let src = pod_cidr.gateway().to_string();
     host::run("ip", &["route", "add", &service, "dev", host::BRIDGE, "src", &src]).await?;
+    let forwarding = PathBuf::from(format!("/proc/sys/net/ipv4/conf/{}/forwarding", host::BRIDGE));
+    std::fs::write(&forwarding, b"1").map_err(Error::io("writing", forwarding))?;
     Ok(())
 }
 
@@ -154,6 +159,10 @@ impl PodNetwork {
         .await?;
         host::mark_link(&self.host_veth, &self.marker).await?;
         host::run("ip", &["link", "set", &self.host_veth, "master", host::BRIDGE, "up"]).await?;
+        // With bridge netfilter, a Pod's connection to a Service whose endpoint is the Pod itself
+        // is translated on the bridge and must go back out of the port it came in by.
+        let hairpin = PathBuf::from(format!("/sys/class/net/{}/brport/hairpin_mode", self.host_veth));
+        std::fs::write(&hairpin, b"1").map_err(Error::io("writing", hairpin))?;
         let address = format!("{}/{}", self.ip, pod_cidr.prefix);
         host::run("ip", &["-n", ns, "addr", "add", &address, "dev", "eth0"]).await?;
         host::run("ip", &["-n", ns, "link", "set", "lo", "up"]).await?;

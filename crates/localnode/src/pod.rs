@@ -366,12 +366,6 @@ impl Worker {
             .create(&settings.pod_cidr, &settings.service_cidr)
             .await
             .map_err(|e| e.to_string())?;
-        let rules = self.ctx.rules.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if !rules.is_empty() {
-            crate::services::apply_in(&network.netns, &rules)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
         let spec = SandboxSpec {
             dir,
             hostname,

@@ -59,10 +59,6 @@ impl Registry {
             pods.remove(&key);
         }
     }
-
-    pub fn networks(&self) -> Vec<PodNetwork> {
-        self.lock().values().filter_map(|e| e.network.clone()).collect()
-    }
 }
 
 /// Where a container's stdout and stderr go: kept until the agent stops, also after the Pod is gone.

@@ -1,11 +1,38 @@
-//! ClusterIP Services the way kube-proxy's nftables mode does them, in a table of our own: DNAT from
-//! a Service address and port to one of its ready endpoints, chosen at random, and a reject for
-//! Service addresses without a rule. The table is loaded on the host (for the host's own traffic)
-//! and in every Pod's network namespace (output hook), so connection tracking undoes the DNAT
-//! where the connection started and the host never forwards a packet. Also: the `kubernetes`
-//! Service's endpoint, a relay on the bridge address to the loopback apiserver.
+//! ClusterIP Services the way kube-proxy's nftables mode does them, in one table on the host: DNAT
+//! from a Service address and port to one of its ready endpoints, chosen at random, and a reject for
+//! Service addresses without a rule. Also: the `kubernetes` Service's endpoint, a relay on the bridge
+//! address to the loopback apiserver.
+//!
+//! Why the host and not each Pod: Pods route the Service range to the bridge address, so a Pod's
+//! connection to a ClusterIP enters the host on the bridge, where the `prerouting` hook translates
+//! it. The rules thus exist once, and a change costs one `nft` process however many Pods run (a
+//! copy per Pod namespace costs one per Pod per change, and namespaces cannot share a table). The
+//! price, each paid in the table itself or once per bridge or Pod, never per change:
+//! - the host forwards the translated packet back onto the bridge: forwarding is switched on for the
+//!   bridge only (`net.ipv4.conf.capst0.forwarding`, see `network::setup_bridge`), and the `forward`
+//!   hook drops whatever would enter or leave the bridge through another interface;
+//! - Pod-originated Service traffic is masqueraded to the bridge address, so the endpoint's reply
+//!   comes back through the host's connection tracking even without bridge netfilter (it would
+//!   otherwise go straight to the client Pod, untranslated), and a Pod reaching itself (hairpin)
+//!   gets its own reply from the bridge address rather than from itself;
+//! - with bridge netfilter on (the `br_netfilter` module), the translated packet is bridged instead
+//!   of routed, back out of the port it came in by when a Pod reaches itself: bridge ports are in
+//!   hairpin mode (`network::PodNetwork::create`);
+//! - without bridge netfilter the host answers each routed-back packet with an ICMP redirect (seen
+//!   in `/proc/net/snmp` `OutRedirects`); a Pod accepting it would send that ClusterIP straight to
+//!   the endpoint, which does not own it: redirects to the bridge are dropped.
+//!
+//! Nothing addressed to a Service leaves the machine: unserved addresses of the range and known
+//! ClusterIPs are rejected in the host's `output` (its own traffic) and `forward` (Pods' traffic)
+//! hooks, and Pods have no route but the Pod CIDR and the Service range.
 
-use std::{collections::HashMap, fmt::Write as _, net::Ipv4Addr, time::Duration};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    net::Ipv4Addr,
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::{
@@ -28,7 +55,13 @@ struct Rule {
 }
 
 /// The whole table, replaced atomically by each load. Built in O(Services + Endpoints).
-pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_cidr: &Cidr, marker: &str) -> String {
+pub fn ruleset(
+    services: &Store<Service>,
+    endpoints: &Store<Endpoints>,
+    pod_cidr: &Cidr,
+    service_cidr: &Cidr,
+    marker: &str,
+) -> String {
     let services = services.state();
     let endpoints = endpoints.state();
     let by_name: HashMap<(&str, &str), &Endpoints> = endpoints
@@ -77,14 +110,16 @@ pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_
     rules.sort_by(|a, b| (&a.cluster_ip, &a.protocol, a.port).cmp(&(&b.cluster_ip, &b.protocol, b.port)));
 
     let table = host::NFT_TABLE;
-    let mut nat = String::new();
+    let bridge = host::BRIDGE;
+    let gateway = pod_cidr.gateway();
+    let mut dispatch = String::new();
     let mut chains = String::new();
     for (i, rule) in rules.iter().enumerate() {
         if rule.endpoints.is_empty() {
             continue;
         }
         let _ = writeln!(
-            nat,
+            dispatch,
             "    ip daddr {} {} dport {} jump svc_{i}",
             rule.cluster_ip, rule.protocol, rule.port
         );
@@ -114,20 +149,69 @@ pub fn ruleset(services: &Store<Service>, endpoints: &Store<Endpoints>, service_
     };
     let marker = marker.replace('"', "");
     format!(
-        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n  comment \"{marker}\"\n  chain services {{\n    type nat hook output priority -100; policy accept;\n{nat}  }}\n{chains}  chain reject_unserved {{\n    type filter hook output priority 0; policy accept;\n    ip daddr {service_cidr} meta l4proto tcp reject with tcp reset\n    ip daddr {service_cidr} reject\n{listed}  }}\n}}\n"
+        "table ip {table}
+delete table ip {table}
+table ip {table} {{
+  comment \"{marker}\"
+  chain services {{
+{dispatch}  }}
+{chains}  chain host_nat {{
+    type nat hook output priority -100; policy accept;
+    jump services
+  }}
+  chain pod_nat {{
+    type nat hook prerouting priority -100; policy accept;
+    iifname \"{bridge}\" jump services
+  }}
+  chain pod_masquerade {{
+    type nat hook postrouting priority 100; policy accept;
+    oifname \"{bridge}\" ip saddr {pod_cidr} ip saddr != {gateway} ct status dnat masquerade
+  }}
+  chain reject_unserved {{
+    ip daddr {service_cidr} meta l4proto tcp reject with tcp reset
+    ip daddr {service_cidr} reject
+{listed}  }}
+  chain host_filter {{
+    type filter hook output priority 0; policy accept;
+    oifname \"{bridge}\" icmp type redirect drop
+    jump reject_unserved
+  }}
+  chain pod_filter {{
+    type filter hook forward priority 0; policy accept;
+    jump reject_unserved
+    iifname \"{bridge}\" oifname != \"{bridge}\" drop
+    oifname \"{bridge}\" iifname != \"{bridge}\" drop
+  }}
+}}
+"
     )
 }
 
-/// Loads the table on the host.
-pub async fn apply_host(rules: &str) -> Result<(), Error> {
-    host::run_with_input("nft", &["-f", "-"], Some(rules)).await.map(drop)
+/// How many times the Services table changed, process-wide (see [`crate::ServicesActivity`]).
+static TABLE_CHANGES: AtomicU64 = AtomicU64::new(0);
+
+pub fn table_changes() -> u64 {
+    TABLE_CHANGES.load(Ordering::Relaxed)
 }
 
-/// Loads the table in a Pod's network namespace.
-pub async fn apply_in(netns: &str, rules: &str) -> Result<(), Error> {
-    host::run_with_input("ip", &["netns", "exec", netns, "nft", "-f", "-"], Some(rules))
-        .await
-        .map(drop)
+/// The table as last loaded on the host.
+#[derive(Debug, Default)]
+pub struct Table {
+    loaded: String,
+}
+
+impl Table {
+    /// Loads `rules` unless they are loaded already: one `nft` process per change, however many
+    /// Pods run. Returns whether they were new. After a failure the next call tries again.
+    pub async fn update(&mut self, rules: String) -> Result<bool, Error> {
+        if self.loaded == rules {
+            return Ok(false);
+        }
+        TABLE_CHANGES.fetch_add(1, Ordering::Relaxed);
+        host::run_with_input("nft", &["-f", "-"], Some(&rules)).await?;
+        self.loaded = rules;
+        Ok(true)
+    }
 }
 
 /// The apiserver's Service range. v1.20 has no ServiceCIDR API, and a dry run does not allocate,
@@ -241,7 +325,80 @@ pub async fn api_relay(listener: TcpListener, apiserver: String) {
 
 #[cfg(test)]
 mod tests {
+    use kube::runtime::{reflector, watcher};
+
     use super::*;
+
+    fn store<K>(objects: Vec<serde_json::Value>) -> Result<Store<K>, serde_json::Error>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned,
+    {
+        let (store, mut writer) = reflector::store::<K>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(serde_json::from_value(object)?));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        Ok(store)
+    }
+
+    fn service(name: &str, ip: &str) -> serde_json::Value {
+        serde_json::json!({
+            "metadata": { "name": name, "namespace": "ns" },
+            "spec": { "clusterIP": ip, "ports": [{ "name": "p", "port": 80, "protocol": "TCP" }] },
+        })
+    }
+
+    #[test]
+    fn the_table_translates_pods_service_traffic_on_the_host_once() -> Result<(), Box<dyn std::error::Error>> {
+        let services = store::<Service>(vec![service("served", "10.96.0.10"), service("unserved", "10.96.0.11")])?;
+        let endpoints = store::<Endpoints>(vec![serde_json::json!({
+            "metadata": { "name": "served", "namespace": "ns" },
+            "subsets": [{
+                "addresses": [{ "ip": "10.244.0.7" }, { "ip": "10.244.0.5" }],
+                "ports": [{ "name": "p", "port": 8080 }],
+            }],
+        })])?;
+        let rules = ruleset(
+            &services,
+            &endpoints,
+            &Cidr::parse("10.244.0.0/16")?,
+            &Cidr::parse("10.96.0.0/12")?,
+            "capstan-localnode:/run/x",
+        );
+        // One dispatch chain, entered by the host's own traffic and by Pods' traffic from the bridge.
+        assert_eq!(rules.matches("jump svc_").count(), 1, "{rules}");
+        assert!(rules.contains("ip daddr 10.96.0.10 tcp dport 80 jump svc_0"), "{rules}");
+        assert!(rules.contains("dnat to 10.244.0.5:8080") && rules.contains("dnat to 10.244.0.7:8080"));
+        assert!(
+            rules.contains(
+                "type nat hook prerouting priority -100; policy accept;\n    iifname \"capst0\" jump services"
+            )
+        );
+        assert!(rules.contains("type nat hook output priority -100; policy accept;\n    jump services"));
+        assert!(rules.contains("ip saddr 10.244.0.0/16 ip saddr != 10.244.0.1 ct status dnat masquerade"));
+        assert!(rules.contains("ip daddr { 10.96.0.10, 10.96.0.11 } reject"), "{rules}");
+        assert!(rules.contains("iifname \"capst0\" oifname != \"capst0\" drop"));
+        // Where nft can parse it (root), the table is valid as a whole; nothing is loaded (`-c`).
+        if nix::unistd::geteuid().is_root()
+            && let Ok(mut check) = std::process::Command::new("nft")
+                .args(["-c", "-f", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+        {
+            use std::io::Write as _;
+            let stdin = check.stdin.take();
+            stdin.ok_or("no stdin")?.write_all(rules.as_bytes())?;
+            let output = check.wait_with_output()?;
+            assert!(
+                output.status.success(),
+                "{}\n{rules}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
 
     #[test]
     fn the_service_range_is_read_from_the_apiservers_refusal() -> Result<(), Error> {

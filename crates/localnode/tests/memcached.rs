@@ -238,3 +238,128 @@ async fn a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints() 
     })
     .await;
 }
+
+/// Issue 12, item 5: a Pod reaches Services through the host's one table — another Pod, and
+/// itself (hairpin) — and an unserved ClusterIP is refused, while the Pod's own network namespace
+/// holds no nftables rules at all; and a Service change costs one `nft` process, not one per Pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_services_through_the_hosts_table_and_a_change_costs_one_nft_process() {
+    if !prerequisites("pods_reach_services_through_the_hosts_table_and_a_change_costs_one_nft_process") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "hairpin").await.expect("namespace");
+    let node = node().await;
+    apply_yaml(&client, &ns, &deployment("a", 1)).await;
+    apply_yaml(&client, &ns, &deployment("b", 1)).await;
+    // More Pods than the table costs processes: a copy per Pod would show in the count below.
+    apply_yaml(&client, &ns, &deployment("extra", 2)).await;
+    let pods = eventually("4 Ready Pods", TIMEOUT, || async {
+        let pods = ready_pods(&client, &ns, "app in (a, b, extra)").await;
+        if pods.len() == 4 {
+            Ok(pods)
+        } else {
+            Err(describe(&pods))
+        }
+    })
+    .await;
+    let a = pods
+        .iter()
+        .find(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("app"))
+                .map(String::as_str)
+                == Some("a")
+        })
+        .and_then(|p| p.metadata.name.clone())
+        .expect("Pod a");
+
+    let before = capstan_localnode::services_activity();
+    let service = |name: &str, app: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  selector: {{app: {app}}}\n  ports: [{{name: memcached, port: 11211, targetPort: memcached, protocol: TCP}}]\n"
+        )
+    };
+    apply_yaml(&client, &ns, &service("to-a", "a")).await;
+    apply_yaml(&client, &ns, &service("to-b", "b")).await;
+    apply_yaml(&client, &ns, &service("nobody", "nobody")).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let mut cluster_ips = Vec::new();
+    for name in ["to-a", "to-b", "nobody"] {
+        let ip = services
+            .get(name)
+            .await
+            .expect("service")
+            .spec
+            .and_then(|s| s.cluster_ip)
+            .expect("clusterIP");
+        cluster_ips.push(ip);
+    }
+    let (to_a, to_b, nobody) = (&cluster_ips[0], &cluster_ips[1], &cluster_ips[2]);
+
+    // Five connections each way, every one answered: to Pod b, and back to Pod a itself.
+    let script = format!(
+        "for i in 1 2 3 4 5; do for ip in {to_b} {to_a}; do \
+         exec 3<>/dev/tcp/$ip/11211 && printf 'version\\r\\n' >&3 && timeout 2 head -c 14 <&3; echo \" via $ip\"; \
+         exec 3<&-; done; done"
+    );
+    let answers = eventually("Pod a reaches Pod b and itself through ClusterIPs", TIMEOUT, || async {
+        let output = exec_in(&ns, &a, "memcached", &["bash", "-c", &script]).await?;
+        let answered = output.lines().filter(|l| l.starts_with("VERSION")).count();
+        if answered == 10 { Ok(output) } else { Err(output) }
+    })
+    .await;
+    eprintln!("{answers}");
+    let after = capstan_localnode::services_activity();
+    let changes = after.table_changes - before.table_changes;
+    let spawned = after.nft_processes - before.nft_processes;
+    eprintln!("{changes} table changes, {spawned} nft processes, 4 Pods in this namespace");
+    assert!(changes >= 1, "the new Services never changed the table");
+    // One process per change; +1 for a load under way when `before` was read.
+    assert!(
+        spawned <= changes + 1,
+        "{spawned} nft processes for {changes} table changes"
+    );
+
+    let started = std::time::Instant::now();
+    let refused = exec_in(
+        &ns,
+        &a,
+        "memcached",
+        &[
+            "bash",
+            "-c",
+            &format!("timeout 3 bash -c 'exec 3<>/dev/tcp/{nobody}/11211' 2>&1; echo rc=$?"),
+        ],
+    )
+    .await
+    .expect("exec");
+    eprintln!(
+        "unserved {nobody} from Pod a, {:.2?}: {}",
+        started.elapsed(),
+        refused.trim()
+    );
+    assert!(
+        refused.contains("refused"),
+        "an unserved ClusterIP was not refused: {refused}"
+    );
+
+    let netns = node.pod_netns(&ns, &a).expect("netns");
+    let in_pod = |args: &[&str]| {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .args(args)
+            .output()
+            .expect("ip netns exec");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let ruleset = in_pod(&["nft", "list", "ruleset"]);
+    assert_eq!(ruleset.trim(), "", "the Pod's namespace holds nftables rules");
+    let routes = in_pod(&["ip", "route"]);
+    eprintln!("Pod a's routes:\n{routes}");
+    assert!(!routes.contains("default"), "a Pod has a default route: {routes}");
+}
