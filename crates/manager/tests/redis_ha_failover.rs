@@ -487,6 +487,7 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
 
     // 1. The master Pod deleted: its preStop hands over before the process stops.
     let old = state.master.clone();
+    let mark = f.sentinel_log_mark();
     let fault = Instant::now();
     f.pods
         .delete(&old, &DeleteParams::default())
