@@ -19,7 +19,7 @@ use capstan_redis_ha::{
     members::REVISION_LABEL,
     redis_io::{
         Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
-        sentinel_master, sentinel_master_address,
+        sentinel_master, sentinel_master_address, sentinel_sees_priority_zero,
     },
     write_probe::{ProbeLog, WriteProbe, count_existing},
 };
@@ -278,6 +278,26 @@ impl Fixture {
         })
         .await;
         set_priority("0").await;
+        let sentinel = Endpoint::new(
+            self.sentinel_ips().await.first().cloned().expect("a Sentinel"),
+            SENTINEL_PORT,
+        );
+        let low: Vec<String> = pods
+            .iter()
+            .filter(|p| p.name_any() != before.master && below.iter().any(|e| Some(&e.host) == pod_ip(p).as_ref()))
+            .map(|p| self.fqdn(&p.name_any()))
+            .collect();
+        let low: Vec<&str> = low.iter().map(String::as_str).collect();
+        assert!(
+            sentinel_sees_priority_zero(
+                Target::sentinel(&sentinel, Timeouts::default()),
+                NAME,
+                &low,
+                Duration::from_secs(30)
+            )
+            .await,
+            "the Sentinel sees replica-priority 0"
+        );
         // As the operator's own planned failover does: writes wait on the old master, so none is
         // acknowledged there after Sentinel promoted another Pod.
         let master_ip = pods
@@ -292,10 +312,6 @@ impl Fixture {
         )
         .await
         .expect("CLIENT PAUSE");
-        let sentinel = Endpoint::new(
-            self.sentinel_ips().await.first().cloned().expect("a Sentinel"),
-            SENTINEL_PORT,
-        );
         sentinel_failover(Target::sentinel(&sentinel, Timeouts::default()), NAME)
             .await
             .expect("SENTINEL FAILOVER");

@@ -252,10 +252,15 @@ impl Healer {
                 Ok(true)
             }
             Step::Failover { from, avoid } => {
-                let why = if avoid.is_empty() {
-                    "its template is outdated".to_owned()
-                } else {
-                    format!("the scale-down removes it (and {})", avoid.join(", "))
+                let scaling_down = from
+                    .rsplit('-')
+                    .next()
+                    .and_then(|o| o.parse::<i32>().ok())
+                    .is_some_and(|ordinal| ordinal >= rha.spec.replicas);
+                let why = match (scaling_down, avoid.is_empty()) {
+                    (true, true) => "the scale-down removes it".to_owned(),
+                    (true, false) => format!("the scale-down removes it (and {})", avoid.join(", ")),
+                    (false, _) => "its template is outdated".to_owned(),
                 };
                 tracing::info!(%namespace, redis_ha = %name, %from, ?avoid, %why, "planned failover");
                 match task

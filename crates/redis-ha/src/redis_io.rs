@@ -634,6 +634,38 @@ pub async fn tell_sentinels_password(cluster: Cluster<'_>) -> bool {
     !told.is_empty() && told.iter().all(Result::is_ok)
 }
 
+/// Sentinel reads a replica's `replica-priority` from its `INFO`, every 10 s outside a failover.
+const PRIORITY_SEEN_WITHIN: Duration = Duration::from_secs(15);
+
+/// Waits (at most `bound`) until the Sentinel reports `slave-priority 0` for every replica
+/// announced as one of `hosts`; true when it does. Sentinel picks the replica to promote from what
+/// it last read, so a `replica-priority 0` it has not seen yet does not keep a replica out.
+pub async fn sentinel_sees_priority_zero(
+    target: Target<'_>,
+    master_set: &str,
+    hosts: &[&str],
+    bound: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if let Ok(replicas) = sentinel_replicas(target, master_set).await {
+            let seen = hosts.iter().all(|host| {
+                replicas.iter().any(|r| {
+                    r.get("ip").map(String::as_str) == Some(*host)
+                        && r.get("slave-priority").map(String::as_str) == Some("0")
+                })
+            });
+            if seen {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// How long a planned failover pauses writes on the master it leaves (the Sentinels normally
 /// hand over within a second or two; the pause bounds the outage should they not).
 pub const PLANNED_FAILOVER_PAUSE: Duration = Duration::from_secs(15);
@@ -668,8 +700,24 @@ pub async fn unpause(target: Target<'_>) -> Result<(), IoError> {
 /// it. Should no Sentinel accept, the master resumes at once.
 pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[String]) -> Result<(), IoError> {
     let target = |member: &'a RedisMember| Target::new(&member.connect, cluster.password, cluster.timeouts);
-    for member in cluster.redis.iter().filter(|m| avoid.contains(&m.pod)) {
+    let avoided: Vec<&RedisMember> = cluster.redis.iter().filter(|m| avoid.contains(&m.pod)).collect();
+    for member in &avoided {
         config_set(target(member), "replica-priority", "0").await?;
+    }
+    // The Sentinel asked below leads the failover and picks the replica: it must have seen the
+    // priorities first (if it never does, asking anyway is no worse than not failing over).
+    let leader = cluster
+        .sentinels
+        .first()
+        .map(|m| Target::sentinel(&m.connect, cluster.timeouts));
+    if let (Some(leader), false) = (leader, avoided.is_empty()) {
+        let hosts: Vec<&str> = avoided.iter().map(|m| m.announced.host.as_str()).collect();
+        if !sentinel_sees_priority_zero(leader, cluster.master_set, &hosts, PRIORITY_SEEN_WITHIN).await {
+            tracing::warn!(
+                ?avoid,
+                "the Sentinel has not seen replica-priority 0 yet; failing over anyway"
+            );
+        }
     }
     let master = cluster
         .redis
