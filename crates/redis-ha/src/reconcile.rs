@@ -29,6 +29,9 @@ use crate::{
 /// How long a RedisHA waits for its missing or unusable auth Secret before looking again (Secrets
 /// are not watched: the operator reads one by name with `get` only).
 pub const SECRET_RETRY: Duration = Duration::from_secs(60);
+/// How often the auth Secret is read again for a password change (not watched: `get` only). A
+/// re-read that finds nothing changed writes nothing.
+pub const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -284,8 +287,13 @@ impl Reconciler for RedisHAReconciler {
             plan: plan.as_ref(),
         };
         self.write_status(&rha, ctx, Ok(health)).await?;
-        // StatefulSet, Pod and healer-plan changes wake this; no periodic resync.
-        Ok(Action::await_change())
+        // StatefulSet, Pod and healer-plan changes wake this; the auth Secret is only read, so a
+        // RedisHA with one looks again for a password change.
+        Ok(if rha.spec.auth.is_some() {
+            Action::requeue(SECRET_RECHECK)
+        } else {
+            Action::await_change()
+        })
     }
 }
 
