@@ -325,3 +325,22 @@ async fn start_manager(bench: &Bench<'_>, namespace: &str, scenario: &str) -> an
     eprintln!("manager ready after {:.2}s", ready.as_secs_f64());
     Ok(manager)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_scenario_follows_its_controller_and_parses_by_name() {
+        let names: Vec<&str> = Scenario::all().iter().map(|s| s.0).collect();
+        let redis_ha = names
+            .iter()
+            .position(|n| *n == "redis-ha")
+            .expect("redis-ha is a scenario");
+        assert_eq!(names.get(redis_ha + 1), Some(&redis_ha_failover::SCENARIO));
+        assert_eq!(Scenario::parse("redis-ha-failover"), Ok(Scenario("redis-ha-failover")));
+        assert_eq!(Scenario::parse("foo"), Ok(Scenario("foo")));
+        let unknown = Scenario::parse("redis-ha-flood").expect_err("not a scenario");
+        assert!(unknown.contains("redis-ha-failover"), "{unknown}");
+    }
+}
