@@ -5,33 +5,28 @@
 //! Service routes to the one master, `status.master` names it, the Sentinels agree, and every
 //! acknowledged write is still there. Outages are printed; the bound asserted is generous (these
 //! are shared 2-core machines) and the goals live in `cargo xtask bench`.
-use std::{
-    collections::BTreeSet,
-    net::{IpAddr, SocketAddr},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use capstan_redis_ha::{
     RedisHA,
-    build::{COMPONENT_REDIS, ROLE_LABEL},
-    config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn},
-    healer::Role,
+    config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
     members::REVISION_LABEL,
+    observe::{Converged, Observer, pod_ip},
     redis_io::{
-        Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
-        sentinel_master, sentinel_master_address, sentinel_sees_priority_zero,
+        Target, Timeouts, config_set, is_auth_refused, pause_writes, ping, sentinel_failover, sentinel_master,
+        sentinel_sees_priority_zero,
     },
     write_probe::{ProbeLog, WriteProbe, count_existing},
 };
-use capstan_runtime::{conditions::is_true, labels, testing::eventually};
+use capstan_runtime::testing::eventually;
 use capstan_testenv::{ControlPlane, local_node_available};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
-    core::v1::{Endpoints, Pod, Secret, Service},
+    core::v1::{Pod, Secret},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use tokio::time::Instant;
 
@@ -52,156 +47,38 @@ struct Fixture {
     ns: String,
     /// The password in force (the test rotates it at the end).
     password: String,
+    observer: Observer,
     rhas: Api<RedisHA>,
     pods: Api<Pod>,
     client: Client,
     node: &'static capstan_localnode::LocalNode,
 }
 
-/// What a converged RedisHA looks like from outside.
-#[derive(Debug, Clone)]
-struct Converged {
-    master: String,
-    redis_pods: usize,
-    /// The highest Sentinel `config-epoch`: it grows by one per failover.
-    epoch: u64,
-}
-
 impl Fixture {
-    fn redis_pod_selector() -> String {
-        format!("{}={NAME},{}={COMPONENT_REDIS}", labels::INSTANCE, labels::COMPONENT)
-    }
-
     async fn redis_pods(&self) -> Vec<Pod> {
-        self.pods
-            .list(&ListParams::default().labels(&Self::redis_pod_selector()))
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
+        self.observer.redis_pods().await
     }
 
     async fn sentinel_ips(&self) -> Vec<String> {
-        let selector = format!("{}={NAME},{}=sentinel", labels::INSTANCE, labels::COMPONENT);
-        self.pods
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(pod_ip)
-            .collect()
+        self.observer.sentinel_ips().await
     }
 
     fn fqdn(&self, pod: &str) -> String {
-        pod_fqdn(pod, &headless_service(NAME), &self.ns, "cluster.local")
+        self.observer.fqdn(pod)
     }
 
     async fn master_service(&self) -> SocketAddr {
-        let service = Api::<Service>::namespaced(self.client.clone(), &self.ns)
-            .get(&format!("{NAME}-master"))
-            .await
-            .expect("master Service");
-        let ip: IpAddr = service
-            .spec
-            .and_then(|s| s.cluster_ip)
-            .and_then(|ip| ip.parse().ok())
-            .expect("ClusterIP");
-        SocketAddr::new(ip, REDIS_PORT)
+        self.observer.master_service().await.expect("the master Service")
     }
 
-    async fn master_endpoint_ips(&self) -> Vec<String> {
-        Api::<Endpoints>::namespaced(self.client.clone(), &self.ns)
-            .get_opt(&format!("{NAME}-master"))
-            .await
-            .ok()
-            .flatten()
-            .and_then(|e| e.subsets)
-            .unwrap_or_default()
-            .into_iter()
-            .flat_map(|s| s.addresses.unwrap_or_default())
-            .map(|a| a.ip)
-            .collect()
+    /// The password in force changes (the test rotates it at the end).
+    fn use_password(&mut self, password: &str) {
+        self.password = password.to_owned();
+        self.observer = Observer::new(self.client.clone(), &self.ns, NAME, Some(password), "cluster.local");
     }
 
-    /// The Sentinels' highest `config-epoch` (None while one does not answer).
-    async fn epoch(&self) -> Option<u64> {
-        let mut highest = 0;
-        for ip in self.sentinel_ips().await {
-            let endpoint = Endpoint::new(ip, SENTINEL_PORT);
-            let master = sentinel_master(Target::sentinel(&endpoint, Timeouts::default()), NAME)
-                .await
-                .ok()??;
-            highest = highest.max(master.get("config-epoch")?.parse().ok()?);
-        }
-        Some(highest)
-    }
-
-    /// One observation of the converged state, or what is still missing.
     async fn check_converged(&self, replicas: usize) -> Result<Converged, String> {
-        let rha = self.rhas.get(NAME).await.map_err(|e| e.to_string())?;
-        let status = rha.status.clone().unwrap_or_default();
-        let master = status.master.clone().ok_or("no status.master")?;
-        if !is_true(&status.conditions, "Ready") {
-            return Err(format!("not Ready: {:?}", status.conditions));
-        }
-        let pods = self.redis_pods().await;
-        if pods.len() != replicas || pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {
-            return Err(format!("{} Redis Pods, want {replicas}", pods.len()));
-        }
-        let mut masters = Vec::new();
-        for pod in &pods {
-            let ip = pod_ip(pod).ok_or_else(|| format!("{} has no IP", pod.name_any()))?;
-            let endpoint = Endpoint::new(ip, REDIS_PORT);
-            let replication = info_replication(Target::new(&endpoint, Some(&self.password), Timeouts::default()))
-                .await
-                .map_err(|e| format!("{}: {e}", pod.name_any()))?;
-            match replication.role {
-                Role::Master => masters.push(pod.name_any()),
-                Role::Replica => {
-                    let following = replication.master.map(|m| m.host).unwrap_or_default();
-                    if following != self.fqdn(&master) || !replication.link_up {
-                        return Err(format!(
-                            "{} follows {following} (link up: {})",
-                            pod.name_any(),
-                            replication.link_up
-                        ));
-                    }
-                }
-            }
-            let label = pod.labels().get(ROLE_LABEL).cloned().unwrap_or_default();
-            let want = if pod.name_any() == master { "master" } else { "replica" };
-            if label != want {
-                return Err(format!("{} is labelled {label:?}", pod.name_any()));
-            }
-        }
-        if masters != [master.clone()] {
-            return Err(format!("masters {masters:?}, status.master {master}"));
-        }
-        for ip in self.sentinel_ips().await {
-            let endpoint = Endpoint::new(ip.clone(), SENTINEL_PORT);
-            let named = sentinel_master_address(Target::sentinel(&endpoint, Timeouts::default()), NAME)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|m| m.host);
-            if named.as_deref() != Some(self.fqdn(&master).as_str()) {
-                return Err(format!("Sentinel {ip} names {named:?}"));
-            }
-        }
-        let master_ip = pods
-            .iter()
-            .find(|p| p.name_any() == master)
-            .and_then(pod_ip)
-            .ok_or("master has no IP")?;
-        let endpoints = self.master_endpoint_ips().await;
-        if endpoints != [master_ip] {
-            return Err(format!("the master Service routes to {endpoints:?}"));
-        }
-        let epoch = self.epoch().await.ok_or("a Sentinel does not answer SENTINEL MASTER")?;
-        Ok(Converged {
-            master,
-            redis_pods: pods.len(),
-            epoch,
-        })
+        self.observer.converged(replicas).await
     }
 
     async fn converged(&self, what: &str, replicas: usize) -> Converged {
@@ -226,12 +103,7 @@ impl Fixture {
     /// it alone; returns when that was first seen.
     async fn new_master_routed(&self, old: &str) -> Instant {
         eventually("a new master behind the master Service", CONVERGE, || async {
-            let master = self.rhas.get(NAME).await.ok()?.status?.master?;
-            if master == old {
-                return None;
-            }
-            let pod = self.pods.get(&master).await.ok()?;
-            (self.master_endpoint_ips().await == [pod_ip(&pod)?]).then(Instant::now)
+            self.observer.new_master_routed(old).await.map(|_| Instant::now())
         })
         .await
     }
@@ -422,10 +294,6 @@ impl Drop for LogsOnPanic {
     }
 }
 
-fn pod_ip(pod: &Pod) -> Option<String> {
-    pod.status.as_ref()?.pod_ip.clone()
-}
-
 /// Prints and bounds the outage the probe saw between `fault` and `settled`, and checks writes
 /// are acknowledged again afterwards.
 async fn report_outage(probe: &WriteProbe, what: &str, fault: Instant, settled: Instant) -> Duration {
@@ -461,6 +329,7 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         client: client.clone(),
         ns: ns.clone(),
         password: PASSWORD.to_owned(),
+        observer: Observer::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
         node,
     };
     let _logs = LogsOnPanic { ns: ns.clone(), node };
@@ -683,7 +552,7 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
             .ok()
     })
     .await;
-    f.password = NEW_PASSWORD.to_owned();
+    f.use_password(NEW_PASSWORD);
     let probe = WriteProbe::start(
         master_service,
         Some(NEW_PASSWORD.to_owned()),

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod healer;
 pub mod healer_task;
 pub mod members;
+pub mod observe;
 pub mod reconcile;
 pub mod redis_io;
 pub mod shared;

@@ -350,5 +350,10 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: &Floor) -> ScenarioResult
         managed.converge_requests.describe(),
         managed.flip_requests.describe()
     );
-    ScenarioResult { rows, details }
+    ScenarioResult {
+        rows,
+        details,
+        notes: Vec::new(),
+        skipped: None,
+    }
 }

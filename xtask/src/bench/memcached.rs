@@ -373,5 +373,10 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor) -> ScenarioResult 
         "manager_metrics": managed.metrics,
     });
     eprintln!("manager requests until settled: {}", requests.describe());
-    ScenarioResult { rows, details }
+    ScenarioResult {
+        rows,
+        details,
+        notes: Vec::new(),
+        skipped: None,
+    }
 }

@@ -12,6 +12,8 @@ mod cpu;
 mod foo;
 mod manager;
 mod memcached;
+mod redis_ha;
+mod redis_ha_failover;
 mod report;
 mod track;
 
@@ -33,28 +35,43 @@ const BENCH_USER_AGENT: &str = "capstan-bench";
 /// Set in the optimized child so it does not re-run itself.
 const OPTIMIZED_ENV: &str = "CAPSTAN_BENCH_OPTIMIZED";
 
-/// A scenario is named after the controller it measures, from the manager's controller table.
+/// A scenario is named after the controller it measures, from the manager's controller table,
+/// or is one of [`EXTRA_SCENARIOS`] of such a controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scenario(pub &'static str);
 
+/// Scenarios besides the one named after each controller: (controller, scenario).
+const EXTRA_SCENARIOS: &[(&str, &str)] = &[("redis-ha", redis_ha_failover::SCENARIO)];
+
 impl Scenario {
-    fn parse(name: &str) -> Result<Scenario, String> {
+    /// Every scenario, in the controller table's order, each controller's extras after it.
+    fn all() -> Vec<Scenario> {
         capstan_manager::CONTROLLERS
             .iter()
-            .find(|c| c.name == name)
-            .map(|c| Scenario(c.name))
-            .ok_or_else(|| {
-                format!(
-                    "no controller {name:?}; known: {}",
-                    capstan_manager::controller_names().join(", ")
-                )
+            .flat_map(|controller| {
+                let extras = EXTRA_SCENARIOS
+                    .iter()
+                    .filter(move |(owner, _)| *owner == controller.name)
+                    .map(|(_, scenario)| *scenario);
+                std::iter::once(controller.name).chain(extras)
             })
+            .map(Scenario)
+            .collect()
+    }
+
+    fn parse(name: &str) -> Result<Scenario, String> {
+        let all = Scenario::all();
+        all.iter().copied().find(|s| s.0 == name).ok_or_else(|| {
+            let known: Vec<&str> = all.iter().map(|s| s.0).collect();
+            format!("no scenario {name:?}; known: {}", known.join(", "))
+        })
     }
 }
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Objects per scenario.
+    /// Objects per scenario; `redis-ha` takes at most 200 (its issue's N), so a larger value
+    /// runs it with 200.
     #[arg(long, default_value_t = 1000)]
     n: usize,
     /// Requests the bench keeps in flight, and the manager's `--concurrency`.
@@ -66,16 +83,19 @@ pub struct Args {
     /// Single-change latency samples per scenario.
     #[arg(long, default_value_t = 100)]
     samples: usize,
-    /// Scenarios to run, comma-separated: controller names (default: every controller).
+    /// Scenarios to run, comma-separated (default: all): a controller's name (foo, memcached,
+    /// redis-ha) or redis-ha-failover, which needs root and the local node (it starts one: run it
+    /// under `flock /tmp/capstan-localnode.lock`); by default it is skipped, with the reason, where
+    /// the local node cannot run.
     #[arg(long, value_delimiter = ',', value_parser = Scenario::parse)]
     scenarios: Vec<Scenario>,
 }
 
 impl Args {
-    /// The scenarios asked for, or one per controller in the manager's table.
+    /// The scenarios asked for, or all of them.
     fn selected(&self) -> Vec<Scenario> {
         if self.scenarios.is_empty() {
-            capstan_manager::CONTROLLERS.iter().map(|c| Scenario(c.name)).collect()
+            Scenario::all()
         } else {
             self.scenarios.clone()
         }
@@ -148,13 +168,16 @@ async fn run_scenarios(
         idle: args.idle,
         samples: args.samples,
     };
+    let asked = !args.scenarios.is_empty();
     for scenario in &args.selected() {
-        eprintln!("==> scenario {} (n={})", scenario.0, args.n);
+        eprintln!("==> scenario {}", scenario.0);
         let result = match scenario.0 {
             "memcached" => memcached::run(&bench).await,
             "foo" => foo::run(&bench).await,
+            "redis-ha" => redis_ha::run(&bench.with_at_most(redis_ha::MAX_N)).await,
+            redis_ha_failover::SCENARIO => redis_ha_failover::run(&bench, asked).await,
             other => Err(anyhow::anyhow!(
-                "no bench is written for controller {other}: add one in xtask/src/bench"
+                "no bench is written for scenario {other}: add one in xtask/src/bench"
             )),
         };
         if let Err(error) = &result {
@@ -177,7 +200,21 @@ pub struct Bench<'a> {
     samples: usize,
 }
 
-impl Bench<'_> {
+impl<'a> Bench<'a> {
+    /// The same bench with at most `n` objects.
+    fn with_at_most(&self, n: usize) -> Bench<'a> {
+        Bench {
+            control_plane: self.control_plane,
+            client: self.client.clone(),
+            manager_binary: self.manager_binary.clone(),
+            logs: self.logs.clone(),
+            n: self.n.min(n),
+            concurrency: self.concurrency,
+            idle: self.idle,
+            samples: self.samples,
+        }
+    }
+
     /// A generous bound for a phase that does N objects' worth of work (the machine is shared).
     fn phase_timeout(&self) -> Duration {
         Duration::from_secs(120) + Duration::from_millis(300) * self.n as u32
@@ -287,4 +324,23 @@ async fn start_manager(bench: &Bench<'_>, namespace: &str, scenario: &str) -> an
     let ready = manager.wait_ready().await?;
     eprintln!("manager ready after {:.2}s", ready.as_secs_f64());
     Ok(manager)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_scenario_follows_its_controller_and_parses_by_name() {
+        let names: Vec<&str> = Scenario::all().iter().map(|s| s.0).collect();
+        let redis_ha = names
+            .iter()
+            .position(|n| *n == "redis-ha")
+            .expect("redis-ha is a scenario");
+        assert_eq!(names.get(redis_ha + 1), Some(&redis_ha_failover::SCENARIO));
+        assert_eq!(Scenario::parse("redis-ha-failover"), Ok(Scenario("redis-ha-failover")));
+        assert_eq!(Scenario::parse("foo"), Ok(Scenario("foo")));
+        let unknown = Scenario::parse("redis-ha-flood").expect_err("not a scenario");
+        assert!(unknown.contains("redis-ha-failover"), "{unknown}");
+    }
 }

@@ -110,11 +110,27 @@ pub fn cpu_rows(phase: &str, managed: PhaseCpu, floor: PhaseCpu) -> Vec<Row> {
     ]
 }
 
-/// What one scenario measured: table rows, and details for the JSON (request counts, samples).
+/// What one scenario measured: table rows, notes printed under them (how to read the figures),
+/// and details for the JSON (request counts, samples). A scenario that could not run here says
+/// why in `skipped`.
 #[derive(Debug)]
 pub struct ScenarioResult {
     pub rows: Vec<Row>,
     pub details: Value,
+    pub notes: Vec<String>,
+    pub skipped: Option<String>,
+}
+
+impl ScenarioResult {
+    /// A scenario this machine cannot run (e.g. no local node), and why.
+    pub fn skipped(reason: String) -> ScenarioResult {
+        ScenarioResult {
+            rows: Vec::new(),
+            details: json!({ "skipped": reason }),
+            notes: Vec::new(),
+            skipped: Some(reason),
+        }
+    }
 }
 
 /// Latency percentiles (nearest rank) in milliseconds.
@@ -265,13 +281,16 @@ impl Report {
         println!("revision {}", self.revision);
         println!();
         println!(
-            "{:<10} {:<44} {:>14} {:>16}  ok",
+            "{:<17} {:<46} {:>14} {:>16}  ok",
             "scenario", "metric", "target", "measured"
         );
-        println!("{}", "-".repeat(92));
+        println!("{}", "-".repeat(101));
         for (scenario, result) in &self.scenarios {
             let name = scenario_name(*scenario);
             match result {
+                Ok(ScenarioResult {
+                    skipped: Some(reason), ..
+                }) => println!("{name:<17} SKIPPED: {reason}"),
                 Ok(result) => {
                     for row in &result.rows {
                         let ok = match row.pass {
@@ -280,14 +299,17 @@ impl Report {
                             None => "",
                         };
                         println!(
-                            "{name:<10} {:<44} {:>14} {:>16}  {ok}",
+                            "{name:<17} {:<46} {:>14} {:>16}  {ok}",
                             row.metric,
                             row.target.as_deref().unwrap_or("—"),
                             row.unit.format(row.value)
                         );
                     }
+                    for note in &result.notes {
+                        println!("{:<17} note: {note}", "");
+                    }
                 }
-                Err(error) => println!("{name:<10} FAILED: {error:#}"),
+                Err(error) => println!("{name:<17} FAILED: {error:#}"),
             }
         }
         let missed = self.missed();
@@ -321,6 +343,8 @@ impl Report {
                 let value = match result {
                     Ok(result) => json!({
                         "rows": result.rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+                        "notes": result.notes,
+                        "skipped": result.skipped,
                         "details": result.details,
                     }),
                     Err(error) => json!({ "error": format!("{error:#}") }),
