@@ -781,6 +781,17 @@ pub fn pod_disruption_budget(
     }
 }
 
+/// policy/v1beta1 PodDisruptionBudget, which k8s-openapi 0.29 has no type for.
+pub fn pdb_v1beta1_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "policy".into(),
+        version: "v1beta1".into(),
+        api_version: "policy/v1beta1".into(),
+        kind: "PodDisruptionBudget".into(),
+        plural: "poddisruptionbudgets".into(),
+    }
+}
+
 /// The same PodDisruptionBudget as policy/v1beta1, for servers without policy/v1 (v1.20), which
 /// k8s-openapi 0.29 has no type for. The fields used are the same in both versions.
 pub fn pdb_v1beta1(pdb: &PodDisruptionBudget) -> Result<DynamicObject, serde_json::Error> {

@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 
 use crate::{
     RedisHA,
-    build::{self, AuthError, Inputs, SpecError, build_children, pdb_v1beta1},
+    build::{self, AuthError, Inputs, SpecError, build_children, pdb_v1beta1, pdb_v1beta1_resource},
     config::sentinel_set,
     shared::Shared,
     status::{Blocked, Health, build_status},
@@ -294,16 +294,5 @@ impl Reconciler for RedisHAReconciler {
         } else {
             Action::await_change()
         })
-    }
-}
-
-/// policy/v1beta1 PodDisruptionBudget, which k8s-openapi 0.29 has no type for.
-fn pdb_v1beta1_resource() -> ApiResource {
-    ApiResource {
-        group: "policy".into(),
-        version: "v1beta1".into(),
-        api_version: "policy/v1beta1".into(),
-        kind: "PodDisruptionBudget".into(),
-        plural: "poddisruptionbudgets".into(),
     }
 }

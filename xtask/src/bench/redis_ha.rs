@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, bail};
 use capstan_redis_ha::{
     RedisHA,
-    build::{APP, Children, Inputs, build_children, pdb_v1beta1},
+    build::{APP, Children, Inputs, build_children, pdb_v1beta1, pdb_v1beta1_resource},
     healer_task::PASS_INTERVAL,
     status::{Health, build_status},
 };
@@ -30,7 +30,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, ListParams, PostParams},
+    api::{DynamicObject, ListParams, PostParams},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -263,16 +263,6 @@ impl Resource for PdbV1beta1 {
 
     fn meta_mut(&mut self) -> &mut ObjectMeta {
         &mut self.metadata
-    }
-}
-
-fn pdb_v1beta1_resource() -> ApiResource {
-    ApiResource {
-        group: "policy".into(),
-        version: "v1beta1".into(),
-        api_version: "policy/v1beta1".into(),
-        kind: "PodDisruptionBudget".into(),
-        plural: "poddisruptionbudgets".into(),
     }
 }
 
