@@ -379,17 +379,26 @@ log() {{ echo "capstan: $*" >&2; }}
 redis_cli() {{ timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
 # Sentinels take no password; redis-cli would send REDISCLI_AUTH to them otherwise.
 sentinel_cli() {{ env -u {auth_env} timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
-# "host port" of the master each answering Sentinel names, one line each.
+# "config-epoch host port" of the master each answering Sentinel names, one line each.
 sentinel_answers() {{
   printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
     [ -n "$s_host" ] || continue
+    epoch=$(sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL MASTER "$MASTER_SET" | sed -n '/^config-epoch$/{{n;p;q;}}')
+    case "$epoch" in ''|*[!0-9]*) continue ;; esac
     reply=$(sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL get-master-addr-by-name "$MASTER_SET" | tr '\n' ' ')
     set -- $reply
-    [ $# -eq 2 ] && echo "$1 $2"
+    [ $# -eq 2 ] && echo "$epoch $1 $2"
   done
 }}
-# The master most answering Sentinels name, as "host port", or nothing when none answers.
-sentinel_master() {{ sentinel_answers | sort | uniq -c | sort -rn | head -n 1 | sed 's/^ *[0-9]* //'; }}
+# The master the Sentinels' newest configuration names (highest config-epoch: right after a
+# failover only its leader has switched, the others follow by gossip), the one most of those
+# Sentinels name on a tie, as "host port"; nothing when none answers.
+sentinel_master() {{
+  answers=$(sentinel_answers | sort -k1,1nr)
+  top=$(printf '%s\n' "$answers" | head -n 1 | cut -d' ' -f1)
+  [ -n "$top" ] || return 0
+  printf '%s\n' "$answers" | sed -n "s/^$top //p" | sort | uniq -c | sort -rn | head -n 1 | sed 's/^ *[0-9]* //'
+}}
 is_me() {{ [ "$1" = "$ANNOUNCE_HOST" ] && [ "$2" = "$REDIS_PORT" ]; }}
 # Asks the Sentinels, one after the other, until one starts a failover.
 request_failover() {{
