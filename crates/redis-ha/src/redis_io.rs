@@ -666,9 +666,12 @@ pub async fn sentinel_sees_priority_zero(
     }
 }
 
-/// How long a planned failover pauses writes on the master it leaves (the Sentinels normally
-/// hand over within a second or two; the pause bounds the outage should they not).
-pub const PLANNED_FAILOVER_PAUSE: Duration = Duration::from_secs(15);
+/// How long a planned failover pauses writes on the master it leaves, beyond Sentinel's
+/// `failover-timeout`: the pause must outlast any failover Sentinel may still complete, or writes
+/// resuming on the old master could be acknowledged by a replica Sentinel then does not promote
+/// (seen once: Sentinel elected itself 17 s after the request, after a 15 s pause had ended).
+/// The demotion unpauses at once; a failover that never happens stalls writes this long.
+pub const PLANNED_FAILOVER_PAUSE_MARGIN: Duration = Duration::from_secs(10);
 /// How long the replicas get to catch up with the paused master before Sentinel is asked.
 const CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -724,7 +727,8 @@ pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[Str
         .iter()
         .find(|m| m.pod == from)
         .ok_or_else(|| IoError::UnknownMember(from.to_owned()))?;
-    pause_writes(target(master), PLANNED_FAILOVER_PAUSE).await?;
+    let pause = Duration::from_millis(u64::from(cluster.timings.failover_timeout_ms)) + PLANNED_FAILOVER_PAUSE_MARGIN;
+    pause_writes(target(master), pause).await?;
     let replicas: Vec<&RedisMember> = cluster
         .redis
         .iter()
