@@ -184,9 +184,15 @@ impl Fixture {
         )
         .await
         .expect("CLIENT PAUSE");
-        sentinel_failover(Target::sentinel(&sentinel, Timeouts::default()), NAME)
-            .await
-            .expect("SENTINEL FAILOVER");
+        // Sentinel refuses (NOGOODSLAVE) until its INFO of the replicas is fresh: ask again.
+        let asked = Instant::now();
+        while let Err(error) = sentinel_failover(Target::sentinel(&sentinel, Timeouts::default()), NAME).await {
+            assert!(
+                asked.elapsed() < Duration::from_secs(30),
+                "SENTINEL FAILOVER refused for 30 s: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
         let moved = eventually("the master moved to a high ordinal", CONVERGE, || async {
             let converged = self.check_converged(before.redis_pods).await.ok()?;
             let at: u32 = converged.master.trim_start_matches(&format!("{NAME}-")).parse().ok()?;
