@@ -87,13 +87,28 @@ fn log_of(node: &capstan_localnode::LocalNode, namespace: &str, pod: &str) -> St
 fn assert_no_forbidden(log: &str, pod: &str) {
     let forbidden: Vec<&str> = log
         .lines()
-        .filter(|line| line.contains("403") || line.to_ascii_lowercase().contains("forbidden"))
+        .filter(|line| {
+            // "403" as a word of its own: timestamps and identities contain those digits too.
+            line.split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|word| word == "403")
+                || line.to_ascii_lowercase().contains("forbidden")
+        })
         .collect();
     assert!(
         forbidden.is_empty(),
         "{pod} was refused something:\n{}",
         forbidden.join("\n")
     );
+}
+
+#[test]
+fn refusals_are_told_from_digits_that_happen_to_read_403() {
+    let timestamp = "2026-12-02T08:29:51.906403Z  INFO capstan_runtime::manager: leader election";
+    assert_no_forbidden(timestamp, "pod");
+    let refused = "ERROR reconcile failed: ApiError: leases is forbidden (code: 403)";
+    assert!(std::panic::catch_unwind(|| assert_no_forbidden(refused, "pod")).is_err());
+    let bare = "ERROR request failed with status 403";
+    assert!(std::panic::catch_unwind(|| assert_no_forbidden(bare, "pod")).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
