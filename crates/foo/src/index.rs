@@ -93,7 +93,7 @@ impl FriendIndex {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        capstan_runtime::lock(&self.entries)
     }
 }
 

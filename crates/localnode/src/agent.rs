@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -274,7 +274,7 @@ async fn sync_services(
                 s.metadata.namespace.as_deref() == Some("default") && s.metadata.name.as_deref() == Some("kubernetes")
             })
             .and_then(|s| s.spec.as_ref().and_then(|s| s.cluster_ip.clone()));
-        *ctx.kubernetes_ip.lock().unwrap_or_else(PoisonError::into_inner) = kubernetes_ip;
+        *crate::lock(&ctx.kubernetes_ip) = kubernetes_ip;
         let rules = services::ruleset(
             &services,
             &endpoints,

@@ -37,7 +37,7 @@ mod volumes;
 use std::{
     path::{Path, PathBuf},
     process::Output,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
@@ -47,6 +47,13 @@ pub use error::Error;
 pub use prerequisites::{PACKAGES, check_prerequisites};
 
 use crate::{context::Settings, network::Cidr, registry::Registry};
+
+/// Locks `mutex`, recovering the data if a panicking thread poisoned it: every critical section in
+/// the local node (and the test environment built on it) leaves its data consistent. Controllers
+/// use `capstan_runtime::lock`, the same rule in the crate they depend on.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The prefix of every host object the node creates (interfaces, network namespaces, nftables table).
 pub const HOST_PREFIX: &str = host::PREFIX;
@@ -173,7 +180,7 @@ impl LocalNode {
                     Ok(runtime) => runtime.block_on(agent::run(agent_settings, agent_registry, shutdown_rx, ready_tx)),
                     Err(e) => Err(Error::Other(format!("a tokio runtime: {e}"))),
                 };
-                *agent_outcome.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+                *lock(&agent_outcome) = Some(result);
             })
             .map_err(|e| Error::Other(format!("cannot start the agent thread: {e}")))?;
         let node = LocalNode {
@@ -201,7 +208,7 @@ impl LocalNode {
     /// the Node objects and everything created on the host.
     pub async fn stop(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
@@ -212,18 +219,14 @@ impl LocalNode {
     /// `static` and stopped from an exit hook. Does nothing the second time.
     pub fn stop_blocking(&self) {
         let _ = self.shutdown.send(true);
-        let thread = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let thread = lock(&self.thread).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
     }
 
     fn take_outcome(&self) -> Result<(), Error> {
-        self.outcome
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-            .unwrap_or(Ok(()))
+        lock(&self.outcome).take().unwrap_or(Ok(()))
     }
 
     /// The names of the Node objects this agent registered.

@@ -5,7 +5,7 @@
 use std::{
     io::Write,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
 };
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -58,7 +58,7 @@ pub async fn copy(mut from: impl AsyncRead + Unpin, log: Arc<Mutex<RotatingLog>>
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                let written = log.lock().unwrap_or_else(PoisonError::into_inner).write(&buf[..n]);
+                let written = crate::lock(&log).write(&buf[..n]);
                 if let Err(e) = written {
                     tracing::warn!(error = %e, "cannot write a container log");
                 }

@@ -68,7 +68,7 @@ impl IpAllocator {
     }
 
     pub fn allocate(&self) -> Result<Ipv4Addr, Error> {
-        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = crate::lock(&self.state);
         let (next, used) = &mut *state;
         // Skip the network address, the gateway and the broadcast address.
         let usable = self.cidr.size() - 3;
@@ -87,11 +87,7 @@ impl IpAllocator {
 
     pub fn release(&self, ip: Ipv4Addr) {
         let offset = u32::from(ip).wrapping_sub(u32::from(self.cidr.network));
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .1
-            .remove(&offset);
+        crate::lock(&self.state).1.remove(&offset);
     }
 }
 

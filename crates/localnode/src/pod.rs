@@ -3,7 +3,7 @@
 
 use std::{
     net::Ipv4Addr,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -18,13 +18,13 @@ use tokio::sync::{Notify, watch};
 use crate::{
     container::{self, DEFAULT_PATH, ProcessSpec},
     context::Ctx,
-    logs,
+    lock, logs,
     network::PodNetwork,
     registry::{ContainerEntry, log_path},
     resolv, sandbox,
     sandbox::{RootDir, RootFile, Sandbox, SandboxSpec},
     security,
-    status::{Phase, PodState, Shared, State, Terminated, TerminatedReason, WaitingReason, lock, now},
+    status::{Phase, PodState, Shared, State, Terminated, TerminatedReason, WaitingReason, now},
     supervision::{BACKOFF_RESET, RestartPolicy, backoff_delay, container_checks, terminate},
     volumes,
 };
@@ -525,12 +525,7 @@ impl Worker {
             ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
             ("HOSTNAME".to_owned(), hostname),
         ];
-        let kubernetes_ip = self
-            .ctx
-            .kubernetes_ip
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let kubernetes_ip = crate::lock(&self.ctx.kubernetes_ip).clone();
         if let Some(ip) = kubernetes_ip {
             base.extend([
                 ("KUBERNETES_SERVICE_HOST".to_owned(), ip.clone()),

@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     path::PathBuf,
-    sync::{Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, MutexGuard},
 };
 
 use crate::{container::ProcessSpec, network::PodNetwork};
@@ -30,7 +30,7 @@ pub struct ContainerEntry {
 
 impl Registry {
     pub fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), PodEntry>> {
-        self.pods.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.pods)
     }
 
     pub fn get(&self, namespace: &str, pod: &str) -> Option<PodEntry> {

@@ -8,10 +8,6 @@ use serde_json::{Value, json};
 /// The state a Pod worker and its container tasks share.
 pub type Shared = std::sync::Arc<std::sync::Mutex<PodState>>;
 
-pub fn lock(state: &Shared) -> std::sync::MutexGuard<'_, PodState> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 pub fn now() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -12,11 +12,7 @@ use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use nix::{sys::signal::Signal, unistd::Pid};
 use tokio::sync::Notify;
 
-use crate::{
-    container::ProcessSpec,
-    probes,
-    status::{Shared, lock},
-};
+use crate::{container::ProcessSpec, lock, probes, status::Shared};
 
 /// The kubelet caps its back-off at five minutes and forgets it after ten of good running.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);

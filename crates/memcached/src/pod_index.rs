@@ -9,7 +9,7 @@ use kube::{
 };
 use std::{
     collections::{BTreeSet, HashMap},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard},
 };
 
 use crate::build::APP;
@@ -89,7 +89,7 @@ impl PodsByInstance {
     }
 
     fn lock(&self) -> MutexGuard<'_, Entries> {
-        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        capstan_runtime::lock(&self.entries)
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Mutex, MutexGuard, OnceLock, PoisonError, TryLockError,
+        Mutex, MutexGuard, OnceLock, TryLockError,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -515,9 +515,7 @@ impl ControlPlane {
     }
 
     fn lock(&self, component: Component) -> MutexGuard<'_, Option<Child>> {
-        self.processes[component as usize]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        capstan_localnode::lock(&self.processes[component as usize])
     }
 
     /// Stops every process and removes the files. Takes no lock it would wait for, because it also
