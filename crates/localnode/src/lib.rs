@@ -164,7 +164,7 @@ impl LocalNode {
         let settings = config.settings()?;
         // One agent per state directory (and, as names on the host are fixed, per host): held by the
         // agent thread until everything it made is removed.
-        let lock = host::lock_state_dir(&settings.state_dir)?;
+        let state_dir_lock = host::lock_state_dir(&settings.state_dir)?;
         let registry = Arc::new(Registry::default());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = oneshot::channel();
@@ -175,7 +175,7 @@ impl LocalNode {
         let thread = std::thread::Builder::new()
             .name("capstan-localnode".into())
             .spawn(move || {
-                let _lock = lock;
+                let _state_dir_lock = state_dir_lock;
                 let result = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime.block_on(agent::run(agent_settings, agent_registry, shutdown_rx, ready_tx)),
                     Err(e) => Err(Error::Other(format!("a tokio runtime: {e}"))),
