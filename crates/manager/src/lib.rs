@@ -79,7 +79,9 @@ pub async fn run(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> anyhow::Re
     let client = capstan_runtime::client::from_environment(USER_AGENT)
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
-    let mut manager = Manager::new(client, args.runtime.clone()).context("setting up the manager")?;
+    let mut manager = Manager::new(client, args.runtime.clone())
+        .await
+        .context("setting up the manager")?;
     for controller in args.selected() {
         (controller.add)(&mut manager);
     }

@@ -20,7 +20,7 @@ use k8s_openapi::{
         util::intstr::IntOrString,
     },
 };
-use kube::{ResourceExt, api::DynamicObject};
+use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 
 use crate::{
@@ -123,7 +123,7 @@ pub struct Children {
     pub config_maps: Vec<ConfigMap>,
     pub services: Vec<Service>,
     pub stateful_sets: Vec<StatefulSet>,
-    /// policy/v1; [`pdb_v1beta1`] turns one into the v1beta1 object older servers serve.
+    /// policy/v1; `PodDisruptionBudgetV1Beta1::from` makes one the object older servers serve.
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
 }
 
@@ -781,26 +781,6 @@ pub fn pod_disruption_budget(
     }
 }
 
-/// policy/v1beta1 PodDisruptionBudget, which k8s-openapi 0.29 has no type for.
-pub fn pdb_v1beta1_resource() -> kube::api::ApiResource {
-    kube::api::ApiResource {
-        group: "policy".into(),
-        version: "v1beta1".into(),
-        api_version: "policy/v1beta1".into(),
-        kind: "PodDisruptionBudget".into(),
-        plural: "poddisruptionbudgets".into(),
-    }
-}
-
-/// The same PodDisruptionBudget as policy/v1beta1, for servers without policy/v1 (v1.20), which
-/// k8s-openapi 0.29 has no type for. The fields used are the same in both versions.
-pub fn pdb_v1beta1(pdb: &PodDisruptionBudget) -> Result<DynamicObject, serde_json::Error> {
-    let mut value = serde_json::to_value(pdb)?;
-    value["apiVersion"] = serde_json::Value::String("policy/v1beta1".into());
-    value["kind"] = serde_json::Value::String("PodDisruptionBudget".into());
-    serde_json::from_value(value)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1114,14 +1094,13 @@ spec:
         for pdb in &children.pod_disruption_budgets {
             let spec = pdb.spec.as_ref().expect("spec");
             assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
-            let beta = pdb_v1beta1(pdb).expect("converts");
-            let types = beta.types.as_ref().expect("types");
+            let beta = capstan_runtime::compat::PodDisruptionBudgetV1Beta1::from(pdb.clone());
             assert_eq!(
-                (types.api_version.as_str(), types.kind.as_str()),
+                (beta.api_version.as_str(), beta.kind.as_str()),
                 ("policy/v1beta1", "PodDisruptionBudget")
             );
             assert_eq!(beta.metadata, pdb.metadata);
-            assert_eq!(beta.data["spec"]["maxUnavailable"], serde_json::json!(1));
+            assert_eq!(beta.spec, pdb.spec);
         }
         let sentinel = children
             .pod_disruption_budgets

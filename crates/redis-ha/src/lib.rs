@@ -31,14 +31,18 @@ pub const CONTROLLER: ControllerEntry = ControllerEntry {
     add: |manager| manager.add(controller),
 };
 
-/// RedisHAs, their StatefulSets, Services and ConfigMaps (PodDisruptionBudgets are applied per
-/// served version, uncached), their Pods (full objects: the healer reaches Redis at the Pod IP
-/// and reads readiness, and a role label change must wake the reconcile), and the healer task.
+/// RedisHAs, their StatefulSets, Services, ConfigMaps and PodDisruptionBudgets (in the version
+/// the cluster serves), their Pods (trimmed to what the healer reads: labels, IP, readiness; a
+/// role label change must wake the reconcile), and the healer task.
 pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
     let stateful_sets = w.owns::<StatefulSet>();
     let services = w.owns::<Service>();
     let config_maps = w.owns::<ConfigMap>();
-    let pods = w.subscribe::<Pod>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    let budgets = reconcile::BudgetCache::owned(w);
+    let pods = w.subscribe_trimmed::<Pod>(
+        watcher::Config::default().labels(&labels::managed_selector(build::APP)),
+        members::trim_pod,
+    );
     let pod_store = pods.store();
     let shared = shared::Shared::new(w.args().cluster_domain.clone());
     let wake = shared.clone();
@@ -57,7 +61,7 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
         trigger,
     };
     w.background("redis-ha-healer", move |task| healer.clone().run(task));
-    RedisHAReconciler::new(stateful_sets, services, config_maps, shared)
+    RedisHAReconciler::new(stateful_sets, services, config_maps, budgets, shared)
 }
 
 /// The RedisHA a Pod belongs to, from the labels its StatefulSet's template gives it.

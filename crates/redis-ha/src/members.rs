@@ -2,7 +2,10 @@
 //! (as Sentinels and replicas announce it) and reached at its Pod IP (the operator may run where
 //! Pod FQDNs do not resolve, like the local node's host). Pure.
 use capstan_runtime::labels::{COMPONENT, INSTANCE, NAME};
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::StatefulSet,
+    core::v1::{Pod, PodStatus},
+};
 use kube::ResourceExt;
 
 use crate::{
@@ -14,6 +17,19 @@ use crate::{
 
 /// The label the StatefulSet controller puts on each Pod: the revision it was created from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
+
+/// Keeps of a Pod what [`members`] and [`pod_states`] read (name, labels, deletion, IP, conditions)
+/// and drops the rest before it is cached: the spec and container statuses are most of a Pod, and
+/// the healer caches every Redis and Sentinel Pod.
+pub fn trim_pod(pod: &mut Pod) {
+    pod.spec = None;
+    pod.metadata.annotations = None;
+    pod.status = pod.status.take().map(|status| PodStatus {
+        pod_ip: status.pod_ip,
+        conditions: status.conditions,
+        ..PodStatus::default()
+    });
+}
 
 /// Each Redis Pod's standing in a roll: up to date when created from the StatefulSet's
 /// `status.updateRevision` (with `OnDelete`, a template change leaves old Pods until deleted),
@@ -149,6 +165,40 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_trimmed_pod_gives_the_same_members_and_states_without_its_spec() {
+        let full: Pod = serde_yaml::from_str(
+            "metadata:
+  name: cache-0
+  annotations: {note: a long annotation}
+  labels: {app.kubernetes.io/name: redis-ha, app.kubernetes.io/instance: cache, app.kubernetes.io/component: redis, controller-revision-hash: cache-new, redis.capstan.dev/role: master}
+spec:
+  containers: [{name: redis, image: redis:7.0.15, args: [redis-server, /etc/redis/redis.conf]}]
+status:
+  podIP: 10.244.0.4
+  hostIP: 127.0.0.1
+  conditions: [{type: Ready, status: \"True\"}]
+  containerStatuses: [{name: redis, image: redis:7.0.15, imageID: x, ready: true, restartCount: 0}]
+",
+        )
+        .expect("pod");
+        let mut trimmed = full.clone();
+        trim_pod(&mut trimmed);
+        assert!(trimmed.spec.is_none() && trimmed.metadata.annotations.is_none());
+        let status = trimmed.status.as_ref().expect("status");
+        assert!(status.container_statuses.is_none() && status.host_ip.is_none());
+        assert_eq!(
+            members("cache", "apps", "cluster.local", std::slice::from_ref(&trimmed)),
+            members("cache", "apps", "cluster.local", std::slice::from_ref(&full))
+        );
+        let set: StatefulSet =
+            serde_yaml::from_str("metadata: {name: cache}\nstatus: {replicas: 1, updateRevision: cache-new}\n")
+                .expect("set");
+        let states = pod_states(&set, std::slice::from_ref(&trimmed));
+        assert_eq!(states, pod_states(&set, std::slice::from_ref(&full)));
+        assert!(states[0].ready && states[0].up_to_date);
     }
 
     #[test]

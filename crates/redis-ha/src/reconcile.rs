@@ -2,7 +2,10 @@
 //! with the runtime's refusing child apply → prunes → writes the status.
 use std::{sync::Arc, time::Duration};
 
-use capstan_runtime::{Action, Context, ReconcileError, Reconciler, apply::controller_owner_ref};
+use capstan_runtime::{
+    Action, Context, ReconcileError, Reconciler, Watches, apply::controller_owner_ref,
+    compat::PodDisruptionBudgetV1Beta1,
+};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -13,14 +16,12 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
     runtime::reflector::{ObjectRef, Store},
 };
-use tokio::sync::OnceCell;
 
 use crate::{
     RedisHA,
-    build::{self, AuthError, Inputs, SpecError, build_children, pdb_v1beta1, pdb_v1beta1_resource},
+    build::{self, AuthError, Inputs, SpecError, build_children},
     config::sentinel_set,
     shared::Shared,
     status::{Blocked, Health, build_status},
@@ -39,10 +40,6 @@ pub enum Error {
     InvalidSpec(#[from] SpecError),
     #[error("reading the auth Secret: {0}")]
     ReadSecret(#[source] kube::Error),
-    #[error("discovering policy/v1: {0}")]
-    Discovery(#[source] kube::Error),
-    #[error("serializing the v1beta1 PodDisruptionBudget: {0}")]
-    Serialize(#[from] serde_json::Error),
     #[error("applying an owned object: {0}")]
     Apply(#[source] capstan_runtime::Error),
     #[error("writing status: {0}")]
@@ -53,8 +50,7 @@ impl ReconcileError for Error {
     fn metric_label(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
-            Error::ReadSecret(_) | Error::Discovery(_) => "api_error",
-            Error::Serialize(_) => "serialize",
+            Error::ReadSecret(_) => "api_error",
             Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "resource_exists",
             Error::Apply(e) | Error::Status(e) => e.metric_label(),
         }
@@ -71,8 +67,8 @@ impl ReconcileError for Error {
 
     fn is_permanent(&self) -> bool {
         match self {
-            Error::InvalidSpec(_) | Error::Serialize(_) => true,
-            Error::ReadSecret(_) | Error::Discovery(_) => false,
+            Error::InvalidSpec(_) => true,
+            Error::ReadSecret(_) => false,
             Error::Apply(e) | Error::Status(e) => e.is_permanent(),
         }
     }
@@ -82,10 +78,25 @@ pub struct RedisHAReconciler {
     stateful_sets: Store<StatefulSet>,
     services: Store<Service>,
     config_maps: Store<ConfigMap>,
+    budgets: BudgetCache,
     shared: Shared,
-    /// Whether the server serves policy/v1 (else PodDisruptionBudgets go as policy/v1beta1),
-    /// discovered once.
-    policy_v1: OnceCell<bool>,
+}
+
+/// The owned PodDisruptionBudgets, cached in the version the cluster serves: policy/v1, or
+/// policy/v1beta1 on servers older than 1.21 (the local v1.20 plane).
+pub enum BudgetCache {
+    V1(Store<PodDisruptionBudget>),
+    V1Beta1(Store<PodDisruptionBudgetV1Beta1>),
+}
+
+impl BudgetCache {
+    pub fn owned(w: &mut Watches<'_, RedisHA>) -> Self {
+        if w.serves("policy/v1") {
+            Self::V1(w.owns())
+        } else {
+            Self::V1Beta1(w.owns())
+        }
+    }
 }
 
 /// Why the auth Secret cannot be used yet.
@@ -99,28 +110,16 @@ impl RedisHAReconciler {
         stateful_sets: Store<StatefulSet>,
         services: Store<Service>,
         config_maps: Store<ConfigMap>,
+        budgets: BudgetCache,
         shared: Shared,
     ) -> Self {
         Self {
             stateful_sets,
             services,
             config_maps,
+            budgets,
             shared,
-            policy_v1: OnceCell::new(),
         }
-    }
-
-    async fn policy_v1(&self, ctx: &Context) -> Result<bool, Error> {
-        self.policy_v1
-            .get_or_try_init(|| async {
-                match ctx.client().list_api_group_resources("policy/v1").await {
-                    Ok(list) => Ok(list.resources.iter().any(|r| r.name == "poddisruptionbudgets")),
-                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-                    Err(error) => Err(Error::Discovery(error)),
-                }
-            })
-            .await
-            .copied()
     }
 
     /// The password (`None` without `spec.auth`) and its hash, or why it cannot be used.
@@ -250,7 +249,6 @@ impl Reconciler for RedisHAReconciler {
                 return Err(invalid.into());
             }
         };
-        let policy_v1 = self.policy_v1(ctx).await?;
         let mut children = ctx.children(rha.as_ref()).map_err(Error::Apply)?;
         for config_map in desired.config_maps {
             if let Err(error) = children.apply(&self.config_maps, config_map).await {
@@ -267,20 +265,23 @@ impl Reconciler for RedisHAReconciler {
                 return Err(self.refused(&rha, ctx, error).await);
             }
         }
-        for pdb in &desired.pod_disruption_budgets {
-            let (resource, object) = if policy_v1 {
-                let object: DynamicObject = serde_json::from_value(serde_json::to_value(pdb)?)?;
-                (ApiResource::erase::<PodDisruptionBudget>(&()), object)
-            } else {
-                (pdb_v1beta1_resource(), pdb_v1beta1(pdb)?)
+        for pdb in desired.pod_disruption_budgets {
+            let applied = match &self.budgets {
+                BudgetCache::V1(cache) => children.apply(cache, pdb).await.map(drop),
+                BudgetCache::V1Beta1(cache) => children.apply(cache, pdb.into()).await.map(drop),
             };
-            if let Err(error) = children.apply_dynamic(&resource, object).await {
+            if let Err(error) = applied {
                 return Err(self.refused(&rha, ctx, error).await);
             }
         }
         children.prune(&self.config_maps).await.map_err(Error::Apply)?;
         children.prune(&self.services).await.map_err(Error::Apply)?;
         children.prune(&self.stateful_sets).await.map_err(Error::Apply)?;
+        match &self.budgets {
+            BudgetCache::V1(cache) => children.prune(cache).await,
+            BudgetCache::V1Beta1(cache) => children.prune(cache).await,
+        }
+        .map_err(Error::Apply)?;
         let health = Health {
             redis_ready: self.ready_replicas(&namespace, &name),
             sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),

@@ -10,6 +10,7 @@ use capstan_redis_ha::{
     build::{self, COMPONENT_REDIS, COMPONENT_SENTINEL, Inputs},
     crd,
 };
+use capstan_runtime::compat::PodDisruptionBudgetV1Beta1;
 use capstan_testenv::ControlPlane;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -184,13 +185,6 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
     }
     let v1 = policy_v1_served(&client).await;
     println!("policy/v1 served: {v1}");
-    let beta = ApiResource {
-        group: "policy".into(),
-        version: "v1beta1".into(),
-        api_version: "policy/v1beta1".into(),
-        kind: "PodDisruptionBudget".into(),
-        plural: "poddisruptionbudgets".into(),
-    };
     for pdb in &children.pod_disruption_budgets {
         if v1 {
             Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
@@ -198,12 +192,12 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
                 .await
                 .expect("PodDisruptionBudget v1 accepted");
         } else {
-            let object = build::pdb_v1beta1(pdb).expect("v1beta1");
-            let stored = Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &beta)
+            let object = PodDisruptionBudgetV1Beta1::from(pdb.clone());
+            let stored = Api::<PodDisruptionBudgetV1Beta1>::namespaced(client.clone(), &ns)
                 .patch(&pdb.name_any(), &apply, &Patch::Apply(&object))
                 .await
                 .expect("PodDisruptionBudget v1beta1 accepted");
-            assert_eq!(stored.data["spec"]["maxUnavailable"], json!(1));
+            assert_eq!(stored.spec, pdb.spec);
         }
     }
 

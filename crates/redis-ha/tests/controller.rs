@@ -4,7 +4,10 @@
 //! instead of policy/v1), a scale is applied, deletion garbage-collects the children, and a missing
 //! auth Secret is reported as Degraded without a hot loop.
 use capstan_redis_ha::{RedisHA, build, crd};
-use capstan_runtime::testing::{RunningManager, eventually, http_get, spawn_manager};
+use capstan_runtime::{
+    compat::PodDisruptionBudgetV1Beta1,
+    testing::{RunningManager, eventually, http_get, spawn_manager},
+};
 use capstan_testenv::ControlPlane;
 use k8s_openapi::{
     api::{
@@ -12,11 +15,11 @@ use k8s_openapi::{
         core::v1::{ConfigMap, Secret, Service},
         events::v1::Event,
     },
-    apimachinery::pkg::apis::meta::v1::OwnerReference,
+    apimachinery::pkg::{apis::meta::v1::OwnerReference, util::intstr::IntOrString},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use std::{
     collections::BTreeMap,
@@ -61,15 +64,8 @@ async fn create_secret(client: &Client, ns: &str, name: &str) {
         .expect("create the auth Secret");
 }
 
-fn v1beta1_pdbs(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "policy".into(),
-        version: "v1beta1".into(),
-        api_version: "policy/v1beta1".into(),
-        kind: "PodDisruptionBudget".into(),
-        plural: "poddisruptionbudgets".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+fn v1beta1_pdbs(client: &Client, ns: &str) -> Api<PodDisruptionBudgetV1Beta1> {
+    Api::namespaced(client.clone(), ns)
 }
 
 /// The object is controlled by the RedisHA and carries capstan's labels for it.
@@ -172,8 +168,32 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
     for name in ["cache", "cache-sentinel"] {
         let pdb = eventually(name, WAIT, || async { pdbs.get_opt(name).await.ok()? }).await;
         assert_owned(&format!("PDB {name}"), pdb.owner_references(), pdb.labels(), &rha);
-        assert_eq!(pdb.data["spec"]["maxUnavailable"], serde_json::json!(1), "{name}");
+        assert_eq!(
+            pdb.spec.and_then(|s| s.max_unavailable),
+            Some(IntOrString::Int(1)),
+            "{name}"
+        );
     }
+    // Budgets are cached children like the others: deleting one wakes the RedisHA, which applies
+    // it again (well before the 30 s Secret re-check, the only other wake-up here).
+    let old_uid = pdbs.get("cache").await.expect("the PDB").uid();
+    pdbs.delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete the PDB");
+    let deleted = Instant::now();
+    eventually(
+        "the deleted PodDisruptionBudget is applied again",
+        Duration::from_secs(15),
+        || async {
+            let pdb = pdbs.get_opt("cache").await.ok()??;
+            (pdb.uid() != old_uid).then_some(())
+        },
+    )
+    .await;
+    eprintln!(
+        "PodDisruptionBudget re-created {:?} after its deletion",
+        deleted.elapsed()
+    );
     let status = eventually("a status with the Sentinel endpoint and Ready", WAIT, || async {
         let status = rhas.get("cache").await.ok()?.status?;
         status.conditions.iter().any(|c| c.type_ == "Ready").then_some(status)

@@ -13,7 +13,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject},
+    api::ApiResource,
     runtime::reflector::{ObjectRef, Store},
 };
 use serde::Serialize;
@@ -25,7 +25,7 @@ use std::{
 
 use crate::{
     Context, Error,
-    apply::{self, ApplyOutcome, controller_owner_ref},
+    apply::{ApplyOutcome, controller_owner_ref},
     informer::Informable,
     labels,
 };
@@ -106,46 +106,6 @@ impl<'a> Children<'a> {
         let outcome = self.ctx.apply(&desired, previous.as_deref()).await?;
         self.applied.entry(TypeId::of::<C>()).or_default().insert(name);
         Ok(ChildApplied { outcome, previous })
-    }
-
-    /// [`apply`](Self::apply) for a kind without a Rust type (policy/v1beta1 PodDisruptionBudget on
-    /// servers without policy/v1): the same owner reference, label and refusal of a foreign
-    /// object. Uncached, so the current object is read with one GET. Not covered by `prune`.
-    pub async fn apply_dynamic(
-        &mut self,
-        resource: &ApiResource,
-        mut desired: DynamicObject,
-    ) -> Result<ChildApplied<DynamicObject>, Error> {
-        let name = desired
-            .meta()
-            .name
-            .clone()
-            .ok_or(Error::MissingField("metadata.name"))?;
-        let meta = desired.meta_mut();
-        meta.namespace = Some(self.namespace.clone());
-        meta.owner_references = Some(vec![self.owner_ref.clone()]);
-        meta.labels
-            .get_or_insert_with(Default::default)
-            .insert(labels::MANAGED_BY.to_owned(), labels::MANAGER.to_owned());
-        let api = Api::<DynamicObject>::namespaced_with(self.ctx.client().clone(), &self.namespace, resource);
-        let previous = api.get_opt(&name).await?;
-        if let Some(existing) = &previous
-            && !controls(&self.owner_ref, existing)
-        {
-            self.refused(resource, &name, existing.meta());
-            return Err(Error::ForeignChild {
-                kind: resource.kind.clone(),
-                name,
-                owner_kind: self.owner_ref.kind.clone(),
-            });
-        }
-        self.ctx.leadership().check()?;
-        let outcome = apply::apply(&api, &desired, previous.as_ref()).await?;
-        self.ctx.count(outcome, &resource.kind);
-        Ok(ChildApplied {
-            outcome,
-            previous: previous.map(Arc::new),
-        })
     }
 
     /// Remembers the refusal so the owner is reconciled again once the object in the way goes

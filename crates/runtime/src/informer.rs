@@ -116,9 +116,18 @@ impl Informers {
     /// Subscribes to the objects of `K` that `config`'s selectors match. Subscribers with the same
     /// selectors share one watch and one cache.
     pub fn subscribe_with<K: Informable>(&mut self, config: watcher::Config) -> Subscription<K> {
+        self.subscribe_trimmed(config, |_| {})
+    }
+
+    /// [`subscribe_with`](Self::subscribe_with), `trim` applied to each object before it is
+    /// stored. Subscriptions share an informer only if they share the selectors and the `trim`.
+    pub fn subscribe_trimmed<K: Informable>(&mut self, config: watcher::Config, trim: fn(&mut K)) -> Subscription<K> {
         let key = (
             TypeId::of::<K>(),
-            format!("{:?}|{:?}", config.label_selector, config.field_selector),
+            format!(
+                "{:?}|{:?}|{:#x}",
+                config.label_selector, config.field_selector, trim as usize
+            ),
         );
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
         if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<Entry<K>>()) {
@@ -137,8 +146,10 @@ impl Informers {
         };
         let name = kind_name::<K>(&config);
         let gate = self.readiness.gate(format!("informer {name}"));
-        self.drivers
-            .push((name, Box::pin(drive(api, config, writer, subscribers.clone(), gate))));
+        self.drivers.push((
+            name,
+            Box::pin(drive(api, config, trim, writer, subscribers.clone(), gate)),
+        ));
         let synced = store.clone();
         self.synced.push(Box::pin(async move {
             // The writer lives as long as its driver; a dropped writer means shutdown anyway.
@@ -175,6 +186,7 @@ fn kind_name<K: Informable>(config: &watcher::Config) -> String {
 async fn drive<K: Informable>(
     api: Api<K>,
     config: watcher::Config,
+    trim: fn(&mut K),
     mut writer: Writer<K>,
     subscribers: Subscribers<K>,
     gate: crate::readiness::Gate,
@@ -183,7 +195,10 @@ async fn drive<K: Informable>(
     // Managed fields are most of an object's size and no controller reads them.
     let events = watcher(api, config)
         .backoff(WatchBackoff::default())
-        .modify(|obj: &mut K| obj.meta_mut().managed_fields = None);
+        .modify(move |obj: &mut K| {
+            obj.meta_mut().managed_fields = None;
+            trim(obj);
+        });
     let mut events = std::pin::pin!(events);
     let mut before_relist: Vec<Arc<K>> = Vec::new();
     while let Some(event) = events.next().await {

@@ -19,6 +19,7 @@ use crate::{
     lease::LeaderElector,
     metrics::Metrics,
     readiness::Readiness,
+    served::ServedApis,
     shutdown::Shutdown,
     tasks::{self, BackgroundTask, TaskContext},
     watches::Watches,
@@ -45,6 +46,7 @@ pub struct Manager {
     client: Client,
     args: RuntimeArgs,
     informers: Informers,
+    served: ServedApis,
     readiness: Readiness,
     metrics: Metrics,
     shutdown: Shutdown,
@@ -61,11 +63,15 @@ pub struct BoundAddrs {
 }
 
 impl Manager {
-    pub fn new(client: Client, args: RuntimeArgs) -> Result<Self, Error> {
+    /// A manager for `client`'s cluster; reads which API versions it serves (for
+    /// [`Watches::serves`]), so the apiserver must answer.
+    pub async fn new(client: Client, args: RuntimeArgs) -> Result<Self, Error> {
+        let served = ServedApis::discover(&client).await?;
         let readiness = Readiness::new();
         let leader_elect = args.leader_election.leader_elect;
         Ok(Self {
             informers: Informers::new(client.clone(), args.namespace.clone(), readiness.clone()),
+            served,
             client,
             args,
             readiness,
@@ -93,7 +99,7 @@ impl Manager {
     /// Adds a controller: `declare` says what it watches (on a [`Watches`]) and returns its
     /// reconciler.
     pub fn add<R: Reconciler>(&mut self, declare: impl FnOnce(&mut Watches<'_, R::Object>) -> R) {
-        let mut watches = Watches::new(&mut self.informers, &self.args);
+        let mut watches = Watches::new(&mut self.informers, &self.args, &self.served);
         let reconciler = declare(&mut watches);
         let def = ControllerDef {
             watched: watches.into_parts(),
@@ -119,6 +125,7 @@ impl Manager {
             client,
             args,
             informers,
+            served: _,
             readiness,
             metrics,
             shutdown,

@@ -38,7 +38,7 @@ pub async fn spawn_manager_with(
     args: RuntimeArgs,
     add: impl FnOnce(&mut Manager),
 ) -> Result<RunningManager, crate::Error> {
-    let mut manager = Manager::new(client, args)?;
+    let mut manager = Manager::new(client, args).await?;
     add(&mut manager);
     let shutdown = manager.shutdown();
     let (bound_tx, bound_rx) = oneshot::channel();

@@ -21,7 +21,7 @@ use std::{fmt::Display, future::Future, sync::Arc};
 use tokio::sync::mpsc;
 
 use crate::{
-    RuntimeArgs,
+    RuntimeArgs, ServedApis,
     informer::{Informable, Informers, Subscription},
     labels,
     tasks::{BackgroundTask, TaskContext},
@@ -31,6 +31,7 @@ use crate::{
 pub struct Watches<'a, K: Informable> {
     informers: &'a mut Informers,
     args: &'a RuntimeArgs,
+    served: &'a ServedApis,
     store: Store<K>,
     primary: BoxStream<'static, Arc<K>>,
     triggers: Vec<BoxStream<'static, ObjectRef<K>>>,
@@ -43,10 +44,11 @@ pub fn managed_by_capstan() -> watcher::Config {
 }
 
 impl<'a, K: Informable> Watches<'a, K> {
-    pub(crate) fn new(informers: &'a mut Informers, args: &'a RuntimeArgs) -> Self {
+    pub(crate) fn new(informers: &'a mut Informers, args: &'a RuntimeArgs, served: &'a ServedApis) -> Self {
         let primary = informers.subscribe::<K>();
         Self {
             args,
+            served,
             store: primary.store(),
             primary: primary.into_stream().boxed(),
             informers,
@@ -58,6 +60,12 @@ impl<'a, K: Informable> Watches<'a, K> {
     /// The manager's arguments (e.g. `cluster_domain`), for settings a controller renders.
     pub fn args(&self) -> &RuntimeArgs {
         self.args
+    }
+
+    /// Whether the cluster serves `api_version` (`policy/v1`; `v1` for the core group), as read
+    /// when the manager started: own the version of a kind the cluster has.
+    pub fn serves(&self, api_version: &str) -> bool {
+        self.served.serves(api_version)
     }
 
     /// The cache of `K` itself.
@@ -81,6 +89,13 @@ impl<'a, K: Informable> Watches<'a, K> {
     /// or a stream to pass to [`watches`](Self::watches). `PartialObjectMeta<O>` watches metadata only.
     pub fn subscribe<O: Informable>(&mut self, config: watcher::Config) -> Subscription<O> {
         self.informers.subscribe_with::<O>(config)
+    }
+
+    /// [`subscribe`](Self::subscribe), with `trim` applied to every object before it is cached
+    /// and handed out: drop the fields a controller never reads (a Pod's spec) to keep memory
+    /// proportional to what it uses.
+    pub fn subscribe_trimmed<O: Informable>(&mut self, config: watcher::Config, trim: fn(&mut O)) -> Subscription<O> {
+        self.informers.subscribe_trimmed::<O>(config, trim)
     }
 
     /// Reconciles the objects `mapper` names for each item of `stream`.

@@ -11,12 +11,13 @@ use std::{
 use anyhow::{Context, bail};
 use capstan_redis_ha::{
     RedisHA,
-    build::{APP, Children, Inputs, build_children, pdb_v1beta1, pdb_v1beta1_resource},
+    build::{APP, Children, Inputs, build_children},
     healer_task::PASS_INTERVAL,
     status::{Health, build_status},
 };
 use capstan_runtime::{
     apply::{apply, apply_status, controller_owner_ref},
+    compat::PodDisruptionBudgetV1Beta1,
     labels,
 };
 use k8s_openapi::{
@@ -392,9 +393,9 @@ async fn floor_one(client: &Client, redis_has: &Api<RedisHA>, namespace: &str, i
     for set in &children.stateful_sets {
         apply(&sets, set, None).await?;
     }
-    let pdbs = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &pdb_v1beta1_resource());
+    let pdbs = Api::<PodDisruptionBudgetV1Beta1>::namespaced(client.clone(), namespace);
     for pdb in &children.pod_disruption_budgets {
-        apply(&pdbs, &pdb_v1beta1(pdb)?, None).await?;
+        apply(&pdbs, &PodDisruptionBudgetV1Beta1::from(pdb.clone()), None).await?;
     }
     let health = Health {
         redis_ready: 0,
