@@ -31,7 +31,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DynamicObject, ListParams, PostParams},
+    api::{ListParams, PostParams},
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
