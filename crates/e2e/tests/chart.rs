@@ -78,7 +78,7 @@ fn redis_ha_permissions() -> BTreeSet<(String, String, String)> {
         ("apps", "statefulsets", OWNED),
         ("", "services", OWNED),
         ("", "configmaps", OWNED),
-        ("policy", "poddisruptionbudgets", &["get", "create", "patch"]),
+        ("policy", "poddisruptionbudgets", OWNED),
         ("", "pods", &["get", "list", "watch", "patch"]),
         // By name only: the operator never lists or watches Secrets.
         ("", "secrets", &["get"]),

@@ -429,6 +429,7 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         ("patch", "pods", samples_ns.as_str()),
         ("delete", "statefulsets.apps", samples_ns.as_str()),
         ("patch", "poddisruptionbudgets.policy", samples_ns.as_str()),
+        ("watch", "poddisruptionbudgets.policy", samples_ns.as_str()),
         ("patch", "redishas.cache.capstan.dev#status", samples_ns.as_str()),
     ] {
         let answer = can_i(verb, resource, namespace);

@@ -9,9 +9,9 @@ Derived from the controllers' code:
   Service (server-side apply: patch, and create for the first apply; one get when the cache does
   not hold the name, to refuse a foreign object); writes Memcached status (patch). Deletion is the
   garbage collector's job (owner references), so no delete.
-- redis-ha: reads RedisHAs, its StatefulSets, Services, ConfigMaps and Pods; applies and prunes
-  (delete) the StatefulSets, Services and ConfigMaps a spec no longer wants; applies
-  PodDisruptionBudgets (one get each, policy/v1 or v1beta1 as served); patches Pods' role label;
+- redis-ha: reads RedisHAs, its StatefulSets, Services, ConfigMaps, PodDisruptionBudgets
+  (policy/v1, or v1beta1 where only that is served) and Pods; applies them and prunes (delete)
+  what a spec no longer wants; patches Pods' role label;
   reads its auth Secret by name (get only: never list or watch); writes RedisHA status.
 */}}
 {{- define "capstan.controllerRules" -}}
@@ -56,7 +56,7 @@ redis-ha:
     verbs: [get, list, watch, create, patch, delete]
   - apiGroups: [policy]
     resources: [poddisruptionbudgets]
-    verbs: [get, create, patch]
+    verbs: [get, list, watch, create, patch, delete]
   - apiGroups: [""]
     resources: [pods]
     verbs: [get, list, watch, patch]
