@@ -203,6 +203,48 @@ async fn deleting_the_memcached_garbage_collects_its_deployment() {
 }
 
 #[tokio::test]
+async fn a_foreground_deletion_finishes_without_the_deployment_being_applied_again() {
+    let (client, ns, manager) = setup("mc-fg").await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    memcacheds
+        .create(&PostParams::default(), &memcached("cache", 1))
+        .await
+        .expect("create");
+    eventually("the Deployment exists", WAIT, || async {
+        replicas(&deployments, "cache").await
+    })
+    .await;
+    const DEPLOYMENT_APPLIES: &str = "capstan_apply_total{controller=\"memcached\",target=\"Deployment\"}";
+    let applies = manager.metric(DEPLOYMENT_APPLIES).await;
+    assert!(applies >= 1.0, "the Deployment's apply was counted: {applies}");
+    // Foreground: the Memcached stays (with a deletionTimestamp) until the garbage collector has
+    // removed the Deployment, and every change meanwhile queues a reconcile of it.
+    memcacheds
+        .delete("cache", &DeleteParams::foreground())
+        .await
+        .expect("delete Memcached");
+    eventually("the Memcached is gone", 3 * WAIT, || async {
+        memcacheds
+            .get_opt("cache")
+            .await
+            .ok()
+            .and_then(|m| m.is_none().then_some(()))
+    })
+    .await;
+    assert!(
+        deployments.get_opt("cache").await.expect("get").is_none(),
+        "the Deployment went with its owner"
+    );
+    assert_eq!(
+        manager.metric(DEPLOYMENT_APPLIES).await,
+        applies,
+        "no apply re-created the Deployment while its owner was being deleted"
+    );
+    manager.stop().await.expect("manager stops");
+}
+
+#[tokio::test]
 async fn an_unowned_deployment_of_the_same_name_is_left_alone_without_a_hot_loop() {
     let (client, ns, manager) = setup("mc-conflict").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);

@@ -314,6 +314,12 @@ impl<R: Reconciler> Runner<R> {
             // Followers keep their caches warm but never write.
             return Ok(Action::await_change());
         }
+        if obj.meta().deletion_timestamp.is_some() {
+            // Being deleted (capstan sets no finalizers, so this is a foreground deletion waiting
+            // for the garbage collector to remove the children): applying them now would
+            // re-create each one the collector deletes, and the deletion would never finish.
+            return Ok(Action::await_change());
+        }
         let key = object_key(obj.as_ref());
         let span = tracing::info_span!("reconcile", controller = R::NAME, namespace = %key.0, name = %key.1);
         self.metrics.reconcile_started(R::NAME);
