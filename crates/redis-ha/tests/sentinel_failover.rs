@@ -576,19 +576,32 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     let handover = started.elapsed();
     assert!(ok, "preStop: {output}");
     assert!(output.contains("handed over to 127.0.0.1:"), "preStop output: {output}");
-    let observation = redis_io::observe(cluster).await;
     let old_address = &members[final_index].announced;
-    let named: Vec<_> = observation
-        .sentinels
-        .iter()
-        .filter_map(|s| s.view.as_ref().and_then(|v| v.master.clone()))
-        .collect();
-    println!("preStop of {final_master} handed over in {handover:?}; the Sentinels name {named:?}");
+    // The preStop returns once the Sentinel with the newest config-epoch (the failover's leader)
+    // names another master; the others learn it from the leader's hello messages (every 2 s).
     // The old master stays master until its process stops (the kubelet's next step), its writes
     // paused; what matters is that the Sentinels, and so every client asking them, moved on.
+    let asked = Instant::now();
+    let (observation, named) = loop {
+        let observation = redis_io::observe(cluster).await;
+        let named: Vec<_> = observation
+            .sentinels
+            .iter()
+            .filter_map(|s| s.view.as_ref().and_then(|v| v.master.clone()))
+            .collect();
+        let moved_on = named.len() >= 2 && named.iter().all(|m| m != old_address);
+        if moved_on || asked.elapsed() > Duration::from_secs(10) {
+            break (observation, named);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "preStop of {final_master} handed over in {handover:?}; {:?} later the Sentinels name {named:?}",
+        asked.elapsed()
+    );
     assert!(
         named.len() >= 2 && named.iter().all(|m| m != old_address),
-        "a Sentinel quorum names a new master: {observation:#?}"
+        "within 10 s of the handover a Sentinel quorum names a new master: {observation:#?}"
     );
     let promoted = observation
         .redis
