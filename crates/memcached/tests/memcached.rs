@@ -43,6 +43,22 @@ async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
     deployments.get_opt(name).await.ok()??.spec.replicas
 }
 
+/// A Memcached `cache` of size 1 in a fresh namespace, once its Deployment exists.
+async fn cache_with_its_deployment(prefix: &str) -> (Api<Memcached>, Api<Deployment>, RunningManager) {
+    let (client, ns, manager) = setup(prefix).await;
+    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client, &ns);
+    memcacheds
+        .create(&PostParams::default(), &memcached("cache", 1))
+        .await
+        .expect("create");
+    eventually("the Deployment exists", WAIT, || async {
+        replicas(&deployments, "cache").await
+    })
+    .await;
+    (memcacheds, deployments, manager)
+}
+
 async fn nodes(memcacheds: &Api<Memcached>, name: &str) -> Option<Vec<String>> {
     memcacheds.get_opt(name).await.ok()??.status.map(|s| s.nodes)
 }
@@ -174,17 +190,7 @@ async fn hand_edits_of_the_deployment_are_reverted() {
 
 #[tokio::test]
 async fn deleting_the_memcached_garbage_collects_its_deployment() {
-    let (client, ns, manager) = setup("mc-gc").await;
-    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    memcacheds
-        .create(&PostParams::default(), &memcached("cache", 1))
-        .await
-        .expect("create");
-    eventually("the Deployment exists", WAIT, || async {
-        replicas(&deployments, "cache").await
-    })
-    .await;
+    let (memcacheds, deployments, manager) = cache_with_its_deployment("mc-gc").await;
     memcacheds
         .delete("cache", &DeleteParams::default())
         .await
@@ -204,17 +210,7 @@ async fn deleting_the_memcached_garbage_collects_its_deployment() {
 
 #[tokio::test]
 async fn a_foreground_deletion_finishes_without_the_deployment_being_applied_again() {
-    let (client, ns, manager) = setup("mc-fg").await;
-    let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    memcacheds
-        .create(&PostParams::default(), &memcached("cache", 1))
-        .await
-        .expect("create");
-    eventually("the Deployment exists", WAIT, || async {
-        replicas(&deployments, "cache").await
-    })
-    .await;
+    let (memcacheds, deployments, manager) = cache_with_its_deployment("mc-fg").await;
     const DEPLOYMENT_APPLIES: &str = "capstan_apply_total{controller=\"memcached\",target=\"Deployment\"}";
     let applies = manager.metric(DEPLOYMENT_APPLIES).await;
     assert!(applies >= 1.0, "the Deployment's apply was counted: {applies}");
