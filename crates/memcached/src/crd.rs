@@ -90,7 +90,8 @@ pub struct MemcachedStatus {
     /// Pods of the Deployment that are ready.
     #[serde(default)]
     pub ready_replicas: i32,
-    /// Pods of the Deployment, ready or not (the scale subresource's current count).
+    /// Memcached Pods that exist and are not terminating, ready or not: the length of `nodes`
+    /// (the scale subresource's current count).
     #[serde(default)]
     pub replicas: i32,
     /// The label selector of the memcached Pods, for the scale subresource (an autoscaler).

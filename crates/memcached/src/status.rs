@@ -204,9 +204,12 @@ pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, 
     };
     let previous = mc.status.as_ref().map(own_part).unwrap_or_default();
     MemcachedStatus {
+        // Counted from the Pods listed, not copied from the Deployment's status: the two move
+        // together (the Deployment counts the same live Pods a moment later), and copying both
+        // would write this status once for the Pod and again for the Deployment's catching up.
+        replicas: i32::try_from(nodes.len()).unwrap_or(i32::MAX),
         nodes,
         ready_replicas: deployment_status.and_then(|s| s.ready_replicas).unwrap_or(0),
-        replicas: deployment_status.and_then(|s| s.replicas).unwrap_or(0),
         selector: Some(pod_selector(mc)),
         observed_generation: generation,
         conditions: merge_conditions(&previous.conditions, &conditions, generation, now),
@@ -286,7 +289,8 @@ mod tests {
     #[test]
     fn a_rolled_out_deployment_is_ready_and_not_progressing() {
         let d = deployment(4, 4, (3, 3, 3), true);
-        let status = build_status(&memcached(3), owned(&d), vec!["a".into()], now());
+        let pods = vec!["cache-1".into(), "cache-2".into(), "cache-3".into()];
+        let status = build_status(&memcached(3), owned(&d), pods, now());
         assert!(is_true(&status.conditions, AVAILABLE));
         assert!(!is_true(&status.conditions, PROGRESSING));
         assert!(!is_true(&status.conditions, DEGRADED));
@@ -297,6 +301,21 @@ mod tests {
             status.selector.as_deref(),
             Some("app.kubernetes.io/instance=cache,app.kubernetes.io/name=memcached")
         );
+    }
+
+    #[test]
+    fn replicas_count_the_listed_pods_so_the_deployment_catching_up_changes_nothing() {
+        // The Pod is listed before the Deployment's status counts it (and the other way round):
+        // the status is the same either way, so the second event costs no write.
+        let before = deployment(1, 1, (0, 0, 0), false);
+        let after = deployment(1, 1, (1, 1, 0), false);
+        let pod = || vec!["cache-1".to_owned()];
+        let first = build_status(&memcached(1), owned(&before), pod(), now());
+        let second = build_status(&memcached(1), owned(&after), pod(), now());
+        assert_eq!(first.replicas, 1);
+        assert_eq!(first, second);
+        let unlisted = build_status(&memcached(1), owned(&after), vec![], now());
+        assert_eq!(unlisted.replicas, 0);
     }
 
     #[test]

@@ -404,13 +404,17 @@ sentinel_master() {{
 }}
 is_me() {{ [ "$1" = "$ANNOUNCE_HOST" ] && [ "$2" = "$REDIS_PORT" ]; }}
 # Asks the Sentinels, one after the other, until one starts a failover.
+# Succeeds when a Sentinel accepted (it may refuse: NOGOODSLAVE, INPROG).
 request_failover() {{
-  printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
-    [ -n "$s_host" ] || continue
-    reply=$(sentinel_cli -h "$s_host" -p "$s_port" SENTINEL FAILOVER "$MASTER_SET")
-    log "SENTINEL FAILOVER $MASTER_SET via $s_host:$s_port: $reply"
-    [ "$reply" = OK ] && break
-  done
+  printf '%s\n' "$SENTINELS" | {{
+    while read -r s_host s_port; do
+      [ -n "$s_host" ] || continue
+      reply=$(sentinel_cli -h "$s_host" -p "$s_port" SENTINEL FAILOVER "$MASTER_SET")
+      log "SENTINEL FAILOVER $MASTER_SET via $s_host:$s_port: $reply"
+      [ "$reply" = OK ] && exit 0
+    done
+    exit 1
+  }}
 }}
 # A value for a config file: double-quoted, with backslashes and quotes escaped.
 conf_quote() {{ printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }}
@@ -575,7 +579,8 @@ if [ -n "$named" ]; then
 fi
 # Writes wait (rather than land on a master about to stop) until the handover is done.
 redis_cli -h 127.0.0.1 -p "$REDIS_PORT" CLIENT PAUSE {pause} WRITE >/dev/null
-request_failover
+requested=no
+request_failover && requested=yes
 waited=0
 while [ "$waited" -lt {wait} ]; do
   sleep 0.5
@@ -584,6 +589,11 @@ while [ "$waited" -lt {wait} ]; do
   if [ -n "$master" ]; then
     set -- $master
     if ! is_me "$1" "$2"; then log "handed over to $1:$2"; exit 0; fi
+  fi
+  # Refused (the Sentinels have not learnt a replica yet, or another failover runs): ask again
+  # each second rather than leave it to the Sentinels' down-after once the process is gone.
+  if [ "$requested" = no ] && [ $((waited % 2)) -eq 0 ]; then
+    request_failover && requested=yes
   fi
 done
 log "the Sentinels did not fail over in time"

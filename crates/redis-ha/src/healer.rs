@@ -137,6 +137,8 @@ pub struct Plan {
     pub wait: Option<Wait>,
     /// Decisions worth a Warning event (a demotion, a promotion by the operator).
     pub warnings: Vec<String>,
+    /// Why the Sentinels could not fail over now, whatever the plan: see [`failover_blocker`].
+    pub failover_blocker: Option<String>,
 }
 
 impl Plan {
@@ -146,6 +148,7 @@ impl Plan {
             actions: Vec::new(),
             wait: Some(wait),
             warnings: Vec::new(),
+            failover_blocker: None,
         }
     }
 }
@@ -193,6 +196,50 @@ pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
 
 /// Decides what to do about the observed state.
 pub fn decide(observation: &Observation) -> Plan {
+    Plan {
+        failover_blocker: failover_blocker(observation),
+        ..decide_actions(observation)
+    }
+}
+
+/// Why the Sentinels could not fail over now, or None when they could: a Sentinel learns the
+/// replicas from the master's `INFO` and the other Sentinels from their hellos, up to ten
+/// seconds after they appear, and until then `SENTINEL FAILOVER` is refused (`NOGOODSLAVE`) and a
+/// lost master is not replaced. Every answering Sentinel must know every answering replica and
+/// every other answering Sentinel.
+pub fn failover_blocker(observation: &Observation) -> Option<String> {
+    let replicas = observation
+        .redis
+        .iter()
+        .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Replica))
+        .count();
+    let answering: Vec<(&str, &SentinelView)> = observation
+        .sentinels
+        .iter()
+        .filter_map(|s| Some((s.pod.as_str(), s.view.as_ref()?)))
+        .collect();
+    if answering.is_empty() {
+        return Some("no Sentinel answers".to_owned());
+    }
+    let others = answering.len() - 1;
+    answering.iter().find_map(|(pod, view)| {
+        if (view.known_replicas as usize) < replicas {
+            Some(format!(
+                "Sentinel {pod} knows {} of {replicas} replicas",
+                view.known_replicas
+            ))
+        } else if (view.known_sentinels as usize) < others {
+            Some(format!(
+                "Sentinel {pod} knows {} of {others} other Sentinels",
+                view.known_sentinels
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+fn decide_actions(observation: &Observation) -> Plan {
     if let Some((sentinel, view)) = observation
         .sentinels
         .iter()
@@ -366,6 +413,7 @@ pub fn decide(observation: &Observation) -> Plan {
         actions,
         wait: None,
         warnings,
+        failover_blocker: None,
     }
 }
 
@@ -548,6 +596,37 @@ mod tests {
         assert_eq!(plan.master.as_deref(), Some("cache-0"));
         assert_eq!(plan.actions, []);
         assert_eq!(plan.wait, None);
+        assert_eq!(plan.failover_blocker, None);
+    }
+
+    #[test]
+    fn sentinels_that_have_not_learnt_every_replica_and_peer_cannot_fail_over() {
+        let mut observed = healthy();
+        fn view(o: &mut Observation, i: usize) -> &mut SentinelView {
+            o.sentinels[i].view.as_mut().expect("answers")
+        }
+        view(&mut observed, 1).known_replicas = 1;
+        assert_eq!(
+            decide(&observed).failover_blocker.as_deref(),
+            Some("Sentinel cache-sentinel-1 knows 1 of 2 replicas")
+        );
+        view(&mut observed, 1).known_replicas = 2;
+        view(&mut observed, 2).known_sentinels = 0;
+        assert_eq!(
+            failover_blocker(&observed).as_deref(),
+            Some("Sentinel cache-sentinel-2 knows 0 of 2 other Sentinels")
+        );
+        // What does not answer is not waited for: a Sentinel cannot know a replica that is down.
+        observed.redis[2] = unreachable(2, "replica");
+        observed.sentinels[0].view = None;
+        view(&mut observed, 1).known_replicas = 1;
+        view(&mut observed, 2).known_replicas = 1;
+        view(&mut observed, 2).known_sentinels = 1;
+        assert_eq!(failover_blocker(&observed), None);
+        for sentinel in &mut observed.sentinels {
+            sentinel.view = None;
+        }
+        assert_eq!(failover_blocker(&observed).as_deref(), Some("no Sentinel answers"));
     }
 
     #[test]

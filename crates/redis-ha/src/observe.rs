@@ -14,6 +14,7 @@ use crate::{
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn},
     healer::Role,
     redis_io::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
+    status::FAILOVER_CAPABLE,
 };
 
 /// A converged RedisHA: one master, named by its status, the Sentinels and the master Service.
@@ -123,7 +124,8 @@ impl Observer {
         Some(highest)
     }
 
-    /// The RedisHA converged with `replicas` Redis Pods: `Ready`, exactly one master (the one
+    /// The RedisHA converged with `replicas` Redis Pods: `Ready` and (with replicas) `FailoverCapable`,
+    /// so the next fault can be failed over, exactly one master (the one
     /// `status.master` names) with every replica linked to it, the role labels right, every
     /// Sentinel naming it, and the master Service routing to it alone. Otherwise, what is missing.
     pub async fn converged(&self, replicas: usize) -> Result<Converged, String> {
@@ -135,6 +137,9 @@ impl Observer {
         let master = status.master.clone().ok_or("no status.master")?;
         if !is_true(&status.conditions, "Ready") {
             return Err(format!("not Ready: {:?}", status.conditions));
+        }
+        if replicas > 1 && !is_true(&status.conditions, FAILOVER_CAPABLE) {
+            return Err(format!("not FailoverCapable: {:?}", status.conditions));
         }
         let pods = self.redis_pods().await;
         if pods.len() != replicas || pods.iter().any(|p| p.metadata.deletion_timestamp.is_some()) {

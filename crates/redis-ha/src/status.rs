@@ -8,7 +8,8 @@ use crate::{
     healer::{Plan, Wait},
 };
 
-/// Whether the RedisHA can fail over at all: one Redis cannot.
+/// Whether the Sentinels could replace a lost master now: one Redis cannot, and Sentinels that
+/// have not yet learnt every replica and peer (for seconds after creation or a scale-up) would not.
 pub const FAILOVER_CAPABLE: &str = "FailoverCapable";
 
 /// What stops the RedisHA from being acted on.
@@ -36,16 +37,27 @@ pub struct Health<'a> {
     pub plan: Option<&'a Plan>,
 }
 
-fn single_instance_condition(rha: &RedisHA) -> DesiredCondition {
+fn failover_condition(rha: &RedisHA, plan: Option<&Plan>) -> DesiredCondition {
     if rha.spec.replicas <= 1 {
-        DesiredCondition::new(
+        return DesiredCondition::new(
             FAILOVER_CAPABLE,
             false,
             "SingleInstance",
             "one Redis: no replica to fail over to, and writes need no replica",
-        )
-    } else {
-        DesiredCondition::new(
+        );
+    }
+    match plan {
+        None => DesiredCondition::new(
+            FAILOVER_CAPABLE,
+            false,
+            "NotObserved",
+            "the operator has not asked the Sentinels yet",
+        ),
+        Some(Plan {
+            failover_blocker: Some(why),
+            ..
+        }) => DesiredCondition::new(FAILOVER_CAPABLE, false, "SentinelsNotReady", why.clone()),
+        Some(_) => DesiredCondition::new(
             FAILOVER_CAPABLE,
             true,
             "Replicated",
@@ -55,7 +67,7 @@ fn single_instance_condition(rha: &RedisHA) -> DesiredCondition {
                 rha.spec.sentinel.replicas,
                 rha.spec.sentinel.effective_quorum()
             ),
-        )
+        ),
     }
 }
 
@@ -95,7 +107,7 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                 DesiredCondition::new(READY, false, reason, message.clone()),
                 DesiredCondition::new(DEGRADED, true, reason, message),
                 DesiredCondition::new(FAILOVER_IN_PROGRESS, false, "NotObserved", ""),
-                single_instance_condition(rha),
+                failover_condition(rha, None),
             ]
         }
         Ok(health) => {
@@ -151,7 +163,7 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                     Some(why) => DesiredCondition::new(FAILOVER_IN_PROGRESS, true, "SentinelFailover", why),
                     None => DesiredCondition::new(FAILOVER_IN_PROGRESS, false, "Settled", ""),
                 },
-                single_instance_condition(rha),
+                failover_condition(rha, health.plan),
             ]
         }
     };
@@ -165,6 +177,7 @@ mod tests {
     use super::*;
     use crate::config::Endpoint;
     use capstan_runtime::conditions::is_true;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn rha(spec: &str) -> RedisHA {
         let mut rha: RedisHA = serde_yaml::from_str(&format!(
@@ -188,6 +201,7 @@ mod tests {
             actions: vec![],
             wait: None,
             warnings: vec![],
+            failover_blocker: None,
         }
     }
 
@@ -244,6 +258,7 @@ mod tests {
                 named: Endpoint::new("cache-0.x", 6379),
             }),
             warnings: vec![],
+            failover_blocker: None,
         };
         let status = build_status(
             &rha("{}"),
@@ -273,6 +288,44 @@ mod tests {
         );
         assert!(degraded.message.contains("cache-auth"));
         assert!(!is_true(&status.conditions, READY));
+    }
+
+    #[test]
+    fn sentinels_still_learning_the_set_are_not_failover_capable_yet() {
+        let learning = Plan {
+            failover_blocker: Some("Sentinel cache-sentinel-1 knows 1 of 2 replicas".into()),
+            ..plan("cache-0")
+        };
+        let health = |plan| Health {
+            redis_ready: 3,
+            sentinels_ready: 3,
+            plan,
+        };
+        let status = build_status(&rha("{}"), Ok(health(Some(&learning))), now());
+        let capable = find(&status, FAILOVER_CAPABLE);
+        assert_eq!(
+            (
+                capable.status.as_str(),
+                capable.reason.as_str(),
+                capable.message.as_str()
+            ),
+            (
+                "False",
+                "SentinelsNotReady",
+                "Sentinel cache-sentinel-1 knows 1 of 2 replicas"
+            )
+        );
+        assert!(is_true(&status.conditions, READY), "it serves meanwhile");
+        let unobserved = build_status(&rha("{}"), Ok(health(None)), now());
+        assert_eq!(find(&unobserved, FAILOVER_CAPABLE).reason, "NotObserved");
+    }
+
+    fn find<'a>(status: &'a RedisHAStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition present")
     }
 
     #[test]

@@ -10,7 +10,7 @@ use capstan_redis_ha::{
     build::{self, COMPONENT_REDIS, COMPONENT_SENTINEL, Inputs},
     crd,
 };
-use capstan_runtime::compat::PodDisruptionBudgetV1Beta1;
+use capstan_runtime::{ServedApis, compat::PodDisruptionBudgetV1Beta1};
 use capstan_testenv::ControlPlane;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -128,14 +128,6 @@ async fn the_schema_defaults_and_refuses_bad_specs() {
     assert_eq!(stored.data["spec"]["replicas"], json!(3));
 }
 
-async fn policy_v1_served(client: &Client) -> bool {
-    let groups = client.list_api_groups().await.expect("API groups");
-    groups
-        .groups
-        .iter()
-        .any(|g| g.name == "policy" && g.versions.iter().any(|v| v.version == "v1"))
-}
-
 #[tokio::test]
 async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
     let (client, ns) = setup("rha-objects").await;
@@ -183,7 +175,10 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
             .await
             .unwrap_or_else(|e| panic!("StatefulSet {} accepted: {e}", set.name_any()));
     }
-    let v1 = policy_v1_served(&client).await;
+    let v1 = ServedApis::discover(&client)
+        .await
+        .expect("API discovery")
+        .serves("policy/v1");
     println!("policy/v1 served: {v1}");
     for pdb in &children.pod_disruption_budgets {
         if v1 {

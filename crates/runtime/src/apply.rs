@@ -100,6 +100,15 @@ fn is_subset(desired: &Value, current: &Value) -> bool {
     }
 }
 
+/// A stable hash of `value` as JSON: tells one desired object or status from another.
+pub fn fingerprint<S: Serialize>(value: &S) -> Result<u64, Error> {
+    let json = serde_json::to_vec(value).map_err(|source| Error::Serialize {
+        what: "desired object",
+        source,
+    })?;
+    Ok(fnv1a(&json))
+}
+
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), so a manager upgrade does not
 /// re-apply every object.
 fn fnv1a(bytes: &[u8]) -> u64 {

@@ -15,6 +15,7 @@ use crate::{
     informer::Informable,
     leadership::Leadership,
     metrics::Metrics,
+    status_writes::StatusWrites,
 };
 
 pub struct Context {
@@ -26,6 +27,7 @@ pub struct Context {
     /// Set by the controller that runs this context: refused children are watched so their
     /// owner is woken when the object in the way goes.
     foreign: Option<Arc<ForeignWatches>>,
+    status_writes: StatusWrites,
 }
 
 impl Context {
@@ -44,6 +46,7 @@ impl Context {
             events,
             metrics,
             foreign: None,
+            status_writes: StatusWrites::default(),
         }
     }
 
@@ -97,9 +100,24 @@ impl Context {
     {
         self.leadership.check()?;
         let namespace = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
+        let target = format!("{}/status", K::kind(&()));
+        // A cache that has not shown this controller's last write yet must not cause it twice.
+        let key = (K::kind(&()).into_owned(), namespace.clone(), obj.name_any());
+        let from_version = obj.resource_version();
+        let fingerprint = apply::fingerprint(status)?;
+        if self
+            .status_writes
+            .already_written(&key, from_version.as_deref(), fingerprint)
+        {
+            self.count(ApplyOutcome::Unchanged, &target);
+            return Ok(ApplyOutcome::Unchanged);
+        }
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
         let outcome = apply::apply_status(&api, obj, current, status).await?;
-        self.count(outcome, &format!("{}/status", K::kind(&())));
+        if outcome == ApplyOutcome::Applied {
+            self.status_writes.record(key, from_version, fingerprint);
+        }
+        self.count(outcome, &target);
         Ok(outcome)
     }
 
@@ -119,6 +137,11 @@ impl Context {
         }
         self.metrics.delete_sent(self.controller, &K::kind(&()));
         Ok(())
+    }
+
+    /// Forgets what this context remembers of a deleted object.
+    pub(crate) fn forget(&self, namespace: &str, name: &str) {
+        self.status_writes.forget(namespace, name);
     }
 
     pub(crate) fn count(&self, outcome: ApplyOutcome, target: &str) {

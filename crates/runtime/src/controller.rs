@@ -255,6 +255,7 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
     let primary = primary.inspect(move |obj| {
         if forget.store.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
             let key = object_key(obj.as_ref());
+            forget.context.forget(&key.0, &key.1);
             forget.failures.forget(&key);
             forget.foreign.forget(&key);
         }

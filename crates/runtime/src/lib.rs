@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod readiness;
 pub mod served;
 pub mod shutdown;
+mod status_writes;
 pub mod tasks;
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -24,13 +24,6 @@ impl ServedApis {
         Ok(Self { group_versions })
     }
 
-    /// A fixed set, for tests.
-    pub fn of<'a>(group_versions: impl IntoIterator<Item = &'a str>) -> Self {
-        Self {
-            group_versions: group_versions.into_iter().map(str::to_owned).collect(),
-        }
-    }
-
     /// Whether `api_version` (`group/version`, or `version` for the core group) is served.
     pub fn serves(&self, api_version: &str) -> bool {
         self.group_versions.contains(api_version)

@@ -16,6 +16,7 @@ use capstan_redis_ha::{
     status::{Health, build_status},
 };
 use capstan_runtime::{
+    ServedApis,
     apply::{apply, apply_status, controller_owner_ref},
     compat::PodDisruptionBudgetV1Beta1,
     labels,
@@ -89,7 +90,10 @@ impl ChildCounts {
 }
 
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioResult> {
-    if serves_policy_v1(&bench.client).await? {
+    let served = ServedApis::discover(&bench.client)
+        .await
+        .context("discovering the served API versions")?;
+    if served.serves("policy/v1") {
         bail!(
             "this apiserver serves policy/v1: the bench tracks policy/v1beta1 PodDisruptionBudgets (the local v1.20 plane's)"
         );
@@ -102,14 +106,6 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioResult> {
     let managed = with_manager(bench, counts).await?;
     let floor = floor(bench, counts).await?;
     Ok(result(bench, counts, &managed, &floor))
-}
-
-async fn serves_policy_v1(client: &Client) -> anyhow::Result<bool> {
-    match client.list_api_group_resources("policy/v1").await {
-        Ok(list) => Ok(list.resources.iter().any(|r| r.name == "poddisruptionbudgets")),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(error) => Err(error).context("discovering policy/v1"),
-    }
 }
 
 async fn with_manager(bench: &Bench<'_>, counts: ChildCounts) -> anyhow::Result<Managed> {

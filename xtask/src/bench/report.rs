@@ -18,6 +18,7 @@ pub enum Unit {
     PerObject,
     Count,
     Megabytes,
+    PerSecond,
 }
 
 impl Unit {
@@ -30,6 +31,7 @@ impl Unit {
             Unit::PerObject => format!("{value:.2}/object"),
             Unit::Count => format!("{value:.0}"),
             Unit::Megabytes => format!("{value:.1} MiB"),
+            Unit::PerSecond => format!("{value:.1}/s"),
         }
     }
 
@@ -42,6 +44,7 @@ impl Unit {
             Unit::PerObject => "per object",
             Unit::Count => "count",
             Unit::Megabytes => "MiB",
+            Unit::PerSecond => "per second",
         }
     }
 }
