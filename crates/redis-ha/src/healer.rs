@@ -80,6 +80,9 @@ pub struct SentinelView {
     /// `config-epoch`: the epoch of the failover that produced this view. A higher epoch is the
     /// newer configuration, which every Sentinel adopts from the others' hello messages.
     pub config_epoch: u64,
+    /// In TILT mode (`INFO sentinel`'s `sentinel_tilt`): after a stall of its own (a blocked
+    /// event loop, a clock jump) a Sentinel takes no action for 30 s, failovers included.
+    pub tilt: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +209,7 @@ pub fn decide(observation: &Observation) -> Plan {
 /// replicas from the master's `INFO` and the other Sentinels from their hellos, up to ten
 /// seconds after they appear, and until then `SENTINEL FAILOVER` is refused (`NOGOODSLAVE`) and a
 /// lost master is not replaced. Every answering Sentinel must know every answering replica and
-/// every other answering Sentinel.
+/// every other answering Sentinel, and none may be in TILT mode.
 pub fn failover_blocker(observation: &Observation) -> Option<String> {
     let replicas = observation
         .redis
@@ -223,7 +226,11 @@ pub fn failover_blocker(observation: &Observation) -> Option<String> {
     }
     let others = answering.len() - 1;
     answering.iter().find_map(|(pod, view)| {
-        if (view.known_replicas as usize) < replicas {
+        if view.tilt {
+            Some(format!(
+                "Sentinel {pod} is in TILT mode (it stalled; it takes no action for 30 s)"
+            ))
+        } else if (view.known_replicas as usize) < replicas {
             Some(format!(
                 "Sentinel {pod} knows {} of {replicas} replicas",
                 view.known_replicas
@@ -571,6 +578,7 @@ mod tests {
                 known_replicas: 2,
                 known_sentinels: 2,
                 config_epoch: 0,
+                tilt: false,
             }),
         }
     }
@@ -616,6 +624,12 @@ mod tests {
             failover_blocker(&observed).as_deref(),
             Some("Sentinel cache-sentinel-2 knows 0 of 2 other Sentinels")
         );
+        view(&mut observed, 2).known_sentinels = 2;
+        view(&mut observed, 0).tilt = true;
+        assert!(
+            failover_blocker(&observed).is_some_and(|why| why.starts_with("Sentinel cache-sentinel-0 is in TILT mode"))
+        );
+        view(&mut observed, 0).tilt = false;
         // What does not answer is not waited for: a Sentinel cannot know a replica that is down.
         observed.redis[2] = unreachable(2, "replica");
         observed.sentinels[0].view = None;

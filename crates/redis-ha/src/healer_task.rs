@@ -23,7 +23,7 @@ use crate::{
     RedisHA,
     build::ROLE_LABEL,
     config::Rendering,
-    healer::{Action, Observation, Plan, Role, Step, Wait, decide, next_roll_step, next_scale_down_step},
+    healer::{Action, Plan, Step, Wait, decide, next_roll_step, next_scale_down_step},
     members::{members, pod_states},
     redis_io::{self, Cluster, Performed, Timeouts},
     shared::Shared,
@@ -196,10 +196,7 @@ impl Healer {
                 Some(Wait::FailoverInProgress { .. } | Wait::SentinelsToFailOver { .. })
             );
         if plan.wait.is_none() && plan.actions.is_empty() {
-            let sentinels_know_replicas = sentinels_know_replicas(&observation);
-            in_motion |= self
-                .rollout(rha, &pods, &plan, sentinels_know_replicas, cluster, task)
-                .await?;
+            in_motion |= self.rollout(rha, &pods, &plan, cluster, task).await?;
         }
         if self.shared.set_plan(key, plan) {
             self.trigger.reconcile(&namespace, &name);
@@ -215,7 +212,6 @@ impl Healer {
         rha: &RedisHA,
         pods: &[Pod],
         plan: &Plan,
-        sentinels_know_replicas: bool,
         cluster: Cluster<'_>,
         task: &TaskContext,
     ) -> Result<bool, HealError> {
@@ -226,8 +222,9 @@ impl Healer {
             return Ok(false);
         };
         let step = match rollout_step(rha, &set, pods, plan.master.as_deref()) {
-            // Sentinel aborts a failover to replicas it has not seen yet (no good replica).
-            Step::Failover { .. } if !sentinels_know_replicas => Step::WaitForReady,
+            // Sentinel refuses a failover to replicas it has not seen yet (no good replica), and
+            // one in TILT mode would start it only after the writes' pause ran out.
+            Step::Failover { .. } if plan.failover_blocker.is_some() => Step::WaitForReady,
             step => step,
         };
         let regarding = rha.object_ref(&());
@@ -285,18 +282,6 @@ impl Healer {
             }
         }
     }
-}
-
-/// Whether every answering Sentinel knows at least as many replicas as answer, so a planned
-/// failover has candidates Sentinel accepts (right after a scale-up it may not have seen them).
-pub fn sentinels_know_replicas(observation: &Observation) -> bool {
-    let replicas = observation
-        .redis
-        .iter()
-        .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Replica))
-        .count();
-    let views: Vec<_> = observation.sentinels.iter().filter_map(|s| s.view.as_ref()).collect();
-    !views.is_empty() && views.iter().all(|v| v.known_replicas as usize >= replicas)
 }
 
 /// The next scale-down or roll step for a RedisHA whose Redis StatefulSet is `set`. Waits while

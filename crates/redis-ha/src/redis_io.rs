@@ -223,7 +223,13 @@ pub fn parse_sentinel_view(master: &BTreeMap<String, String>, address: Option<En
         known_replicas: count("num-slaves"),
         known_sentinels: count("num-other-sentinels"),
         config_epoch: master.get("config-epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
+        tilt: false,
     }
+}
+
+/// Whether `INFO sentinel` says the Sentinel is in TILT mode.
+pub fn parse_tilt(info: &str) -> bool {
+    info.lines().any(|line| line.trim() == "sentinel_tilt:1")
 }
 
 /// `INFO replication` of one Redis.
@@ -332,6 +338,10 @@ pub async fn sentinel_sentinels(
 
 /// A Sentinel's view of the master set (what the healer needs).
 pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<SentinelView, IoError> {
+    let info: String = target
+        .query("INFO sentinel", redis::cmd("INFO").arg("sentinel").clone())
+        .await?;
+    let tilt = parse_tilt(&info);
     let Some(master) = sentinel_master(target, master_set).await? else {
         return Ok(SentinelView {
             master: None,
@@ -339,10 +349,14 @@ pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<Senti
             known_replicas: 0,
             known_sentinels: 0,
             config_epoch: 0,
+            tilt,
         });
     };
     let address = sentinel_master_address(target, master_set).await?;
-    Ok(parse_sentinel_view(&master, address))
+    Ok(SentinelView {
+        tilt,
+        ..parse_sentinel_view(&master, address)
+    })
 }
 
 async fn sentinel_ok(target: Target<'_>, what: &'static str, command: redis::Cmd) -> Result<(), IoError> {
@@ -836,6 +850,14 @@ mod tests {
         assert_eq!((view.known_replicas, view.known_sentinels), (2, 2));
         let quiet = pairs(["flags", "master"].map(String::from).to_vec());
         assert!(!parse_sentinel_view(&quiet, None).failover_in_progress);
+    }
+
+    #[test]
+    fn tilt_mode_is_read_from_info_sentinel() {
+        let info = "# Sentinel\r\nsentinel_masters:1\r\nsentinel_tilt:1\r\nsentinel_tilt_since_seconds:4\r\n";
+        assert!(parse_tilt(info));
+        assert!(!parse_tilt(&info.replace("sentinel_tilt:1", "sentinel_tilt:0")));
+        assert!(!parse_tilt(""));
     }
 
     #[tokio::test]
