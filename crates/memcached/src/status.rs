@@ -220,7 +220,7 @@ pub fn build_status(mc: &Memcached, observed: Observed<'_>, nodes: Vec<String>, 
 mod tests {
     use super::*;
     use crate::build::build_deployment;
-    use capstan_runtime::conditions::is_true;
+    use capstan_runtime::conditions::{find_condition, is_true};
     use k8s_openapi::{
         api::apps::v1::DeploymentStatus,
         apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -279,11 +279,7 @@ mod tests {
     }
 
     fn find<'a>(status: &'a MemcachedStatus, type_: &str) -> &'a Condition {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .expect("condition present")
+        find_condition(&status.conditions, type_).expect("condition present")
     }
 
     #[test]

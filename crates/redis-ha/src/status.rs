@@ -176,7 +176,7 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
 mod tests {
     use super::*;
     use crate::config::Endpoint;
-    use capstan_runtime::conditions::is_true;
+    use capstan_runtime::conditions::{find_condition, is_true};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn rha(spec: &str) -> RedisHA {
@@ -277,11 +277,7 @@ mod tests {
     #[test]
     fn a_missing_secret_is_degraded_with_its_reason() {
         let status = build_status(&rha("{}"), Err(Blocked::SecretMissing("cache-auth")), now());
-        let degraded = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == DEGRADED)
-            .expect("Degraded");
+        let degraded = find(&status, DEGRADED);
         assert_eq!(
             (degraded.status.as_str(), degraded.reason.as_str()),
             ("True", "SecretMissing")
@@ -321,11 +317,7 @@ mod tests {
     }
 
     fn find<'a>(status: &'a RedisHAStatus, type_: &str) -> &'a Condition {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == type_)
-            .expect("condition present")
+        find_condition(&status.conditions, type_).expect("condition present")
     }
 
     #[test]
@@ -340,11 +332,7 @@ mod tests {
             }),
             now(),
         );
-        let capable = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == FAILOVER_CAPABLE)
-            .expect("condition");
+        let capable = find(&status, FAILOVER_CAPABLE);
         assert_eq!(
             (capable.status.as_str(), capable.reason.as_str()),
             ("False", "SingleInstance")

@@ -71,7 +71,12 @@ pub fn merge_conditions(
 
 /// Whether `conditions` holds `type_` with status `True`.
 pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
-    conditions.iter().any(|c| c.type_ == type_ && c.status == TRUE)
+    find_condition(conditions, type_).is_some_and(|c| c.status == TRUE)
+}
+
+/// The condition of `type_`, if present.
+pub fn find_condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
 }
 
 #[cfg(test)]
