@@ -97,6 +97,14 @@ impl FriendIndex {
     }
 }
 
+/// Keeps what Foo reads of a Pod, its namespace and name: Foo caches every Pod in its scope,
+/// and a Pod's labels and owner references would otherwise be most of that cache.
+pub fn trim_pod(pod: &mut PartialObjectMeta<Pod>) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    pod.metadata.name = metadata.name;
+    pod.metadata.namespace = metadata.namespace;
+}
+
 impl Entries {
     /// Removes the Foo `key` from the friend it was listed under, and that friend's entry once
     /// no Foo names it.
@@ -165,6 +173,26 @@ mod tests {
         );
         assert_eq!(names(index.foos_naming(&pod("b", "jack"), &store)), ["foo-04"]);
         assert!(index.foos_naming(&pod("a", "nobody"), &store).is_empty());
+    }
+
+    #[test]
+    fn a_trimmed_pod_keeps_only_its_name_and_namespace_and_wakes_the_same_foos() {
+        let foos = [foo("a", "foo-01", "jack"), foo("b", "foo-02", "jack")];
+        let index = FriendIndex::default();
+        foos.iter().for_each(|f| index.record(f));
+        let store = store_from(foos);
+        let mut full = pod("a", "jack");
+        full.metadata.uid = Some("uid".into());
+        full.metadata.labels = Some([("app".to_owned(), "x".to_owned())].into());
+        full.metadata.generate_name = Some("ja".into());
+        let mut trimmed = full.clone();
+        trim_pod(&mut trimmed);
+        assert_eq!(trimmed.metadata, pod("a", "jack").metadata);
+        assert_eq!(
+            names(index.foos_naming(&trimmed, &store)),
+            names(index.foos_naming(&full, &store))
+        );
+        assert_eq!(names(index.foos_naming(&trimmed, &store)), ["foo-01"]);
     }
 
     #[test]

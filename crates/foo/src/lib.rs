@@ -28,7 +28,7 @@ pub fn controller(w: &mut Watches<'_, Foo>) -> FooReconciler {
     let friends = FriendIndex::default();
     let (recorded, recorded_store) = (friends.clone(), w.store());
     w.on_change(move |foo| recorded.observe(foo, &recorded_store));
-    let pods = w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default());
+    let pods = w.subscribe_trimmed::<PartialObjectMeta<Pod>>(watcher::Config::default(), index::trim_pod);
     let pod_store = pods.store();
     let foos = w.store();
     w.watches(pods.into_stream(), move |pod| friends.foos_naming(&pod, &foos));

@@ -39,8 +39,10 @@ pub const CONTROLLER: ControllerEntry = ControllerEntry {
 pub fn controller(w: &mut Watches<'_, Memcached>) -> MemcachedReconciler {
     let deployments = w.owns::<Deployment>();
     let services = w.owns::<Service>();
-    let pods =
-        w.subscribe::<PartialObjectMeta<Pod>>(watcher::Config::default().labels(&labels::managed_selector(build::APP)));
+    let pods = w.subscribe_trimmed::<PartialObjectMeta<Pod>>(
+        watcher::Config::default().labels(&labels::managed_selector(build::APP)),
+        pod_index::trim_pod,
+    );
     let pod_index = PodsByInstance::default();
     let (indexed, pod_store) = (pod_index.clone(), pods.store());
     let pod_changes = pods.into_stream().inspect(move |pod| indexed.observe(pod, &pod_store));

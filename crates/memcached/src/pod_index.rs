@@ -40,6 +40,21 @@ pub fn instance_of(pod: &PartialObjectMeta<Pod>) -> Option<(String, String)> {
     Some((pod.namespace()?, pod_labels.get(labels::INSTANCE)?.clone()))
 }
 
+/// Keeps what the index reads of a Pod: its namespace, name, deletion mark and the two labels
+/// naming its instance. The cache holds every capstan-managed Pod, and their other labels and
+/// owner references would be most of it.
+pub fn trim_pod(pod: &mut PartialObjectMeta<Pod>) {
+    let metadata = std::mem::take(&mut pod.metadata);
+    pod.metadata.name = metadata.name;
+    pod.metadata.namespace = metadata.namespace;
+    pod.metadata.deletion_timestamp = metadata.deletion_timestamp;
+    pod.metadata.labels = metadata.labels.map(|all| {
+        all.into_iter()
+            .filter(|(key, _)| key == labels::NAME || key == labels::INSTANCE)
+            .collect()
+    });
+}
+
 impl PodsByInstance {
     /// Takes in a Pod from the Pod stream (applied or deleted): its entry follows what `pods`, the
     /// Pod cache, holds now — listed while it lives, dropped once it terminates or is gone.
@@ -130,6 +145,31 @@ mod tests {
         assert_eq!(index.pods_of("a", "other"), ["other-1"]);
         assert!(index.pods_of("a", "nothing").is_empty());
         assert_eq!(index.len(), 4, "unlabelled Pods are not held");
+    }
+
+    #[test]
+    fn a_trimmed_pod_lands_under_the_same_instance_and_terminates_the_same() {
+        let mut full = pod("a", "cache-1", Some("cache"));
+        full.metadata.uid = Some("uid".into());
+        full.metadata.generate_name = Some("cache-".into());
+        full.metadata.owner_references = Some(Vec::new());
+        let mut trimmed = full.clone();
+        trim_pod(&mut trimmed);
+        assert_eq!(instance_of(&trimmed), instance_of(&full));
+        assert_eq!(instance_of(&trimmed), Some(("a".to_owned(), "cache".to_owned())));
+        assert_eq!(
+            trimmed.metadata.labels.as_ref().map(|l| l.len()),
+            Some(2),
+            "only the name and instance labels are kept"
+        );
+        assert!(trimmed.metadata.uid.is_none() && trimmed.metadata.owner_references.is_none());
+
+        full.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        let mut terminating = full.clone();
+        trim_pod(&mut terminating);
+        let index = PodsByInstance::default();
+        index.observe(&terminating, &store_from([terminating.clone()]));
+        assert!(index.is_empty(), "a trimmed terminating Pod is still not listed");
     }
 
     #[test]

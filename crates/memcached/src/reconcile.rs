@@ -1,12 +1,9 @@
-use capstan_runtime::{Action, ChildApplied, Context, ReconcileError, Reconciler, apply::ApplyOutcome};
+use capstan_runtime::{Action, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, apply::ApplyOutcome};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},
     jiff::Timestamp,
 };
-use kube::{
-    Resource, ResourceExt,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Resource, ResourceExt, runtime::reflector::ObjectRef};
 use std::sync::Arc;
 
 use crate::{
@@ -52,13 +49,13 @@ impl ReconcileError for Error {
 }
 
 pub struct MemcachedReconciler {
-    deployments: Store<Deployment>,
-    services: Store<Service>,
+    deployments: ChildCache<Deployment>,
+    services: ChildCache<Service>,
     pods: PodsByInstance,
 }
 
 impl MemcachedReconciler {
-    pub fn new(deployments: Store<Deployment>, services: Store<Service>, pods: PodsByInstance) -> Self {
+    pub fn new(deployments: ChildCache<Deployment>, services: ChildCache<Service>, pods: PodsByInstance) -> Self {
         Self {
             deployments,
             services,

@@ -11,7 +11,7 @@
 //! master Service) within a pass of Sentinel promoting a replica.
 use std::{sync::Arc, time::Duration};
 
-use capstan_runtime::{TaskContext, Trigger};
+use capstan_runtime::{ChildCache, TaskContext, Trigger};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use kube::{
     Api, Resource, ResourceExt,
@@ -43,7 +43,7 @@ const WAKE_COALESCE: Duration = Duration::from_millis(100);
 pub struct Healer {
     pub redis_has: Store<RedisHA>,
     pub pods: Store<Pod>,
-    pub stateful_sets: Store<StatefulSet>,
+    pub stateful_sets: ChildCache<StatefulSet>,
     pub shared: Shared,
     pub trigger: Trigger<RedisHA>,
 }

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use capstan_runtime::{
-    Action, Context, ReconcileError, Reconciler, Watches, apply::controller_owner_ref,
+    Action, ChildCache, Context, ReconcileError, Reconciler, Watches, apply::controller_owner_ref,
     compat::PodDisruptionBudgetV1Beta1,
 };
 use k8s_openapi::{
@@ -14,10 +14,7 @@ use k8s_openapi::{
     },
     jiff::Timestamp,
 };
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Api, Resource, ResourceExt, runtime::reflector::ObjectRef};
 
 use crate::{
     RedisHA,
@@ -75,9 +72,9 @@ impl ReconcileError for Error {
 }
 
 pub struct RedisHAReconciler {
-    stateful_sets: Store<StatefulSet>,
-    services: Store<Service>,
-    config_maps: Store<ConfigMap>,
+    stateful_sets: ChildCache<StatefulSet>,
+    services: ChildCache<Service>,
+    config_maps: ChildCache<ConfigMap>,
     budgets: BudgetCache,
     shared: Shared,
 }
@@ -85,8 +82,8 @@ pub struct RedisHAReconciler {
 /// The owned PodDisruptionBudgets, cached in the version the cluster serves: policy/v1, or
 /// policy/v1beta1 on servers older than 1.21 (the local v1.20 plane).
 pub enum BudgetCache {
-    V1(Store<PodDisruptionBudget>),
-    V1Beta1(Store<PodDisruptionBudgetV1Beta1>),
+    V1(ChildCache<PodDisruptionBudget>),
+    V1Beta1(ChildCache<PodDisruptionBudgetV1Beta1>),
 }
 
 impl BudgetCache {
@@ -107,9 +104,9 @@ enum AuthProblem {
 
 impl RedisHAReconciler {
     pub fn new(
-        stateful_sets: Store<StatefulSet>,
-        services: Store<Service>,
-        config_maps: Store<ConfigMap>,
+        stateful_sets: ChildCache<StatefulSet>,
+        services: ChildCache<Service>,
+        config_maps: ChildCache<ConfigMap>,
         budgets: BudgetCache,
         shared: Shared,
     ) -> Self {

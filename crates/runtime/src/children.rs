@@ -11,11 +11,7 @@
 //! children.prune(&self.services).await?; // Services this RedisHA no longer wants
 //! ```
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{
-    Api, Resource, ResourceExt,
-    api::ApiResource,
-    runtime::reflector::{ObjectRef, Store},
-};
+use kube::{Api, Resource, ResourceExt, api::ApiResource, runtime::reflector::ObjectRef};
 use serde::Serialize;
 use std::{
     any::TypeId,
@@ -24,7 +20,7 @@ use std::{
 };
 
 use crate::{
-    Context, Error,
+    ChildCache, Context, Error,
     apply::{ApplyOutcome, controller_owner_ref},
     informer::Informable,
     labels,
@@ -73,7 +69,7 @@ impl<'a> Children<'a> {
     /// changes hands first, the owner is reconciled.
     ///
     /// [`Watches::owns`]: crate::Watches::owns
-    pub async fn apply<C>(&mut self, cache: &Store<C>, mut desired: C) -> Result<ChildApplied<C>, Error>
+    pub async fn apply<C>(&mut self, cache: &ChildCache<C>, mut desired: C) -> Result<ChildApplied<C>, Error>
     where
         C: Informable + Serialize,
     {
@@ -118,9 +114,9 @@ impl<'a> Children<'a> {
 
     /// Deletes the children of kind `C` in `cache` that this owner controls and that were not
     /// applied through this set: what a spec change no longer wants. Returns their names.
-    pub async fn prune<C>(&mut self, cache: &Store<C>) -> Result<Vec<String>, Error>
+    pub async fn prune<C>(&mut self, cache: &ChildCache<C>) -> Result<Vec<String>, Error>
     where
-        C: Informable,
+        C: Informable + Serialize,
     {
         let keep = self.applied.get(&TypeId::of::<C>()).cloned().unwrap_or_default();
         let mut pruned = Vec::new();
@@ -136,17 +132,15 @@ impl<'a> Children<'a> {
 }
 
 /// Cached children of `owner` in `namespace` that are not in `keep`.
-fn unwanted<C: Informable>(
-    cache: &Store<C>,
+fn unwanted<C: Informable + Serialize>(
+    cache: &ChildCache<C>,
     owner: &OwnerReference,
     namespace: &str,
     keep: &BTreeSet<String>,
 ) -> Vec<Arc<C>> {
     let mut found: Vec<Arc<C>> = cache
-        .state()
+        .controlled_by(&owner.uid, namespace)
         .into_iter()
-        .filter(|child| child.namespace().as_deref() == Some(namespace))
-        .filter(|child| controls(owner, child.as_ref()))
         .filter(|child| !keep.contains(&child.name_any()))
         .collect();
     found.sort_by_key(|child| child.name_any());
@@ -181,7 +175,7 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::informer::store_from;
+    use crate::child_cache::child_cache_from;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
 
@@ -210,7 +204,7 @@ mod tests {
 
     #[test]
     fn only_the_owners_children_outside_the_kept_set_are_unwanted() {
-        let cache = store_from([
+        let cache = child_cache_from([
             config_map("a", "keep", Some("u1")),
             config_map("a", "stale-2", Some("u1")),
             config_map("a", "stale-1", Some("u1")),

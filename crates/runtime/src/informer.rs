@@ -16,7 +16,7 @@ use kube::{
         watcher,
     },
 };
-use serde::de::DeserializeOwned;
+use serde::{Serialize, de::DeserializeOwned};
 use std::{
     any::{Any, TypeId},
     collections::{HashMap, HashSet},
@@ -26,7 +26,11 @@ use std::{
 };
 use tokio::sync::mpsc;
 
-use crate::{lock, readiness::Readiness};
+use crate::{
+    child_cache::{self, ChildCache},
+    lock,
+    readiness::Readiness,
+};
 
 /// How many changes a subscriber may lag behind before the informer waits for it.
 const SUBSCRIBER_BUFFER: usize = 1024;
@@ -73,6 +77,11 @@ type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
 struct Entry<K: Informable> {
     store: Store<K>,
     subscribers: Subscribers<K>,
+}
+
+struct ChildEntry<C: Informable> {
+    cache: ChildCache<C>,
+    subscribers: Subscribers<C>,
 }
 
 /// The registry of informers. Controllers subscribe while the manager is assembled; [`start`]
@@ -165,6 +174,46 @@ impl Informers {
         Subscription { store, changes: rx }
     }
 
+    /// Subscribes to the children of kind `C` (objects matching `config`, normally capstan's
+    /// label): a compact [`ChildCache`] instead of a typed store. Every owner of `C` shares it.
+    pub fn subscribe_children<C: Informable + Serialize>(
+        &mut self,
+        config: watcher::Config,
+    ) -> (ChildCache<C>, mpsc::Receiver<Arc<C>>) {
+        let key = (
+            TypeId::of::<C>(),
+            format!("children|{:?}|{:?}", config.label_selector, config.field_selector),
+        );
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<ChildEntry<C>>()) {
+            lock(&entry.subscribers).push(tx);
+            return (entry.cache.clone(), rx);
+        }
+        let cache = ChildCache::<C>::new();
+        let subscribers: Subscribers<C> = Arc::new(Mutex::new(vec![tx]));
+        let api = match &self.namespace {
+            Some(ns) => Api::<C>::namespaced(self.client.clone(), ns),
+            None => Api::<C>::all(self.client.clone()),
+        };
+        let name = kind_name::<C>(&config);
+        let gate = self.readiness.gate(format!("informer {name}"));
+        self.drivers.push((
+            name,
+            Box::pin(drive_children(api, config, cache.clone(), subscribers.clone(), gate)),
+        ));
+        let synced = cache.clone();
+        self.synced
+            .push(Box::pin(async move { synced.wait_until_ready().await }));
+        self.entries.insert(
+            key,
+            Box::new(ChildEntry {
+                cache: cache.clone(),
+                subscribers: subscribers.clone(),
+            }),
+        );
+        (cache, rx)
+    }
+
     /// The watches to run, one per registered kind and selector. Controllers must not reconcile
     /// before `synced`: a reconcile that reads a half-filled cache (a Pod not listed yet) would
     /// write a wrong status.
@@ -237,6 +286,65 @@ async fn drive<K: Informable>(
                 let _ = sender.send(obj.clone()).await;
             }
         }
+    }
+}
+
+/// [`drive`] for a [`ChildCache`]: the same events, stored as JSON. After a list every child is
+/// handed out decoded one at a time, so a relist never holds all of them decoded at once.
+async fn drive_children<C: Informable + Serialize>(
+    api: Api<C>,
+    config: watcher::Config,
+    cache: ChildCache<C>,
+    subscribers: Subscribers<C>,
+    gate: crate::readiness::Gate,
+) {
+    let events = watcher(api, config)
+        .backoff(WatchBackoff::default())
+        .modify(|obj: &mut C| obj.meta_mut().managed_fields = None);
+    let mut events = std::pin::pin!(events);
+    let mut listing = None;
+    while let Some(event) = events.next().await {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::warn!(%error, kind = %C::kind(&()), "watch failed; retrying with backoff");
+                continue;
+            }
+        };
+        let senders: Vec<_> = lock(&subscribers).clone();
+        match event {
+            watcher::Event::Init => listing = Some(child_cache::listing()),
+            watcher::Event::InitApply(obj) => {
+                child_cache::list_insert(listing.get_or_insert_with(child_cache::listing), &obj);
+            }
+            watcher::Event::InitDone => {
+                let vanished = cache.replace(listing.take().unwrap_or_default());
+                gate.ready();
+                for key in cache.keys() {
+                    if let Some(obj) = cache.get_key(&key) {
+                        send(&senders, obj).await;
+                    }
+                }
+                for obj in vanished {
+                    send(&senders, obj).await;
+                }
+            }
+            watcher::Event::Apply(obj) => {
+                cache.apply(&obj);
+                send(&senders, Arc::new(obj)).await;
+            }
+            watcher::Event::Delete(obj) => {
+                cache.delete(&obj);
+                send(&senders, Arc::new(obj)).await;
+            }
+        }
+    }
+}
+
+async fn send<K>(senders: &[mpsc::Sender<Arc<K>>], obj: Arc<K>) {
+    for sender in senders {
+        // A closed receiver is a controller that has stopped; the others still listen.
+        let _ = sender.send(obj.clone()).await;
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod apply;
 pub mod args;
+pub mod child_cache;
 pub mod children;
 pub mod client;
 pub mod compat;
@@ -36,6 +37,7 @@ pub mod watches;
 
 pub use apply::FIELD_MANAGER;
 pub use args::RuntimeArgs;
+pub use child_cache::ChildCache;
 pub use children::{ChildApplied, Children};
 pub use context::Context;
 pub use controller::{ReconcileError, Reconciler};

@@ -20,8 +20,10 @@ use kube::{
 use std::{fmt::Display, future::Future, sync::Arc};
 use tokio::sync::mpsc;
 
+use serde::Serialize;
+
 use crate::{
-    RuntimeArgs, ServedApis,
+    ChildCache, RuntimeArgs, ServedApis,
     informer::{Informable, Informers, Subscription},
     labels,
     tasks::{BackgroundTask, TaskContext},
@@ -78,11 +80,11 @@ impl<'a, K: Informable> Watches<'a, K> {
     /// which sets that label); a change to one wakes its controlling `K`.
     ///
     /// [`Context::children`]: crate::Context::children
-    pub fn owns<C: Informable>(&mut self) -> Store<C> {
-        let children = self.informers.subscribe_with::<C>(managed_by_capstan());
-        let store = children.store();
-        self.watches(children.into_stream(), |child| controller_of::<K>(child.as_ref()));
-        store
+    pub fn owns<C: Informable + Serialize>(&mut self) -> ChildCache<C> {
+        let (cache, changes) = self.informers.subscribe_children::<C>(managed_by_capstan());
+        let changes = futures::stream::unfold(changes, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+        self.watches(changes, |child| controller_of::<K>(child.as_ref()));
+        cache
     }
 
     /// A shared informer of `O` in the manager's scope (with `config`'s selectors), for a cache
