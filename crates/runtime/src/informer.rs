@@ -149,12 +149,7 @@ impl Informers {
         let writer = Writer::<K>::default();
         let store = writer.as_reader();
         let subscribers: Subscribers<K> = Arc::new(Mutex::new(vec![tx]));
-        let api = match &self.namespace {
-            Some(ns) => Api::<K>::namespaced(self.client.clone(), ns),
-            None => Api::<K>::all(self.client.clone()),
-        };
-        let name = kind_name::<K>(&config);
-        let gate = self.readiness.gate(format!("informer {name}"));
+        let (api, name, gate) = self.watch_of::<K>(&config);
         self.drivers.push((
             name,
             Box::pin(drive(api, config, trim, writer, subscribers.clone(), gate)),
@@ -191,12 +186,7 @@ impl Informers {
         }
         let cache = ChildCache::<C>::new();
         let subscribers: Subscribers<C> = Arc::new(Mutex::new(vec![tx]));
-        let api = match &self.namespace {
-            Some(ns) => Api::<C>::namespaced(self.client.clone(), ns),
-            None => Api::<C>::all(self.client.clone()),
-        };
-        let name = kind_name::<C>(&config);
-        let gate = self.readiness.gate(format!("informer {name}"));
+        let (api, name, gate) = self.watch_of::<C>(&config);
         self.drivers.push((
             name,
             Box::pin(drive_children(api, config, cache.clone(), subscribers.clone(), gate)),
@@ -212,6 +202,17 @@ impl Informers {
             }),
         );
         (cache, rx)
+    }
+
+    /// The API a new informer of `K` watches (the manager's scope), its name, and its readiness gate.
+    fn watch_of<K: Informable>(&self, config: &watcher::Config) -> (Api<K>, String, crate::readiness::Gate) {
+        let api = match &self.namespace {
+            Some(ns) => Api::<K>::namespaced(self.client.clone(), ns),
+            None => Api::<K>::all(self.client.clone()),
+        };
+        let name = kind_name::<K>(config);
+        let gate = self.readiness.gate(format!("informer {name}"));
+        (api, name, gate)
     }
 
     /// The watches to run, one per registered kind and selector. Controllers must not reconcile
