@@ -18,7 +18,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # service account, and links everything statically.
 FROM scratch
 LABEL org.opencontainers.image.source="https://github.com/capstan-dev/capstan" \
-      org.opencontainers.image.description="capstan-manager: the Foo and Memcached operators" \
+      org.opencontainers.image.description="capstan-manager: the Foo, Memcached and RedisHA operators" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=build /out/capstan-manager /capstan-manager
 USER 65532:65532

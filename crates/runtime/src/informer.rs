@@ -242,23 +242,9 @@ async fn drive<K: Informable>(
     gate: crate::readiness::Gate,
 ) {
     let store = writer.as_reader();
-    // Managed fields are most of an object's size and no controller reads them.
-    let events = watcher(api, config)
-        .backoff(WatchBackoff::default())
-        .modify(move |obj: &mut K| {
-            obj.meta_mut().managed_fields = None;
-            trim(obj);
-        });
-    let mut events = std::pin::pin!(events);
+    let mut events = std::pin::pin!(events(api, config, trim));
     let mut before_relist: Vec<Arc<K>> = Vec::new();
     while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying with backoff");
-                continue;
-            }
-        };
         if matches!(event, watcher::Event::Init) {
             before_relist = store.state();
         }
@@ -282,10 +268,7 @@ async fn drive<K: Informable>(
         }
         let senders: Vec<_> = lock(&subscribers).clone();
         for obj in changed {
-            for sender in &senders {
-                // A closed receiver is a controller that has stopped; the others still listen.
-                let _ = sender.send(obj.clone()).await;
-            }
+            send(&senders, obj).await;
         }
     }
 }
@@ -299,19 +282,9 @@ async fn drive_children<C: Informable + Serialize>(
     subscribers: Subscribers<C>,
     gate: crate::readiness::Gate,
 ) {
-    let events = watcher(api, config)
-        .backoff(WatchBackoff::default())
-        .modify(|obj: &mut C| obj.meta_mut().managed_fields = None);
-    let mut events = std::pin::pin!(events);
+    let mut events = std::pin::pin!(events(api, config, |_| {}));
     let mut listing = None;
     while let Some(event) = events.next().await {
-        let event = match event {
-            Ok(event) => event,
-            Err(error) => {
-                tracing::warn!(%error, kind = %C::kind(&()), "watch failed; retrying with backoff");
-                continue;
-            }
-        };
         let senders: Vec<_> = lock(&subscribers).clone();
         match event {
             watcher::Event::Init => listing = Some(child_cache::listing()),
@@ -340,6 +313,29 @@ async fn drive_children<C: Informable + Serialize>(
             }
         }
     }
+}
+
+/// The watch behind an informer: retried with [`WatchBackoff`], each object trimmed before anyone
+/// sees it, failures logged and skipped (the watcher itself re-lists after them).
+fn events<K: Informable>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> impl Stream<Item = watcher::Event<K>> + Send {
+    watcher(api, config)
+        .backoff(WatchBackoff::default())
+        .modify(move |obj: &mut K| {
+            // Managed fields are most of an object's size and no controller reads them.
+            obj.meta_mut().managed_fields = None;
+            trim(obj);
+        })
+        .filter_map(|event| async move {
+            event
+                .inspect_err(
+                    |error| tracing::warn!(%error, kind = %K::kind(&()), "watch failed; retrying with backoff"),
+                )
+                .ok()
+        })
 }
 
 async fn send<K>(senders: &[mpsc::Sender<Arc<K>>], obj: Arc<K>) {
