@@ -6,15 +6,16 @@ use capstan_runtime::{
     Action, ChildCache, Context, Error, Informers, Leadership, ReconcileError, Reconciler,
     apply::ApplyOutcome,
     client,
+    events::EventPublisher,
     metrics::Metrics,
     readiness::Readiness,
     testing::{eventually, spawn_manager, spawn_manager_with, test_args},
     watches::managed_by_capstan,
 };
 use capstan_testenv::{ControlPlane, audit};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use std::{
@@ -627,4 +628,69 @@ async fn a_background_task_runs_while_leading_queues_reconciles_and_stops_with_t
         at_stop,
         "the task stopped with the manager"
     );
+}
+
+/// Events on the real apiserver: a repeat within six minutes is counted in the first Event's
+/// series (the apiserver takes the merge patch), another reason is an Event of its own, and a note
+/// over the apiserver's 1 KB limit is cut instead of refused.
+#[tokio::test]
+async fn repeated_events_count_in_one_series_and_long_notes_are_cut() {
+    let cp = ControlPlane::shared();
+    let admin = cp.client().await;
+    let ns = cp.namespace(&admin, "rt-events").await.expect("namespace");
+    let owner = Api::<ConfigMap>::namespaced(admin.clone(), &ns)
+        .create(&PostParams::default(), &config_map("owner", "v"))
+        .await
+        .expect("create");
+    let regarding = owner.object_ref(&());
+    let publisher = EventPublisher::new(admin.clone(), "test", None);
+    let events = Api::<Event>::namespaced(admin.clone(), &ns);
+    let with_reason = |reason: &'static str| {
+        let events = events.clone();
+        move || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&Default::default()).await.map_err(|e| e.to_string())?;
+                list.items
+                    .into_iter()
+                    .find(|e| e.reason.as_deref() == Some(reason))
+                    .ok_or_else(|| format!("no {reason} Event"))
+            }
+        }
+    };
+
+    publisher.warning(&regarding, "Refused", "Apply", "first".into());
+    let first = eventually("the first Warning is written", WAIT, with_reason("Refused")).await;
+    assert_eq!(first.series, None);
+    assert_eq!(first.type_.as_deref(), Some("Warning"));
+    assert_eq!(first.reporting_controller.as_deref(), Some("capstan-test"));
+    assert_eq!(
+        first.regarding.as_ref().and_then(|r| r.uid.as_deref()),
+        owner.uid().as_deref()
+    );
+    for (note, count) in [("second", 2), ("third", 3)] {
+        publisher.warning(&regarding, "Refused", "Apply", note.into());
+        let counted = eventually(&format!("repeat {count} is counted in the series"), WAIT, || async {
+            let event = events.get(&first.name_any()).await.map_err(|e| e.to_string())?;
+            match event.series.as_ref().map(|s| s.count) {
+                Some(seen) if seen == count => Ok(event),
+                seen => Err(format!("series count {seen:?}")),
+            }
+        })
+        .await;
+        assert_eq!(counted.note.as_deref(), Some("first"), "a series keeps its first note");
+    }
+
+    publisher.normal(&regarding, "Scaled", "Scale", "é".repeat(3000));
+    let long = eventually(
+        "the Event with an over-long note is written",
+        WAIT,
+        with_reason("Scaled"),
+    )
+    .await;
+    let note = long.note.unwrap_or_default();
+    assert!(note.len() <= 1024 && note.ends_with(" …"), "{} bytes", note.len());
+
+    let all = events.list(&Default::default()).await.expect("list").items;
+    assert_eq!(all.len(), 2, "the repeats wrote no Events of their own: {all:#?}");
 }
