@@ -132,6 +132,18 @@ pub async fn apply<K>(api: &Api<K>, desired: &K, current: Option<&K>) -> Result<
 where
     K: Resource + Serialize + DeserializeOwned + Clone + Debug,
 {
+    Ok(apply_returning(api, desired, current).await?.0)
+}
+
+/// [`apply`], also returning the object as the apiserver stored it when it was written.
+pub(crate) async fn apply_returning<K>(
+    api: &Api<K>,
+    desired: &K,
+    current: Option<&K>,
+) -> Result<(ApplyOutcome, Option<K>), Error>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
     let desired_value = stamp_desired_hash(desired)?;
     let current_value = current
         .map(serde_json::to_value)
@@ -141,20 +153,21 @@ where
             source,
         })?;
     if !needs_apply(&desired_value, current_value.as_ref()) {
-        return Ok(ApplyOutcome::Unchanged);
+        return Ok((ApplyOutcome::Unchanged, None));
     }
     let name = desired
         .meta()
         .name
         .clone()
         .ok_or(Error::MissingField("metadata.name"))?;
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&desired_value),
-    )
-    .await?;
-    Ok(ApplyOutcome::Applied)
+    let stored = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&desired_value),
+        )
+        .await?;
+    Ok((ApplyOutcome::Applied, Some(stored)))
 }
 
 /// Server-side applies the status subresource of `obj` unless its stored status already matches.

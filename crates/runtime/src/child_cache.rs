@@ -17,6 +17,7 @@ use std::{
     collections::HashMap,
     marker::PhantomData,
     sync::{Arc, RwLock},
+    time::{Duration, Instant},
 };
 use tokio::sync::watch;
 
@@ -24,6 +25,10 @@ use crate::informer::Informable;
 
 /// Namespace and name.
 type Key = (Box<str>, Box<str>);
+
+/// How long a child this manager created is read from its apply response while its watch event
+/// has not arrived (normally milliseconds; seconds in a burst). After that, a miss costs a GET.
+const CREATED_FOR: Duration = Duration::from_secs(30);
 
 struct Stored {
     /// The object's JSON, LZ4-compressed.
@@ -37,6 +42,13 @@ pub(crate) struct Objects {
     by_key: HashMap<Key, Stored>,
     /// An owner has one child of a kind or a few: a vector is a fraction of a B-tree's node.
     by_owner: HashMap<Box<str>, Vec<Key>>,
+    /// Children created by this manager that the watch has not shown yet, as the apiserver
+    /// answered the create (a reconcile woken by its sibling's event reads it from here).
+    created: HashMap<Key, (Box<[u8]>, Instant)>,
+    /// Children the watch showed deleted lately: a create answer that comes after its own
+    /// deletion event is stale and is not remembered.
+    deleted: HashMap<Key, Instant>,
+    swept: Option<Instant>,
 }
 
 impl Objects {
@@ -59,12 +71,16 @@ impl Objects {
             .find(|r| r.controller == Some(true))
             .map(|r| Box::from(r.uid.as_str()));
         let key: Key = (namespace.into(), name.into());
+        self.created.remove(&key);
         let old = self.by_key.insert(key.clone(), Stored { packed, controller });
         let old_controller = old.and_then(|old| old.controller);
         if old_controller != self.by_key[&key].controller {
             self.unindex(old_controller.as_deref(), &key);
             if let Some(owner) = &self.by_key[&key].controller {
-                let keys = self.by_owner.entry(owner.clone()).or_insert_with(|| Vec::with_capacity(1));
+                let keys = self
+                    .by_owner
+                    .entry(owner.clone())
+                    .or_insert_with(|| Vec::with_capacity(1));
                 keys.push(key);
             }
         }
@@ -72,6 +88,10 @@ impl Objects {
 
     fn remove(&mut self, namespace: &str, name: &str) -> Option<Stored> {
         let key: Key = (namespace.into(), name.into());
+        let now = Instant::now();
+        self.sweep(now);
+        self.created.remove(&key);
+        self.deleted.insert(key.clone(), now);
         let old = self.by_key.remove(&key)?;
         self.unindex(old.controller.as_deref(), &key);
         Some(old)
@@ -86,6 +106,48 @@ impl Objects {
                 self.by_owner.remove(owner);
             }
         }
+    }
+
+    fn remember_created<C: Resource<DynamicType = ()> + Serialize>(&mut self, obj: &C) {
+        let meta = obj.meta();
+        let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+            return;
+        };
+        let key: Key = (namespace.into(), name.into());
+        let now = Instant::now();
+        self.sweep(now);
+        if self.by_key.contains_key(&key) || self.deleted.contains_key(&key) {
+            return;
+        }
+        if let Ok(json) = serde_json::to_vec(obj) {
+            self.created
+                .insert(key, (lz4_flex::compress_prepend_size(&json).into_boxed_slice(), now));
+        }
+    }
+
+    fn get(&self, key: &Key, now: Instant) -> Option<&[u8]> {
+        match self.by_key.get(key) {
+            Some(stored) => Some(&stored.packed),
+            None => self
+                .created
+                .get(key)
+                .filter(|(_, at)| now.duration_since(*at) < CREATED_FOR)
+                .map(|(packed, _)| &packed[..]),
+        }
+    }
+
+    /// Forgets creations and deletions older than [`CREATED_FOR`] (every few seconds at most:
+    /// a sweep per event would be quadratic).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|swept| now.duration_since(swept) < CREATED_FOR / 6)
+        {
+            return;
+        }
+        self.created.retain(|_, (_, at)| now.duration_since(*at) < CREATED_FOR);
+        self.deleted.retain(|_, at| now.duration_since(*at) < CREATED_FOR);
+        self.swept = Some(now);
     }
 
     fn keys(&self) -> Vec<Key> {
@@ -129,10 +191,7 @@ impl<C: Informable + Serialize> ChildCache<C> {
     pub fn get(&self, reference: &ObjectRef<C>) -> Option<Arc<C>> {
         let namespace = reference.namespace.as_deref()?;
         let objects = self.read();
-        let stored = objects
-            .by_key
-            .get(&(namespace.into(), reference.name.as_str().into()))?;
-        decode(&stored.packed)
+        decode(objects.get(&(namespace.into(), reference.name.as_str().into()), Instant::now())?)
     }
 
     /// The cached children in `namespace` whose controller is the object with `owner_uid`.
@@ -167,6 +226,12 @@ impl<C: Informable + Serialize> ChildCache<C> {
 
     pub(crate) fn apply(&self, obj: &C) {
         self.write().insert(obj);
+    }
+
+    /// Remembers a child this manager has just created, as the apiserver answered, until the
+    /// watch shows it (at most [`CREATED_FOR`]).
+    pub(crate) fn remember_created(&self, obj: &C) {
+        self.write().remember_created(obj);
     }
 
     pub(crate) fn delete(&self, obj: &C) {
@@ -332,6 +397,38 @@ mod tests {
     }
 
     #[test]
+    fn a_created_child_reads_from_its_create_answer_until_the_watch_shows_it() {
+        let cache = child_cache_from(Vec::<ConfigMap>::new());
+        let reference = ObjectRef::new("a").within("ns");
+        cache.remember_created(&child("ns", "a", Some("u1"), "answer"));
+        let read = cache.get(&reference).expect("remembered");
+        assert_eq!(read.data.as_ref().map(|d| d["k"].as_str()), Some("answer"));
+        assert!(cache.is_empty(), "not a watched child: not listed, not pruned");
+        assert!(cache.controlled_by("u1", "ns").is_empty());
+        cache.apply(&child("ns", "a", Some("u1"), "watched"));
+        cache.delete(&child("ns", "a", Some("u1"), "watched"));
+        assert!(
+            cache.get(&reference).is_none(),
+            "the watch's deletion also ends the memory"
+        );
+        // A create answered after the watch showed the object's deletion is stale.
+        cache.remember_created(&child("ns", "a", Some("u1"), "late"));
+        assert!(cache.get(&reference).is_none());
+    }
+
+    #[test]
+    fn a_remembered_creation_expires() {
+        let mut objects = Objects::default();
+        objects.remember_created(&child("ns", "a", Some("u1"), ""));
+        let key: Key = ("ns".into(), "a".into());
+        let now = Instant::now();
+        assert!(objects.get(&key, now).is_some());
+        assert!(objects.get(&key, now + CREATED_FOR).is_none(), "read after its time");
+        objects.sweep(now + CREATED_FOR * 2);
+        assert!(objects.created.is_empty() && objects.deleted.is_empty());
+    }
+
+    #[test]
     fn a_relist_replaces_everything_and_reports_what_vanished() {
         let cache = child_cache_from([child("ns", "a", Some("u1"), ""), child("ns", "b", Some("u1"), "")]);
         let mut listed = listing();
@@ -378,7 +475,10 @@ mod tests {
         let cache = child_cache_from([deployment.clone()]);
         let json = serde_json::to_vec(&deployment).expect("JSON").len();
         let stored = cache.read().by_key.values().map(|s| s.packed.len()).sum::<usize>();
-        eprintln!("typed struct {} B, JSON {json} B, stored {stored} B", std::mem::size_of::<Deployment>());
+        eprintln!(
+            "typed struct {} B, JSON {json} B, stored {stored} B",
+            std::mem::size_of::<Deployment>()
+        );
         assert!(stored * 10 < json * 7, "stored {stored} B of {json} B of JSON");
         let read = cache.get(&ObjectRef::new("mc-00042").within("bench-memcached"));
         assert_eq!(read.as_deref(), Some(&deployment));

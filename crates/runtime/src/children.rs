@@ -99,7 +99,11 @@ impl<'a> Children<'a> {
                 owner_kind: self.owner_ref.kind.clone(),
             });
         }
-        let outcome = self.ctx.apply(&desired, previous.as_deref()).await?;
+        let (outcome, stored) = self.ctx.apply_returning(&desired, previous.as_deref()).await?;
+        if let (None, Some(created)) = (&previous, &stored) {
+            // Until its watch event arrives, the next reconcile reads it from here, not with a GET.
+            cache.remember_created(created);
+        }
         self.applied.entry(TypeId::of::<C>()).or_default().insert(name);
         Ok(ChildApplied { outcome, previous })
     }

@@ -83,13 +83,25 @@ impl Context {
     where
         K: Informable + Serialize,
     {
+        Ok(self.apply_returning(desired, current).await?.0)
+    }
+
+    /// [`apply`](Self::apply), also returning the object as stored when it was written.
+    pub(crate) async fn apply_returning<K>(
+        &self,
+        desired: &K,
+        current: Option<&K>,
+    ) -> Result<(ApplyOutcome, Option<K>), Error>
+    where
+        K: Informable + Serialize,
+    {
         // Writes are refused once leadership is lost, even by a reconcile that started as leader.
         self.leadership.check()?;
         let namespace = desired.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
-        let outcome = apply::apply(&api, desired, current).await?;
+        let (outcome, stored) = apply::apply_returning(&api, desired, current).await?;
         self.count(outcome, &K::kind(&()));
-        Ok(outcome)
+        Ok((outcome, stored))
     }
 
     /// Writes `status` to `obj`'s status subresource unless it already holds it.
