@@ -121,20 +121,13 @@ impl Healer {
         };
         let regarding = rha.object_ref(&());
         let previous_password = self.shared.previous_password(&key);
-        if previous_password.is_some() && self.shared.sentinels_need(&key, &password) {
-            // Before any Pod restarts with the new password: Sentinels must authenticate with it.
-            if task
-                .leadership
-                .while_leader(redis_io::tell_sentinels_password(cluster))
-                .await?
-            {
-                self.shared.sentinels_told(key.clone(), password.clone());
-            }
-        }
         let observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
         let mut rotated = false;
         if let Some(previous) = &previous_password {
-            let unreachable: Vec<String> = observation
+            // The order matters: every Redis accepts the new password, then the Sentinels switch
+            // to it, then Pods restart with it. A Sentinel told first drops its links and reopens
+            // them with a password the master refuses, and holds it down after down-after.
+            let mut refusing: Vec<String> = observation
                 .redis
                 .iter()
                 .filter(|p| p.replication.is_none())
@@ -142,11 +135,12 @@ impl Healer {
                 .collect();
             let adopted = task
                 .leadership
-                .while_leader(redis_io::adopt_password(cluster, &unreachable, previous.as_deref()))
+                .while_leader(redis_io::adopt_password(cluster, &refusing, previous.as_deref()))
                 .await?;
             for (pod, outcome) in adopted {
                 match outcome {
                     Ok(()) => {
+                        refusing.retain(|p| *p != pod);
                         rotated = true;
                         task.events.normal(
                             &regarding,
@@ -162,7 +156,18 @@ impl Healer {
                     ),
                 }
             }
+            if refusing.is_empty()
+                && self.shared.sentinels_need(&key, &password)
+                && task
+                    .leadership
+                    .while_leader(redis_io::tell_sentinels_password(cluster))
+                    .await?
+            {
+                self.shared.sentinels_told(key.clone(), password.clone());
+            }
         }
+        // No Pod restarts with the new password before the Sentinels authenticate with it.
+        let sentinels_behind = previous_password.is_some() && self.shared.sentinels_need(&key, &password);
         let plan = decide(&observation);
         for action in &plan.actions {
             let done = task.leadership.while_leader(redis_io::perform(action, cluster)).await?;
@@ -195,7 +200,7 @@ impl Healer {
                 plan.wait,
                 Some(Wait::FailoverInProgress { .. } | Wait::SentinelsToFailOver { .. })
             );
-        if plan.wait.is_none() && plan.actions.is_empty() {
+        if plan.wait.is_none() && plan.actions.is_empty() && !sentinels_behind {
             in_motion |= self.rollout(rha, &pods, &plan, cluster, task).await?;
         }
         if self.shared.set_plan(key, plan) {

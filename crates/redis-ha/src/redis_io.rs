@@ -591,8 +591,9 @@ pub async fn ping(target: Target<'_>) -> Result<(), IoError> {
 /// A password change made live on a Redis still running with the previous password (`target`
 /// authenticates with it): it accepts the new one as well (`ACL SETUSER default on >new`, until it
 /// restarts from the new template) and authenticates to its master with the new one (`CONFIG SET
-/// masterauth`), so old and new Pods replicate from each other while the Pods roll.
-pub async fn accept_new_password(target: Target<'_>, new: &str) -> Result<(), IoError> {
+/// masterauth`), so old and new Pods replicate from each other while the Pods roll. Then the
+/// Sentinels' links to it are reopened ([`drop_sentinel_links`]).
+pub async fn accept_new_password(target: Target<'_>, new: &str, sentinel_hosts: &[&str]) -> Result<(), IoError> {
     let _: () = target
         .query(
             "ACL SETUSER",
@@ -604,7 +605,51 @@ pub async fn accept_new_password(target: Target<'_>, new: &str) -> Result<(), Io
                 .clone(),
         )
         .await?;
-    config_set(target, "masterauth", new).await
+    config_set(target, "masterauth", new).await?;
+    drop_sentinel_links(target, sentinel_hosts).await
+}
+
+/// Closes the Sentinels' connections to `target` so they reconnect and authenticate afresh.
+/// Sentinel sends `AUTH` once, when it opens a link, and takes `-NOAUTH` answers to its PINGs for
+/// a live link it never reopens: a Sentinel that opened its links with the new password before
+/// this Redis accepted it (a Sentinel Pod restarted by the roll) would hold a healthy master down
+/// after `down-after-milliseconds`.
+pub async fn drop_sentinel_links(target: Target<'_>, sentinel_hosts: &[&str]) -> Result<(), IoError> {
+    let clients: String = target
+        .query("CLIENT LIST", redis::cmd("CLIENT").arg("LIST").clone())
+        .await?;
+    for id in sentinel_client_ids(&clients, sentinel_hosts) {
+        // Gone already is as good as closed.
+        let _: Result<i64, _> = target
+            .query(
+                "CLIENT KILL",
+                redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).clone(),
+            )
+            .await;
+    }
+    Ok(())
+}
+
+/// The ids of the Sentinels' connections in a `CLIENT LIST` reply: named `sentinel-<id>-cmd` or
+/// `-pubsub` by Sentinel, or, since a link whose `AUTH` was refused could not name itself either,
+/// any connection from a Sentinel's address that is not a replication link.
+pub fn sentinel_client_ids(client_list: &str, sentinel_hosts: &[&str]) -> Vec<u64> {
+    client_list
+        .lines()
+        .filter_map(|line| {
+            let field = |key: &str| {
+                line.split(' ')
+                    .find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))
+            };
+            let named = field("name").is_some_and(|name| name.starts_with("sentinel-"));
+            let from_sentinel = field("addr")
+                .and_then(|addr| addr.rsplit_once(':'))
+                .is_some_and(|(host, _)| sentinel_hosts.contains(&host));
+            let replication = field("flags").is_some_and(|flags| flags.contains(['S', 'M']));
+            let sentinel_link = named || (from_sentinel && !replication);
+            sentinel_link.then(|| field("id")?.parse().ok())?
+        })
+        .collect()
 }
 
 /// For each of `pods` that refuses the current password but takes `previous`: makes it accept the
@@ -617,13 +662,19 @@ pub async fn adopt_password<'a>(
     let Some(new) = cluster.password else {
         return Vec::new(); // turning auth off is not rotated live
     };
+    let sentinel_hosts: Vec<&str> = cluster.sentinels.iter().map(|s| s.connect.host.as_str()).collect();
     let mut done = Vec::new();
     for member in cluster.redis.iter().filter(|m| pods.contains(&m.pod)) {
         match ping(Target::new(&member.connect, Some(new), cluster.timeouts)).await {
             Err(error) if is_auth_refused(&error) => {}
             _ => continue, // takes the new password already, or is down for another reason
         }
-        let outcome = accept_new_password(Target::new(&member.connect, previous, cluster.timeouts), new).await;
+        let outcome = accept_new_password(
+            Target::new(&member.connect, previous, cluster.timeouts),
+            new,
+            &sentinel_hosts,
+        )
+        .await;
         done.push((member.pod.clone(), outcome));
     }
     done
@@ -786,6 +837,27 @@ mod tests {
         master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
         master_sync_in_progress:1\r\nslave_read_repl_offset:10\r\nslave_repl_offset:10\r\n\
         slave_priority:100\r\nconnected_slaves:0\r\nmaster_repl_offset:12\r\n";
+
+    #[test]
+    fn sentinel_links_are_told_apart_from_other_clients() {
+        // Redis 7.0's CLIENT LIST: one line per client, the healer's own connection included.
+        let list = "id=3 addr=10.0.0.7:41234 laddr=10.0.0.5:6379 fd=8 name=sentinel-1a2b3c4d-cmd age=40 flags=N cmd=ping user=default\n\
+            id=4 addr=10.0.0.7:41236 laddr=10.0.0.5:6379 fd=9 name=sentinel-1a2b3c4d-pubsub age=40 flags=P cmd=subscribe user=default\n\
+            id=5 addr=10.0.0.8:41000 laddr=10.0.0.5:6379 fd=13 name= age=2 flags=N cmd=ping user=default\n\
+            id=6 addr=10.0.0.8:41002 laddr=10.0.0.5:6379 fd=14 name= age=2 flags=N cmd=subscribe user=default\n\
+            id=9 addr=10.0.0.2:50000 laddr=10.0.0.5:6379 fd=10 name= age=0 flags=N cmd=client|list user=default\n\
+            id=12 addr=10.0.0.9:50002 laddr=10.0.0.5:6379 fd=11 name=app-sentinel-like age=3 flags=N cmd=set user=default\n\
+            id=15 addr=10.0.0.8:6379 laddr=10.0.0.5:6379 fd=12 name= age=30 flags=S cmd=replconf user=default\n";
+        // 10.0.0.8 is a Sentinel whose AUTH was refused (it could not name its links) and, in
+        // this made-up list, also a replica's address: its replication link stays.
+        assert_eq!(sentinel_client_ids(list, &["10.0.0.7", "10.0.0.8"]), [3, 4, 5, 6]);
+        assert_eq!(sentinel_client_ids(list, &[]), [3, 4], "named links only");
+        assert!(sentinel_client_ids("", &["10.0.0.7"]).is_empty());
+        assert!(
+            sentinel_client_ids("id=x name=sentinel-1-cmd\nname=sentinel-2-cmd", &[]).is_empty(),
+            "no usable id"
+        );
+    }
 
     #[test]
     fn info_replication_of_a_master() {

@@ -547,6 +547,52 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     )
     .await;
 
+    // A password rotation with the Sentinels a step ahead (as a Sentinel Pod restarted by the roll
+    // is): every Sentinel reopens its links with a password no Redis accepts yet, and every PING
+    // is answered -NOAUTH. Sentinel authenticates a link only when it opens it, so once a Redis
+    // accepts the new password (`adopt_password`) its Sentinel links must be dropped; otherwise
+    // each Sentinel logs +sdown for every healthy Redis after down-after (3 s here).
+    const NEW_PASSWORD: &str = "rotated \"password\"";
+    let rotated = Cluster {
+        password: Some(NEW_PASSWORD),
+        ..cluster
+    };
+    let sentinel_log = |i: usize| fs::read_to_string(temp.path().join(format!("sentinel-{i}.log"))).unwrap_or_default();
+    let logged_before: Vec<usize> = (0..3).map(|i| sentinel_log(i).len()).collect();
+    assert!(
+        redis_io::tell_sentinels_password(rotated).await,
+        "every Sentinel takes the new auth-pass"
+    );
+    // Sentinel reconnects within a tick (100 ms): its new links are refused from here on.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let every_pod: Vec<String> = members.iter().map(|m| m.pod.clone()).collect();
+    let adopted = redis_io::adopt_password(rotated, &every_pod, Some(PASSWORD)).await;
+    assert!(
+        adopted.len() == 3 && adopted.iter().all(|(_, outcome)| outcome.is_ok()),
+        "each Redis refused the new password, then took it: {adopted:?}"
+    );
+    // Long enough for down-after to pass on a refused link (what the logs would then show).
+    tokio::time::sleep(Duration::from_millis(u64::from(base.timings.down_after_ms) + 2_000)).await;
+    for (i, before) in logged_before.into_iter().enumerate() {
+        let log = sentinel_log(i);
+        let since = log.get(before..).unwrap_or_default();
+        assert!(
+            since.contains("auth-pass"),
+            "sentinel {i} logged the new auth-pass:\n{since}"
+        );
+        assert!(
+            !since.contains("+sdown"),
+            "sentinel {i} held a healthy Redis down after the rotation:\n{since}"
+        );
+    }
+    wait_for(
+        "rotated: the new password works everywhere and the Sentinels agree",
+        Duration::from_secs(30),
+        rotated,
+        |o| settled_on(o, &final_master),
+    )
+    .await;
+
     // Readiness as the probes see it: the master and linked replicas are ready, and so is each
     // Sentinel; a Redis that does not answer is not.
     for (i, member) in members.iter().enumerate() {
