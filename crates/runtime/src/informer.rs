@@ -8,7 +8,7 @@
 use futures::{FutureExt, Stream, StreamExt, future::BoxFuture};
 use kube::{
     Api, Client, Resource,
-    core::NamespaceResourceScope,
+    core::{NamespaceResourceScope, PartialObjectMeta, PartialObjectMetaExt},
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, Store, store::Writer},
@@ -81,7 +81,7 @@ struct Entry<K: Informable> {
 
 struct ChildEntry<C: Informable> {
     cache: ChildCache<C>,
-    subscribers: Subscribers<C>,
+    subscribers: Subscribers<PartialObjectMeta<C>>,
 }
 
 /// The registry of informers. Controllers subscribe while the manager is assembled; [`start`]
@@ -171,10 +171,12 @@ impl Informers {
 
     /// Subscribes to the children of kind `C` (objects matching `config`, normally capstan's
     /// label): a compact [`ChildCache`] instead of a typed store. Every owner of `C` shares it.
+    /// Changes come as the child's metadata, which names its owner: a decoded child waiting in
+    /// the channel would cost several times what the cache keeps of it.
     pub fn subscribe_children<C: Informable + Serialize>(
         &mut self,
         config: watcher::Config,
-    ) -> (ChildCache<C>, mpsc::Receiver<Arc<C>>) {
+    ) -> (ChildCache<C>, mpsc::Receiver<Arc<PartialObjectMeta<C>>>) {
         let key = (
             TypeId::of::<C>(),
             format!("children|{:?}|{:?}", config.label_selector, config.field_selector),
@@ -185,7 +187,7 @@ impl Informers {
             return (entry.cache.clone(), rx);
         }
         let cache = ChildCache::<C>::new();
-        let subscribers: Subscribers<C> = Arc::new(Mutex::new(vec![tx]));
+        let subscribers: Subscribers<PartialObjectMeta<C>> = Arc::new(Mutex::new(vec![tx]));
         let (api, name, gate) = self.watch_of::<C>(&config);
         self.drivers.push((
             name,
@@ -279,7 +281,7 @@ async fn drive_children<C: Informable + Serialize>(
     api: Api<C>,
     config: watcher::Config,
     cache: ChildCache<C>,
-    subscribers: Subscribers<C>,
+    subscribers: Subscribers<PartialObjectMeta<C>>,
     gate: crate::readiness::Gate,
 ) {
     let mut events = std::pin::pin!(events(api, config, |_| {}));
@@ -296,20 +298,20 @@ async fn drive_children<C: Informable + Serialize>(
                 gate.ready();
                 for key in cache.keys() {
                     if let Some(obj) = cache.get_key(&key) {
-                        send(&senders, obj).await;
+                        send(&senders, metadata_of(&obj)).await;
                     }
                 }
                 for obj in vanished {
-                    send(&senders, obj).await;
+                    send(&senders, metadata_of(&obj)).await;
                 }
             }
             watcher::Event::Apply(obj) => {
                 cache.apply(&obj);
-                send(&senders, Arc::new(obj)).await;
+                send(&senders, metadata_of(&obj)).await;
             }
             watcher::Event::Delete(obj) => {
                 cache.delete(&obj);
-                send(&senders, Arc::new(obj)).await;
+                send(&senders, metadata_of(&obj)).await;
             }
         }
     }
@@ -336,6 +338,10 @@ fn events<K: Informable>(
                 )
                 .ok()
         })
+}
+
+fn metadata_of<C: Informable>(obj: &C) -> Arc<PartialObjectMeta<C>> {
+    Arc::new(obj.meta().clone().into_request_partial::<C>())
 }
 
 async fn send<K>(senders: &[mpsc::Sender<Arc<K>>], obj: Arc<K>) {
