@@ -53,24 +53,16 @@ pub(crate) struct Objects {
 
 impl Objects {
     fn insert<C: Resource<DynamicType = ()> + Serialize>(&mut self, obj: &C) {
-        let meta = obj.meta();
-        let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        let (Some(key), Some(packed)) = (key_of(obj), pack(obj)) else {
             return;
         };
-        let packed = match serde_json::to_vec(obj) {
-            Ok(json) => lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
-            Err(error) => {
-                tracing::error!(%error, kind = %C::kind(&()), name, "cannot store a child as JSON");
-                return;
-            }
-        };
-        let controller: Option<Box<str>> = meta
+        let controller: Option<Box<str>> = obj
+            .meta()
             .owner_references
             .iter()
             .flatten()
             .find(|r| r.controller == Some(true))
             .map(|r| Box::from(r.uid.as_str()));
-        let key: Key = (namespace.into(), name.into());
         self.created.remove(&key);
         let old = self.by_key.insert(key.clone(), Stored { packed, controller });
         let old_controller = old.and_then(|old| old.controller);
@@ -86,8 +78,7 @@ impl Objects {
         }
     }
 
-    fn remove(&mut self, namespace: &str, name: &str) -> Option<Stored> {
-        let key: Key = (namespace.into(), name.into());
+    fn remove(&mut self, key: Key) -> Option<Stored> {
         let now = Instant::now();
         self.sweep(now);
         self.created.remove(&key);
@@ -109,19 +100,16 @@ impl Objects {
     }
 
     fn remember_created<C: Resource<DynamicType = ()> + Serialize>(&mut self, obj: &C) {
-        let meta = obj.meta();
-        let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) else {
+        let Some(key) = key_of(obj) else {
             return;
         };
-        let key: Key = (namespace.into(), name.into());
         let now = Instant::now();
         self.sweep(now);
         if self.by_key.contains_key(&key) || self.deleted.contains_key(&key) {
             return;
         }
-        if let Ok(json) = serde_json::to_vec(obj) {
-            self.created
-                .insert(key, (lz4_flex::compress_prepend_size(&json).into_boxed_slice(), now));
+        if let Some(packed) = pack(obj) {
+            self.created.insert(key, (packed, now));
         }
     }
 
@@ -235,9 +223,8 @@ impl<C: Informable + Serialize> ChildCache<C> {
     }
 
     pub(crate) fn delete(&self, obj: &C) {
-        let meta = obj.meta();
-        if let (Some(namespace), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) {
-            self.write().remove(namespace, name);
+        if let Some(key) = key_of(obj) {
+            self.write().remove(key);
         }
     }
 
@@ -285,6 +272,23 @@ pub(crate) fn listing() -> Objects {
 
 pub(crate) fn list_insert<C: Resource<DynamicType = ()> + Serialize>(listing: &mut Objects, obj: &C) {
     listing.insert(obj);
+}
+
+/// An object's cache key: its namespace and name (`None` without either: not a namespaced child).
+fn key_of<C: Resource<DynamicType = ()>>(obj: &C) -> Option<Key> {
+    let meta = obj.meta();
+    Some((meta.namespace.as_deref()?.into(), meta.name.as_deref()?.into()))
+}
+
+/// An object as it is stored: its JSON, LZ4-compressed.
+fn pack<C: Resource<DynamicType = ()> + Serialize>(obj: &C) -> Option<Box<[u8]>> {
+    match serde_json::to_vec(obj) {
+        Ok(json) => Some(lz4_flex::compress_prepend_size(&json).into_boxed_slice()),
+        Err(error) => {
+            tracing::error!(%error, kind = %C::kind(&()), name = ?obj.meta().name, "cannot store a child as JSON");
+            None
+        }
+    }
 }
 
 fn decode<C: DeserializeOwned + Resource<DynamicType = ()>>(packed: &[u8]) -> Option<Arc<C>> {
