@@ -222,7 +222,9 @@ const OLD_ROOT: &str = ".capstan-oldroot";
 /// The size of each Pod's private `/tmp` and `/dev/shm`.
 const TMP_SIZE: &str = "256m";
 
-/// The one child of `pid` (the process `unshare --fork` or `nsenter` started), once it exists.
+/// The one child of `pid` (the process `unshare --fork` or `nsenter` started), once it exists;
+/// `None` at once when `pid` has already exited (a container that crashed on start leaves no
+/// child to find, and waiting out `wait` would add to its back-off).
 pub async fn child_of(pid: u32, wait: Duration) -> Option<u32> {
     let path = format!("/proc/{pid}/task/{pid}/children");
     let started = std::time::Instant::now();
@@ -233,16 +235,51 @@ pub async fn child_of(pid: u32, wait: Duration) -> Option<u32> {
         {
             return Some(child);
         }
-        if started.elapsed() > wait {
+        if !is_running(pid) || started.elapsed() > wait {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
+/// Whether `pid` exists and is not a zombie (the state field follows the parenthesised name,
+/// which may itself hold spaces and parentheses).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| !matches!(state, "Z" | "X" | "x"))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn child_of_finds_a_child_and_gives_up_at_once_on_an_exited_parent() {
+        let mut parent = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & wait"])
+            .spawn()
+            .expect("spawn sh");
+        let child = child_of(parent.id(), Duration::from_secs(10)).await;
+        assert!(child.is_some_and(|c| c != parent.id()), "{child:?}");
+        parent.kill().expect("kill");
+        parent.wait().expect("wait");
+
+        // An exited (zombie) parent has no child to wait for.
+        let mut exited = std::process::Command::new("true").spawn().expect("spawn true");
+        let pid = exited.id();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while is_running(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let asked = std::time::Instant::now();
+        assert_eq!(child_of(pid, Duration::from_secs(10)).await, None);
+        assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+        exited.wait().expect("wait");
+    }
 
     #[test]
     fn mount_paths_are_created_only_after_the_host_root_is_detached() {
