@@ -12,9 +12,9 @@ pub use crd::{Foo, FooSpec, FooStatus};
 pub use index::FriendIndex;
 pub use reconcile::{Error, FooReconciler, build_status};
 
-use capstan_runtime::{ControllerEntry, Watches};
+use capstan_runtime::{ControllerEntry, Names, Watches};
 use k8s_openapi::api::core::v1::Pod;
-use kube::{CustomResourceExt, core::PartialObjectMeta, runtime::watcher};
+use kube::{CustomResourceExt, runtime::watcher};
 
 /// The Foo controller's line in a manager's controller table.
 pub const CONTROLLER: ControllerEntry = ControllerEntry {
@@ -23,14 +23,15 @@ pub const CONTROLLER: ControllerEntry = ControllerEntry {
     add: |manager| manager.add(controller),
 };
 
-/// Foos, and Pods (metadata only) mapped to the Foos naming them.
+/// Foos, and the names of the Pods in scope (watched metadata-only), a Pod's change mapped to
+/// the Foos naming it.
 pub fn controller(w: &mut Watches<'_, Foo>) -> FooReconciler {
     let friends = FriendIndex::default();
     let (recorded, recorded_store) = (friends.clone(), w.store());
     w.on_change(move |foo| recorded.observe(foo, &recorded_store));
-    let pods = w.subscribe_trimmed::<PartialObjectMeta<Pod>>(watcher::Config::default(), index::trim_pod);
-    let pod_store = pods.store();
+    let pods = w.index::<Pod, Names>(watcher::Config::default(), index::trim_pod);
+    let pod_names = pods.index();
     let foos = w.store();
     w.watches(pods.into_stream(), move |pod| friends.foos_naming(&pod, &foos));
-    FooReconciler::new(pod_store)
+    FooReconciler::new(pod_names)
 }

@@ -1,13 +1,9 @@
 use capstan_runtime::{
-    Action, Context, ReconcileError, Reconciler,
+    Action, Context, Names, ReconcileError, Reconciler, SharedIndex,
     conditions::{DesiredCondition, READY, merge_conditions},
 };
-use k8s_openapi::{api::core::v1::Pod, jiff::Timestamp};
-use kube::{
-    Resource, ResourceExt,
-    core::PartialObjectMeta,
-    runtime::reflector::{ObjectRef, Store},
-};
+use k8s_openapi::jiff::Timestamp;
+use kube::{Resource, ResourceExt};
 use std::sync::Arc;
 
 use crate::{Foo, FooStatus};
@@ -30,11 +26,11 @@ impl ReconcileError for Error {
 }
 
 pub struct FooReconciler {
-    pods: Store<PartialObjectMeta<Pod>>,
+    pods: SharedIndex<Names>,
 }
 
 impl FooReconciler {
-    pub fn new(pods: Store<PartialObjectMeta<Pod>>) -> Self {
+    pub fn new(pods: SharedIndex<Names>) -> Self {
         Self { pods }
     }
 }
@@ -67,10 +63,7 @@ impl Reconciler for FooReconciler {
 
     async fn reconcile(&self, foo: Arc<Foo>, ctx: &Context) -> Result<Action, Error> {
         let namespace = foo.namespace().ok_or(Error::NotNamespaced)?;
-        let friend_exists = self
-            .pods
-            .get(&ObjectRef::new(&foo.spec.name).within(&namespace))
-            .is_some();
+        let friend_exists = self.pods.read(|pods| pods.contains(&namespace, &foo.spec.name));
         let status = build_status(&foo, friend_exists, Timestamp::now());
         ctx.apply_status(foo.as_ref(), foo.status.as_ref(), &status)
             .await

@@ -17,7 +17,6 @@ pub use reconcile::{Error, MemcachedReconciler};
 pub use status::{AVAILABLE, DEGRADED, OWN_CONDITIONS, Observed, PROGRESSING, build_status};
 
 use capstan_runtime::{ControllerEntry, Watches, labels};
-use futures::StreamExt;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Pod, Service},
@@ -39,19 +38,17 @@ pub const CONTROLLER: ControllerEntry = ControllerEntry {
 pub fn controller(w: &mut Watches<'_, Memcached>) -> MemcachedReconciler {
     let deployments = w.owns::<Deployment>();
     let services = w.owns::<Service>();
-    let pods = w.subscribe_trimmed::<PartialObjectMeta<Pod>>(
+    let pods = w.index::<Pod, PodsByInstance>(
         watcher::Config::default().labels(&labels::managed_selector(build::APP)),
         pod_index::trim_pod,
     );
-    let pod_index = PodsByInstance::default();
-    let (indexed, pod_store) = (pod_index.clone(), pods.store());
-    let pod_changes = pods.into_stream().inspect(move |pod| indexed.observe(pod, &pod_store));
-    w.watches(pod_changes, |pod| owner_of_pod(&pod));
+    let pod_index = pods.index();
+    w.watches(pods.into_stream(), |pod| owner_of_pod(&pod));
     MemcachedReconciler::new(deployments, services, pod_index)
 }
 
 /// The Memcached a Pod belongs to, read from the labels its Deployment's template gives it.
 fn owner_of_pod(pod: &PartialObjectMeta<Pod>) -> Option<ObjectRef<Memcached>> {
-    let (namespace, instance) = pod_index::instance_of(pod)?;
+    let (namespace, instance) = pod_index::instance_of(&pod.metadata)?;
     Some(ObjectRef::new(&instance).within(&namespace))
 }

@@ -1,4 +1,6 @@
-use capstan_runtime::{Action, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, apply::ApplyOutcome};
+use capstan_runtime::{
+    Action, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, SharedIndex, apply::ApplyOutcome,
+};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},
     jiff::Timestamp,
@@ -51,11 +53,15 @@ impl ReconcileError for Error {
 pub struct MemcachedReconciler {
     deployments: ChildCache<Deployment>,
     services: ChildCache<Service>,
-    pods: PodsByInstance,
+    pods: SharedIndex<PodsByInstance>,
 }
 
 impl MemcachedReconciler {
-    pub fn new(deployments: ChildCache<Deployment>, services: ChildCache<Service>, pods: PodsByInstance) -> Self {
+    pub fn new(
+        deployments: ChildCache<Deployment>,
+        services: ChildCache<Service>,
+        pods: SharedIndex<PodsByInstance>,
+    ) -> Self {
         Self {
             deployments,
             services,
@@ -146,8 +152,13 @@ impl Reconciler for MemcachedReconciler {
             deployment: previous.as_deref(),
             just_changed: just_changed && outcome == ApplyOutcome::Applied,
         };
-        self.write_status(&mc, ctx, observed, self.pods.pods_of(&namespace, &name))
-            .await?;
+        self.write_status(
+            &mc,
+            ctx,
+            observed,
+            self.pods.read(|pods| pods.pods_of(&namespace, &name)),
+        )
+        .await?;
         // Deployment and Pod events drive everything; no periodic resync is needed.
         Ok(Action::await_change())
     }

@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use crate::{
     child_cache::{self, ChildCache},
     lock,
+    meta_index::{self, IndexSubscription, MetadataIndex, SharedIndex},
     readiness::Readiness,
 };
 
@@ -72,7 +73,7 @@ impl<K: Informable> Subscription<K> {
     }
 }
 
-type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
+pub(crate) type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
 
 struct Entry<K: Informable> {
     store: Store<K>,
@@ -82,6 +83,11 @@ struct Entry<K: Informable> {
 struct ChildEntry<C: Informable> {
     cache: ChildCache<C>,
     subscribers: Subscribers<PartialObjectMeta<C>>,
+}
+
+struct IndexEntry<K: Informable, I> {
+    index: SharedIndex<I>,
+    subscribers: Subscribers<PartialObjectMeta<K>>,
 }
 
 /// The registry of informers. Controllers subscribe while the manager is assembled; [`start`]
@@ -206,6 +212,60 @@ impl Informers {
         (cache, rx)
     }
 
+    /// Subscribes to an index of `K`'s metadata (`config`'s selectors, each object trimmed by
+    /// `trim` first) kept instead of a cache. Subscriptions with the same index type, selectors
+    /// and `trim` share one watch and one index.
+    pub fn subscribe_index<K: Informable, I: MetadataIndex>(
+        &mut self,
+        config: watcher::Config,
+        trim: fn(&mut PartialObjectMeta<K>),
+    ) -> IndexSubscription<K, I> {
+        let key = (
+            TypeId::of::<(K, I)>(),
+            format!(
+                "index|{:?}|{:?}|{:#x}",
+                config.label_selector, config.field_selector, trim as usize
+            ),
+        );
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        if let Some(entry) = self
+            .entries
+            .get(&key)
+            .and_then(|e| e.downcast_ref::<IndexEntry<K, I>>())
+        {
+            lock(&entry.subscribers).push(tx);
+            return IndexSubscription {
+                index: entry.index.clone(),
+                changes: rx,
+            };
+        }
+        let index = SharedIndex::<I>::default();
+        let subscribers: Subscribers<PartialObjectMeta<K>> = Arc::new(Mutex::new(vec![tx]));
+        let (api, name, gate) = self.watch_of::<PartialObjectMeta<K>>(&config);
+        self.drivers.push((
+            name,
+            Box::pin(meta_index::drive_index(
+                api,
+                config,
+                trim,
+                index.clone(),
+                subscribers.clone(),
+                gate,
+            )),
+        ));
+        let synced = index.clone();
+        self.synced
+            .push(Box::pin(async move { synced.wait_until_ready().await }));
+        self.entries.insert(
+            key,
+            Box::new(IndexEntry {
+                index: index.clone(),
+                subscribers,
+            }),
+        );
+        IndexSubscription { index, changes: rx }
+    }
+
     /// The API a new informer of `K` watches (the manager's scope), its name, and its readiness gate.
     fn watch_of<K: Informable>(&self, config: &watcher::Config) -> (Api<K>, String, crate::readiness::Gate) {
         let api = match &self.namespace {
@@ -319,7 +379,7 @@ async fn drive_children<C: Informable + Serialize>(
 
 /// The watch behind an informer: retried with [`WatchBackoff`], each object trimmed before anyone
 /// sees it, failures logged and skipped (the watcher itself re-lists after them).
-fn events<K: Informable>(
+pub(crate) fn events<K: Informable>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
@@ -344,7 +404,7 @@ fn metadata_of<C: Informable>(obj: &C) -> Arc<PartialObjectMeta<C>> {
     Arc::new(obj.meta().clone().into_request_partial::<C>())
 }
 
-async fn send<K>(senders: &[mpsc::Sender<Arc<K>>], obj: Arc<K>) {
+pub(crate) async fn send<K>(senders: &[mpsc::Sender<Arc<K>>], obj: Arc<K>) {
     for sender in senders {
         // A closed receiver is a controller that has stopped; the others still listen.
         let _ = sender.send(obj.clone()).await;

@@ -15,6 +15,7 @@
 use futures::{Stream, StreamExt, stream::BoxStream};
 use kube::{
     Resource, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{reflector::ObjectRef, reflector::Store, watcher},
 };
 use std::{fmt::Display, future::Future, sync::Arc};
@@ -26,6 +27,7 @@ use crate::{
     ChildCache, RuntimeArgs, ServedApis,
     informer::{Informable, Informers, Subscription},
     labels,
+    meta_index::{IndexSubscription, MetadataIndex},
     tasks::{BackgroundTask, TaskContext},
 };
 
@@ -98,6 +100,18 @@ impl<'a, K: Informable> Watches<'a, K> {
     /// proportional to what it uses.
     pub fn subscribe_trimmed<O: Informable>(&mut self, config: watcher::Config, trim: fn(&mut O)) -> Subscription<O> {
         self.informers.subscribe_trimmed::<O>(config, trim)
+    }
+
+    /// An index of `O`'s metadata in the manager's scope (with `config`'s selectors, each object
+    /// trimmed by `trim`), kept in place of a cache: for a kind a controller only needs names or
+    /// owners of ([`Names`](crate::Names) answers "does it exist"). Pass the subscription's
+    /// stream to [`watches`](Self::watches) to be woken by changes.
+    pub fn index<O: Informable, I: MetadataIndex>(
+        &mut self,
+        config: watcher::Config,
+        trim: fn(&mut PartialObjectMeta<O>),
+    ) -> IndexSubscription<O, I> {
+        self.informers.subscribe_index::<O, I>(config, trim)
     }
 
     /// Reconciles the objects `mapper` names for each item of `stream`.
