@@ -111,8 +111,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // the (release) manager and flatter the ratio, so the bench itself runs optimized.
     cmd::run(cmd::cargo().args(["build", "--release", "-p", "capstan-manager"]))?;
     if cfg!(debug_assertions) && std::env::var_os(OPTIMIZED_ENV).is_none() {
-        cmd::run(cmd::cargo().args(["build", "--release", "-p", "xtask"]))?;
-        let mut optimized = Command::new(target.join("release/xtask"));
+        cmd::run(cmd::cargo().args(["build", "--profile", "tooling", "-p", "xtask"]))?;
+        let mut optimized = Command::new(target.join("tooling/xtask"));
         optimized.args(std::env::args_os().skip(1)).env(OPTIMIZED_ENV, "1");
         return cmd::run(&mut optimized);
     }
