@@ -15,7 +15,7 @@ use crate::{
     informer::Informable,
     leadership::Leadership,
     metrics::Metrics,
-    status_writes::StatusWrites,
+    status_writes::{StatusKey, StatusWrites},
 };
 
 pub struct Context {
@@ -114,7 +114,7 @@ impl Context {
         let namespace = obj.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
         let target = format!("{}/status", K::kind(&()));
         // A cache that has not shown this controller's last write yet must not cause it twice.
-        let key = (K::kind(&()).into_owned(), namespace.clone(), obj.name_any());
+        let key = status_key(obj);
         let from_version = obj.resource_version();
         let fingerprint = apply::fingerprint(status)?;
         if self
@@ -151,9 +151,15 @@ impl Context {
         Ok(())
     }
 
+    /// Takes in a changed object as the cache now holds it.
+    pub(crate) fn observe<K: Informable>(&self, obj: &K) {
+        self.status_writes
+            .observe(&status_key(obj), obj.meta().resource_version.as_deref());
+    }
+
     /// Forgets what this context remembers of a deleted object.
-    pub(crate) fn forget(&self, namespace: &str, name: &str) {
-        self.status_writes.forget(namespace, name);
+    pub(crate) fn forget<K: Informable>(&self, obj: &K) {
+        self.status_writes.forget(&status_key(obj));
     }
 
     pub(crate) fn count(&self, outcome: ApplyOutcome, target: &str) {
@@ -162,4 +168,12 @@ impl Context {
             ApplyOutcome::Unchanged => self.metrics.apply_skipped(self.controller, target),
         }
     }
+}
+
+fn status_key<K: Informable>(obj: &K) -> StatusKey {
+    (
+        K::kind(&()).into_owned(),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any(),
+    )
 }

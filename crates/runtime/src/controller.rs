@@ -250,12 +250,13 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
         failures: FailureCounts::new(R::NAME, metrics),
     });
     // A deleted object's failure count goes with it (the cache dropped it before this change
-    // arrives).
+    // arrives); a changed one drops the status writes its new version shows.
     let forget = runner.clone();
-    let primary = primary.inspect(move |obj| {
-        if forget.store.get(&ObjectRef::from_obj(obj.as_ref())).is_none() {
+    let primary = primary.inspect(move |obj| match forget.store.get(&ObjectRef::from_obj(obj.as_ref())) {
+        Some(current) => forget.context.observe(current.as_ref()),
+        None => {
             let key = object_key(obj.as_ref());
-            forget.context.forget(&key.0, &key.1);
+            forget.context.forget(obj.as_ref());
             forget.failures.forget(&key);
             forget.foreign.forget(&key);
         }

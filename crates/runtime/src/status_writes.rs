@@ -12,7 +12,7 @@ use std::{collections::HashMap, sync::Mutex};
 use crate::lock;
 
 /// `(kind, namespace, name)`.
-type StatusKey = (String, String, String);
+pub(crate) type StatusKey = (String, String, String);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Written {
@@ -52,9 +52,19 @@ impl StatusWrites {
         );
     }
 
-    /// Drops what is remembered of `namespace/name` objects (of any kind): they are gone.
-    pub(crate) fn forget(&self, namespace: &str, name: &str) {
-        lock(&self.written).retain(|(_, ns, n), _| ns != namespace || n != name);
+    /// The cache now holds `key` at `version`: a write remembered from another version is shown
+    /// there (or overtaken), so the memory is dropped now rather than at the next reconcile. A
+    /// converged controller then remembers nothing.
+    pub(crate) fn observe(&self, key: &StatusKey, version: Option<&str>) {
+        let mut written = lock(&self.written);
+        if written.get(key).is_some_and(|w| w.from_version.as_deref() != version) {
+            written.remove(key);
+        }
+    }
+
+    /// Drops what is remembered of a deleted object.
+    pub(crate) fn forget(&self, key: &StatusKey) {
+        lock(&self.written).remove(key);
     }
 
     #[cfg(test)]
@@ -97,8 +107,23 @@ mod tests {
         let writes = StatusWrites::default();
         writes.record(key("a"), Some("10".into()), 7);
         writes.record(key("b"), Some("10".into()), 7);
-        writes.forget("apps", "a");
+        writes.forget(&key("a"));
         assert_eq!(writes.len(), 1);
+        assert!(writes.already_written(&key("b"), Some("10"), 7));
+    }
+
+    #[test]
+    fn a_write_is_forgotten_once_the_cache_shows_another_version() {
+        let writes = StatusWrites::default();
+        writes.record(key("a"), Some("10".into()), 7);
+        writes.record(key("b"), Some("10".into()), 7);
+        // A late event of the version the status was computed from changes nothing.
+        writes.observe(&key("a"), Some("10"));
+        assert!(writes.already_written(&key("a"), Some("10"), 7));
+        // The write itself (or anything after it) arrives.
+        writes.observe(&key("a"), Some("11"));
+        writes.observe(&key("c"), Some("11"));
+        assert_eq!(writes.len(), 1, "only b is still remembered");
         assert!(writes.already_written(&key("b"), Some("10"), 7));
     }
 }
