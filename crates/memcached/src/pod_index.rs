@@ -1,19 +1,17 @@
 //! The live memcached Pods of each Memcached, kept by the runtime's Pod informer in place of a
 //! cache of Pods, so a reconcile reads its Pods with one map lookup instead of scanning every Pod
 //! in scope.
-use capstan_runtime::{MetadataIndex, labels};
+use capstan_runtime::{
+    MetadataIndex, labels,
+    meta_index::{key, split_keys},
+};
 use kube::api::ObjectMeta;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::build::APP;
 
-/// `namespace/name` (neither part can hold a `/`): one allocation per key, where a pair of
-/// Strings would take two.
+/// `namespace/name`, see [`key`].
 type Key = Box<str>;
-
-fn key(namespace: &str, name: &str) -> Key {
-    format!("{namespace}/{name}").into_boxed_str()
-}
 
 /// Memcached instance → its live Pods' names, fed by the Pod watch.
 #[derive(Debug, Default)]
@@ -118,11 +116,7 @@ impl MetadataIndex for PodsByInstance {
     }
 
     fn keys(&self) -> Vec<(String, String)> {
-        self.owner_of
-            .keys()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
-            .collect()
+        split_keys(self.owner_of.keys())
     }
 }
 

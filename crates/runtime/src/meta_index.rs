@@ -115,7 +115,7 @@ pub struct Names {
 
 impl Names {
     pub fn contains(&self, namespace: &str, name: &str) -> bool {
-        self.names.contains(key(namespace, name).as_str())
+        self.names.contains(&key(namespace, name))
     }
 
     pub fn len(&self) -> usize {
@@ -127,8 +127,17 @@ impl Names {
     }
 }
 
-fn key(namespace: &str, name: &str) -> String {
-    format!("{namespace}/{name}")
+/// The one-allocation key of an object: `namespace/name` (neither part can hold a `/`), where a
+/// pair of Strings would take two allocations.
+pub fn key(namespace: &str, name: &str) -> Box<str> {
+    format!("{namespace}/{name}").into_boxed_str()
+}
+
+/// The (namespace, name) pairs of [`key`]s, for [`MetadataIndex::keys`].
+pub fn split_keys<'a>(keys: impl Iterator<Item = &'a Box<str>>) -> Vec<(String, String)> {
+    keys.filter_map(|k| k.split_once('/'))
+        .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
+        .collect()
 }
 
 impl MetadataIndex for Names {
@@ -136,12 +145,12 @@ impl MetadataIndex for Names {
         if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name)
             && !self.contains(namespace, name)
         {
-            self.names.insert(key(namespace, name).into_boxed_str());
+            self.names.insert(key(namespace, name));
         }
     }
 
     fn delete(&mut self, namespace: &str, name: &str) -> Option<ObjectMeta> {
-        self.names.remove(key(namespace, name).as_str()).then(|| ObjectMeta {
+        self.names.remove(&key(namespace, name)).then(|| ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(namespace.to_owned()),
             ..ObjectMeta::default()
@@ -149,11 +158,7 @@ impl MetadataIndex for Names {
     }
 
     fn keys(&self) -> Vec<(String, String)> {
-        self.names
-            .iter()
-            .filter_map(|k| k.split_once('/'))
-            .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
-            .collect()
+        split_keys(self.names.iter())
     }
 }
 
