@@ -100,15 +100,6 @@ fn is_subset(desired: &Value, current: &Value) -> bool {
     }
 }
 
-/// A stable hash of `value` as JSON: tells one desired object or status from another.
-pub fn fingerprint<S: Serialize>(value: &S) -> Result<u64, Error> {
-    let json = serde_json::to_vec(value).map_err(|source| Error::Serialize {
-        what: "desired object",
-        source,
-    })?;
-    Ok(fnv1a(&json))
-}
-
 /// FNV-1a: stable across Rust releases (unlike `DefaultHasher`), so a manager upgrade does not
 /// re-apply every object.
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -182,6 +173,22 @@ where
     S: Serialize,
 {
     let desired = serde_json::to_value(status).map_err(|source| Error::Serialize { what: "status", source })?;
+    let (outcome, _) = apply_status_value(api, obj, current_status, &desired).await?;
+    Ok(outcome)
+}
+
+/// [`apply_status`] with the status already serialized; hands back the stored object when it
+/// wrote.
+pub(crate) async fn apply_status_value<K, S>(
+    api: &Api<K>,
+    obj: &K,
+    current_status: Option<&S>,
+    desired: &Value,
+) -> Result<(ApplyOutcome, Option<K>), Error>
+where
+    K: Resource<DynamicType = ()> + DeserializeOwned + Clone + Debug,
+    S: Serialize,
+{
     let current = current_status
         .map(serde_json::to_value)
         .transpose()
@@ -189,21 +196,22 @@ where
             what: "stored status",
             source,
         })?;
-    if !needs_apply(&desired, current.as_ref()) {
-        return Ok(ApplyOutcome::Unchanged);
+    if !needs_apply(desired, current.as_ref()) {
+        return Ok((ApplyOutcome::Unchanged, None));
     }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": desired,
     });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(ApplyOutcome::Applied)
+    let stored = api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok((ApplyOutcome::Applied, Some(stored)))
 }
 
 #[cfg(test)]

@@ -116,18 +116,19 @@ impl Context {
         // A cache that has not shown this controller's last write yet must not cause it twice.
         let key = status_key(obj);
         let from_version = obj.resource_version();
-        let fingerprint = apply::fingerprint(status)?;
+        let mut desired = serde_json::to_value(status).map_err(|source| Error::Serialize { what: "status", source })?;
         if self
             .status_writes
-            .already_written(&key, from_version.as_deref(), fingerprint)
+            .already_written(&key, from_version.as_deref(), &mut desired)
         {
             self.count(ApplyOutcome::Unchanged, &target);
             return Ok(ApplyOutcome::Unchanged);
         }
         let api = Api::<K>::namespaced(self.client.clone(), &namespace);
-        let outcome = apply::apply_status(&api, obj, current, status).await?;
-        if outcome == ApplyOutcome::Applied {
-            self.status_writes.record(key, from_version, fingerprint);
+        let (outcome, stored) = apply::apply_status_value(&api, obj, current, &desired).await?;
+        if let Some(stored) = stored {
+            self.status_writes
+                .record(key, from_version, stored.resource_version(), &desired);
         }
         self.count(outcome, &target);
         Ok(outcome)
