@@ -75,19 +75,20 @@ impl<K: Informable> Subscription<K> {
 
 pub(crate) type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
 
-struct Entry<K: Informable> {
-    store: Store<K>,
-    subscribers: Subscribers<K>,
+/// One informer as its subscribers share it: what they read (a store, a child cache or an
+/// index) and the senders of its changes.
+struct Entry<S, T> {
+    shared: S,
+    subscribers: Subscribers<T>,
 }
 
-struct ChildEntry<C: Informable> {
-    cache: ChildCache<C>,
-    subscribers: Subscribers<PartialObjectMeta<C>>,
-}
-
-struct IndexEntry<K: Informable, I> {
-    index: SharedIndex<I>,
-    subscribers: Subscribers<PartialObjectMeta<K>>,
+/// A new informer for [`Informers::share`]: what subscribers read, its watch (feeding the
+/// subscribers it was given) under a name, and a future that resolves once its first list is in.
+struct NewInformer<S> {
+    shared: S,
+    name: String,
+    driver: BoxFuture<'static, ()>,
+    synced: BoxFuture<'static, ()>,
 }
 
 /// The registry of informers. Controllers subscribe while the manager is assembled; [`start`]
@@ -144,35 +145,22 @@ impl Informers {
                 config.label_selector, config.field_selector, trim as usize
             ),
         );
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<Entry<K>>()) {
-            lock(&entry.subscribers).push(tx);
-            return Subscription {
-                store: entry.store.clone(),
-                changes: rx,
-            };
-        }
-        let writer = Writer::<K>::default();
-        let store = writer.as_reader();
-        let subscribers: Subscribers<K> = Arc::new(Mutex::new(vec![tx]));
-        let (api, name, gate) = self.watch_of::<K>(&config);
-        self.drivers.push((
-            name,
-            Box::pin(drive(api, config, trim, writer, subscribers.clone(), gate)),
-        ));
-        let synced = store.clone();
-        self.synced.push(Box::pin(async move {
-            // The writer lives as long as its driver; a dropped writer means shutdown anyway.
-            let _ = synced.wait_until_ready().await;
-        }));
-        self.entries.insert(
-            key,
-            Box::new(Entry {
-                store: store.clone(),
-                subscribers,
-            }),
-        );
-        Subscription { store, changes: rx }
+        let (store, changes) = self.share(key, |informers, subscribers| {
+            let writer = Writer::<K>::default();
+            let store = writer.as_reader();
+            let (api, name, gate) = informers.watch_of::<K>(&config);
+            let synced = store.clone();
+            NewInformer {
+                shared: store,
+                name,
+                driver: Box::pin(drive(api, config, trim, writer, subscribers, gate)),
+                synced: Box::pin(async move {
+                    // The writer lives as long as its driver; a dropped writer means shutdown anyway.
+                    let _ = synced.wait_until_ready().await;
+                }),
+            }
+        });
+        Subscription { store, changes }
     }
 
     /// Subscribes to the children of kind `C` (objects matching `config`, normally capstan's
@@ -187,29 +175,17 @@ impl Informers {
             TypeId::of::<C>(),
             format!("children|{:?}|{:?}", config.label_selector, config.field_selector),
         );
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<ChildEntry<C>>()) {
-            lock(&entry.subscribers).push(tx);
-            return (entry.cache.clone(), rx);
-        }
-        let cache = ChildCache::<C>::new();
-        let subscribers: Subscribers<PartialObjectMeta<C>> = Arc::new(Mutex::new(vec![tx]));
-        let (api, name, gate) = self.watch_of::<C>(&config);
-        self.drivers.push((
-            name,
-            Box::pin(drive_children(api, config, cache.clone(), subscribers.clone(), gate)),
-        ));
-        let synced = cache.clone();
-        self.synced
-            .push(Box::pin(async move { synced.wait_until_ready().await }));
-        self.entries.insert(
-            key,
-            Box::new(ChildEntry {
-                cache: cache.clone(),
-                subscribers: subscribers.clone(),
-            }),
-        );
-        (cache, rx)
+        self.share(key, |informers, subscribers| {
+            let cache = ChildCache::<C>::new();
+            let (api, name, gate) = informers.watch_of::<C>(&config);
+            let synced = cache.clone();
+            NewInformer {
+                shared: cache.clone(),
+                name,
+                driver: Box::pin(drive_children(api, config, cache, subscribers, gate)),
+                synced: Box::pin(async move { synced.wait_until_ready().await }),
+            }
+        })
     }
 
     /// Subscribes to an index of `K`'s metadata (`config`'s selectors, each object trimmed by
@@ -227,43 +203,48 @@ impl Informers {
                 config.label_selector, config.field_selector, trim as usize
             ),
         );
+        let (index, changes) = self.share(key, |informers, subscribers| {
+            let index = SharedIndex::<I>::default();
+            let (api, name, gate) = informers.watch_of::<PartialObjectMeta<K>>(&config);
+            let synced = index.clone();
+            NewInformer {
+                shared: index.clone(),
+                name,
+                driver: Box::pin(meta_index::drive_index(api, config, trim, index, subscribers, gate)),
+                synced: Box::pin(async move { synced.wait_until_ready().await }),
+            }
+        });
+        IndexSubscription { index, changes }
+    }
+
+    /// Joins the informer registered under `key`, or registers the one `start` makes (fed to the
+    /// subscribers it is handed). Returns what its subscribers share and this one's changes.
+    fn share<S, T>(
+        &mut self,
+        key: (TypeId, String),
+        start: impl FnOnce(&Self, Subscribers<T>) -> NewInformer<S>,
+    ) -> (S, mpsc::Receiver<Arc<T>>)
+    where
+        S: Clone + Send + 'static,
+        T: Send + Sync + 'static,
+    {
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
-        if let Some(entry) = self
-            .entries
-            .get(&key)
-            .and_then(|e| e.downcast_ref::<IndexEntry<K, I>>())
-        {
+        if let Some(entry) = self.entries.get(&key).and_then(|e| e.downcast_ref::<Entry<S, T>>()) {
             lock(&entry.subscribers).push(tx);
-            return IndexSubscription {
-                index: entry.index.clone(),
-                changes: rx,
-            };
+            return (entry.shared.clone(), rx);
         }
-        let index = SharedIndex::<I>::default();
-        let subscribers: Subscribers<PartialObjectMeta<K>> = Arc::new(Mutex::new(vec![tx]));
-        let (api, name, gate) = self.watch_of::<PartialObjectMeta<K>>(&config);
-        self.drivers.push((
-            name,
-            Box::pin(meta_index::drive_index(
-                api,
-                config,
-                trim,
-                index.clone(),
-                subscribers.clone(),
-                gate,
-            )),
-        ));
-        let synced = index.clone();
-        self.synced
-            .push(Box::pin(async move { synced.wait_until_ready().await }));
+        let subscribers: Subscribers<T> = Arc::new(Mutex::new(vec![tx]));
+        let informer = start(self, subscribers.clone());
+        self.drivers.push((informer.name, informer.driver));
+        self.synced.push(informer.synced);
         self.entries.insert(
             key,
-            Box::new(IndexEntry {
-                index: index.clone(),
+            Box::new(Entry {
+                shared: informer.shared.clone(),
                 subscribers,
             }),
         );
-        IndexSubscription { index, changes: rx }
+        (informer.shared, rx)
     }
 
     /// The API a new informer of `K` watches (the manager's scope), its name, and its readiness gate.
