@@ -45,11 +45,17 @@ fn machine_busy_seconds() -> anyhow::Result<f64> {
     Ok(busy / TICKS_PER_SECOND)
 }
 
+/// The control plane's processes, in the order [`PhaseCpu::components`] reports them.
+pub const COMPONENTS: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+
+/// How the report names each of [`COMPONENTS`].
+pub const COMPONENT_LABELS: [&str; 3] = ["etcd", "apiserver", "controller-manager"];
+
 /// Our processes during a phase, in the roles the report tells apart.
 #[derive(Debug, Clone)]
 pub struct Processes {
-    /// etcd, kube-apiserver, kube-controller-manager.
-    pub control_plane: Vec<u32>,
+    /// The pid of each of [`COMPONENTS`], where it runs.
+    pub control_plane: [Option<u32>; 3],
     /// The process doing the phase's work: the manager, or this process for the floor.
     pub worker: u32,
     /// Ours, but neither: this process while the manager works (it creates the objects).
@@ -61,6 +67,9 @@ pub struct Processes {
 pub struct PhaseCpu {
     pub worker: f64,
     pub control_plane: f64,
+    /// `control_plane` by component, in the order of [`COMPONENTS`]: which part of the control
+    /// plane a phase's requests cost (the controller-manager's share is not the manager's doing).
+    pub components: [f64; 3],
     /// Processes that are none of ours: other work on this machine, and steal.
     pub others: f64,
 }
@@ -75,7 +84,7 @@ pub struct Phase {
 struct Reading {
     machine: f64,
     worker: f64,
-    control_plane: f64,
+    components: [f64; 3],
     helpers: f64,
 }
 
@@ -89,11 +98,13 @@ impl Phase {
         let now = read(&self.processes)?;
         let before = self.before;
         let worker = now.worker - before.worker;
-        let control_plane = now.control_plane - before.control_plane;
+        let components: [f64; 3] = std::array::from_fn(|i| now.components[i] - before.components[i]);
+        let control_plane = components.iter().sum::<f64>();
         let ours = worker + control_plane + (now.helpers - before.helpers);
         Ok(PhaseCpu {
             worker,
             control_plane,
+            components,
             others: ((now.machine - before.machine) - ours).max(0.0),
         })
     }
@@ -101,10 +112,14 @@ impl Phase {
 
 fn read(processes: &Processes) -> anyhow::Result<Reading> {
     let sum = |pids: &[u32]| -> anyhow::Result<f64> { pids.iter().map(|pid| process_seconds(*pid)).sum() };
+    let mut components = [0.0; 3];
+    for (seconds, pid) in components.iter_mut().zip(processes.control_plane) {
+        *seconds = pid.map(process_seconds).transpose()?.unwrap_or(0.0);
+    }
     Ok(Reading {
         machine: machine_busy_seconds()?,
         worker: process_seconds(processes.worker)?,
-        control_plane: sum(&processes.control_plane)?,
+        components,
         helpers: sum(&processes.helpers)?,
     })
 }
@@ -120,12 +135,16 @@ mod tests {
         let own = process_seconds(std::process::id()).expect("own /proc stat");
         assert!((0.0..1e6).contains(&own), "{own}");
         let phase = Phase::start(Processes {
-            control_plane: Vec::new(),
+            control_plane: [None, Some(std::process::id()), None],
             worker: std::process::id(),
             helpers: Vec::new(),
         })
         .expect("phase");
+        let spent: u64 = (0..2_000_000u64).map(|i| i.wrapping_mul(i) % 7).sum();
+        assert!(spent > 0);
         let cpu = phase.finish().expect("phase");
-        assert!(cpu.worker >= 0.0 && cpu.control_plane == 0.0 && cpu.others >= 0.0);
+        assert!(cpu.worker >= 0.0 && cpu.others >= 0.0);
+        assert_eq!(cpu.components[0], 0.0, "no etcd");
+        assert_eq!(cpu.control_plane, cpu.components[1], "the total is the components' sum");
     }
 }

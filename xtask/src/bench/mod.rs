@@ -193,23 +193,24 @@ async fn run_scenarios(
 /// on a control plane of its own.
 async fn failover_on_its_own_plane(bench: &Bench<'_>, asked: bool) -> anyhow::Result<ScenarioResult> {
     eprintln!("starting a control plane of its own (a local node runs every Pod of its plane)");
-    let control_plane = tokio::task::spawn_blocking(|| ControlPlane::start(Options { audit_log: true })).await??;
-    let client = bench_client(&control_plane)?;
-    control_plane.apply_crds(&client, &capstan_manager::crds()).await?;
-    let own = Bench {
-        control_plane: &control_plane,
-        client,
-        manager_binary: bench.manager_binary.clone(),
-        logs: bench.logs.clone(),
-        n: bench.n,
-        concurrency: bench.concurrency,
-        idle: bench.idle,
-        samples: bench.samples,
-    };
-    let result = redis_ha_failover::run(&own, asked).await;
-    drop(own);
-    tokio::task::spawn_blocking(move || drop(control_plane)).await?;
+    let control_plane = start_own_plane().await?;
+    let result = async {
+        let own = bench.on(&control_plane, bench.n).await?;
+        redis_ha_failover::run(&own, asked).await
+    }
+    .await;
+    stop_own_plane(control_plane).await?;
     result
+}
+
+/// A control plane besides the shared one, started as that one is (audit log on).
+async fn start_own_plane() -> anyhow::Result<ControlPlane> {
+    Ok(tokio::task::spawn_blocking(|| ControlPlane::start(Options { audit_log: true })).await??)
+}
+
+/// Stops a plane from [`start_own_plane`] (its processes are waited for: off the runtime).
+async fn stop_own_plane(control_plane: ControlPlane) -> anyhow::Result<()> {
+    Ok(tokio::task::spawn_blocking(move || drop(control_plane)).await?)
 }
 
 /// What every scenario needs: the control plane, the bench's client, and the settings.
@@ -239,6 +240,22 @@ impl<'a> Bench<'a> {
         }
     }
 
+    /// The same bench with `n` objects on another control plane, the CRDs applied there.
+    async fn on<'b>(&self, control_plane: &'b ControlPlane, n: usize) -> anyhow::Result<Bench<'b>> {
+        let client = bench_client(control_plane)?;
+        control_plane.apply_crds(&client, &capstan_manager::crds()).await?;
+        Ok(Bench {
+            control_plane,
+            client,
+            manager_binary: self.manager_binary.clone(),
+            logs: self.logs.clone(),
+            n,
+            concurrency: self.concurrency,
+            idle: self.idle,
+            samples: self.samples,
+        })
+    }
+
     /// A generous bound for a phase that does N objects' worth of work (the machine is shared).
     fn phase_timeout(&self) -> Duration {
         Duration::from_secs(120) + Duration::from_millis(300) * self.n as u32
@@ -250,11 +267,8 @@ impl<'a> Bench<'a> {
         Duration::from_secs(180) + Duration::from_millis(600) * self.n as u32
     }
 
-    fn control_plane_pids(&self) -> Vec<u32> {
-        ["etcd", "kube-apiserver", "kube-controller-manager"]
-            .into_iter()
-            .filter_map(|component| self.control_plane.pid(component))
-            .collect()
+    fn control_plane_pids(&self) -> [Option<u32>; 3] {
+        cpu::COMPONENTS.map(|component| self.control_plane.pid(component))
     }
 
     /// Starts measuring the CPU of a phase the manager works through (this process only creates

@@ -6,7 +6,10 @@ use anyhow::Context;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
-use super::{Args, Scenario, cpu::PhaseCpu};
+use super::{
+    Args, Scenario,
+    cpu::{COMPONENT_LABELS, PhaseCpu},
+};
 
 /// How a measured value is shown.
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +82,14 @@ impl Row {
         }
     }
 
+    pub fn at_least(metric: &str, value: f64, limit: f64, unit: Unit) -> Row {
+        Row {
+            target: Some(format!("≥ {}", unit.format(limit))),
+            pass: Some(value >= limit),
+            ..Row::info(metric, value, unit)
+        }
+    }
+
     pub fn below(metric: &str, value: f64, limit: f64, unit: Unit) -> Row {
         Row {
             target: Some(format!("< {}", unit.format(limit))),
@@ -103,14 +114,26 @@ impl Row {
 /// only if other load on the machine was alike.
 pub fn cpu_rows(phase: &str, managed: PhaseCpu, floor: PhaseCpu) -> Vec<Row> {
     let row = |what: &str, value: f64| Row::info(&format!("{phase}: {what}"), value, Unit::CpuSeconds);
-    vec![
+    let components = |prefix: &str, cpu: PhaseCpu| {
+        COMPONENT_LABELS
+            .iter()
+            .zip(cpu.components)
+            .map(|(component, seconds)| row(&format!("{prefix}control plane: {component}"), seconds))
+            .collect::<Vec<_>>()
+    };
+    let mut rows = vec![
         row("manager CPU", managed.worker),
         row("control plane CPU", managed.control_plane),
+    ];
+    rows.extend(components("", managed));
+    rows.extend([
         row("others' CPU", managed.others),
         row("floor client CPU", floor.worker),
         row("floor control plane CPU", floor.control_plane),
-        row("floor others' CPU", floor.others),
-    ]
+    ]);
+    rows.extend(components("floor ", floor));
+    rows.push(row("floor others' CPU", floor.others));
+    rows
 }
 
 /// What one scenario measured: table rows, notes printed under them (how to read the figures),
