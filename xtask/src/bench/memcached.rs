@@ -54,18 +54,73 @@ struct Managed {
 }
 
 /// Issue 11: throughput at N=3000 no lower than at N=1000. A run above this N measures this N
-/// too, on a control plane of its own started just before the main run: figures from runs hours
+/// too, on control planes of their own started just before the main run: figures from runs hours
 /// apart on this shared machine differed by half (the floor itself: 46.5/s to 65/s at N=3000).
 const REFERENCE_N: usize = 1000;
 
 pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioResult> {
-    let reference = match bench.n > REFERENCE_N {
-        true => Some(reference_throughput(bench).await?),
+    let scaling = match bench.n > REFERENCE_N {
+        true => Some(scaling(bench).await?),
         false => None,
     };
     let managed = with_manager(bench).await?;
     let floor = floor(bench).await?;
-    Ok(result(bench, &managed, floor, reference))
+    Ok(result(bench, &managed, floor, scaling))
+}
+
+/// Objects converged per second at [`REFERENCE_N`] and at N, each on a fresh control plane.
+struct Scaling {
+    /// The manager's at [`REFERENCE_N`] (the main run gives N's).
+    manager: f64,
+    /// What the manager's converging at [`REFERENCE_N`] cost.
+    manager_cpu: PhaseCpu,
+    /// The floor's at [`REFERENCE_N`] and at N: how the control plane alone scales.
+    floor: f64,
+    floor_at_n: f64,
+}
+
+async fn scaling(bench: &Bench<'_>) -> anyhow::Result<Scaling> {
+    eprintln!(
+        "reference: the manager and the floor at N={REFERENCE_N}, the floor at N={}, each on a control plane of its own",
+        bench.n
+    );
+    let (manager, manager_cpu) = throughput_on_own_plane(bench, REFERENCE_N, Worker::Manager).await?;
+    Ok(Scaling {
+        manager,
+        manager_cpu,
+        floor: throughput_on_own_plane(bench, REFERENCE_N, Worker::Floor).await?.0,
+        floor_at_n: throughput_on_own_plane(bench, bench.n, Worker::Floor).await?.0,
+    })
+}
+
+enum Worker {
+    Manager,
+    Floor,
+}
+
+/// Objects per second `worker` converges `n` new Memcacheds at, on a control plane of its own,
+/// and the CPU it took.
+async fn throughput_on_own_plane(bench: &Bench<'_>, n: usize, worker: Worker) -> anyhow::Result<(f64, PhaseCpu)> {
+    let control_plane = start_own_plane().await?;
+    let measured = async {
+        let own = bench.on(&control_plane, n).await?;
+        let (seconds, cpu) = match worker {
+            Worker::Manager => {
+                let burst = burst(&own, "memcached-reference").await?;
+                let seconds = burst.clock.secs_until(burst.converged);
+                burst.manager.stop();
+                (seconds, burst.cpu)
+            }
+            Worker::Floor => {
+                let floor = floor_burst(&own).await?.0;
+                (floor.took.as_secs_f64(), floor.cpu)
+            }
+        };
+        anyhow::Ok((n as f64 / seconds, cpu))
+    }
+    .await;
+    stop_own_plane(control_plane).await?;
+    measured
 }
 
 /// The manager converging N new Memcacheds: created by the bench, watched until every
@@ -122,22 +177,6 @@ async fn burst(bench: &Bench<'_>, log_name: &str) -> anyhow::Result<Burst> {
         converged,
         cpu,
     })
-}
-
-/// Objects per second the manager converges at [`REFERENCE_N`], on a control plane of its own.
-async fn reference_throughput(bench: &Bench<'_>) -> anyhow::Result<f64> {
-    eprintln!("reference: {REFERENCE_N} Memcacheds on a control plane of their own");
-    let control_plane = start_own_plane().await?;
-    let measured = async {
-        let reference = bench.on(&control_plane, REFERENCE_N).await?;
-        let burst = burst(&reference, "memcached-reference").await?;
-        let seconds = burst.clock.secs_until(burst.converged);
-        burst.manager.stop();
-        anyhow::Ok(REFERENCE_N as f64 / seconds)
-    }
-    .await;
-    stop_own_plane(control_plane).await?;
-    measured
 }
 
 async fn with_manager(bench: &Bench<'_>) -> anyhow::Result<Managed> {
@@ -305,9 +344,25 @@ struct Floor {
     cpu: PhaseCpu,
 }
 
-/// The same creates, Deployment applies and status applies as the manager's, sent by one client
-/// with the same concurrency, in a namespace no manager watches.
+/// The floor ([`floor_burst`]), then the wait for the controller-manager to be done with its
+/// Deployments.
 async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
+    let (floor, deployments) = floor_burst(bench).await?;
+    bench
+        .settle_after_floor(
+            "the controller-manager is done with the floor's Deployments",
+            || async {
+                let list = deployments.list(&ListParams::default()).await?;
+                Ok(list.items.len() == bench.n && list.items.iter().all(rolled_out))
+            },
+        )
+        .await?;
+    Ok(floor)
+}
+
+/// The same creates, Deployment applies and status applies as the manager's, sent by one client
+/// with the same concurrency, in a namespace no manager watches. Also hands back its Deployments.
+async fn floor_burst(bench: &Bench<'_>) -> anyhow::Result<(Floor, Api<Deployment>)> {
     let namespace = bench
         .control_plane
         .namespace(&bench.client, "bench-memcached-floor")
@@ -333,24 +388,7 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
     let cpu = phase.finish()?;
     drop(observers);
     eprintln!("floor took {:.2}s", took.as_secs_f64());
-    // The controller-manager now makes N ReplicaSets and Pods here; nothing else may be measured
-    // until it is done.
-    let waiting = Instant::now();
-    poll_until(
-        "the controller-manager is done with the floor's Deployments",
-        bench.settle_timeout(),
-        Duration::from_secs(2),
-        || async {
-            let list = deployments.list(&ListParams::default()).await?;
-            Ok((list.items.len() == bench.n && list.items.iter().all(rolled_out)).then_some(()))
-        },
-    )
-    .await?;
-    eprintln!(
-        "the controller-manager settled {:.2}s after the floor",
-        waiting.elapsed().as_secs_f64()
-    );
-    Ok(Floor { took, cpu })
+    Ok((Floor { took, cpu }, deployments))
 }
 
 /// Exactly the requests the manager makes for a new object: the same builders, the same apply
@@ -374,6 +412,12 @@ async fn floor_one(memcacheds: &Api<Memcached>, deployments: &Api<Deployment>, i
     Ok(())
 }
 
+/// Milliseconds of CPU the manager and the control plane spent per object converged: flat in N
+/// when neither does work that grows with N, whatever the machine's speed at the time.
+fn cpu_per_object(cpu: PhaseCpu, n: usize) -> f64 {
+    (cpu.worker + cpu.control_plane) * 1000.0 / n as f64
+}
+
 /// Issue 11's memory targets: below 64 MiB at N=1000, at most 40 MB with 3000 Memcacheds.
 fn peak_rss_row(n: usize, peak_rss: u64) -> Row {
     let metric = "peak RSS (VmHWM)";
@@ -385,7 +429,7 @@ fn peak_rss_row(n: usize, peak_rss: u64) -> Row {
     }
 }
 
-fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor, reference: Option<f64>) -> ScenarioResult {
+fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor, scaling: Option<Scaling>) -> ScenarioResult {
     let n = bench.n;
     let per_object = |count: usize| count as f64 / n as f64;
     let requests = &managed.requests;
@@ -399,18 +443,44 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor, reference: Option<
         Row::at_most("converge / floor", converged / floor_took, 1.5, Unit::Ratio),
         Row::info("throughput (objects converged)", n as f64 / converged, Unit::PerSecond),
     ];
-    if let Some(reference) = reference {
+    if let Some(scaling) = &scaling {
         let throughput = n as f64 / converged;
+        let own = "a plane of its own";
         rows.extend([
             Row::info(
-                &format!("throughput at N={REFERENCE_N} (a plane of its own)"),
-                reference,
+                &format!("throughput at N={REFERENCE_N} ({own})"),
+                scaling.manager,
                 Unit::PerSecond,
             ),
             Row::at_least(
                 &format!("throughput at N={n} ÷ at N={REFERENCE_N}"),
-                throughput / reference,
+                throughput / scaling.manager,
                 1.0,
+                Unit::Ratio,
+            ),
+            Row::info(
+                &format!("CPU per object at N={REFERENCE_N} (manager + control plane)"),
+                cpu_per_object(scaling.manager_cpu, REFERENCE_N),
+                Unit::Millis,
+            ),
+            Row::info(
+                &format!("CPU per object at N={n} (manager + control plane)"),
+                cpu_per_object(managed.cpu, n),
+                Unit::Millis,
+            ),
+            Row::info(
+                &format!("floor alone at N={REFERENCE_N} ({own})"),
+                scaling.floor,
+                Unit::PerSecond,
+            ),
+            Row::info(
+                &format!("floor alone at N={n} ({own})"),
+                scaling.floor_at_n,
+                Unit::PerSecond,
+            ),
+            Row::info(
+                &format!("floor alone at N={n} ÷ at N={REFERENCE_N}"),
+                scaling.floor_at_n / scaling.floor,
                 Unit::Ratio,
             ),
         ]);
@@ -458,7 +528,12 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor, reference: Option<
         "converged_seconds": converged,
         "settled_seconds": managed.settled.as_secs_f64(),
         "floor_seconds": floor_took,
-        "reference_throughput_per_second": reference,
+        "scaling_per_second": scaling.as_ref().map(|s| json!({
+            "manager_at_reference_n": s.manager,
+            "floor_at_reference_n": s.floor,
+            "floor_at_n": s.floor_at_n,
+            "reference_n": REFERENCE_N,
+        })),
         "manager_requests_until_settled": requests.by_kind,
         "manager_requests_per_object": requests.per_object(n),
         "manager_requests_while_idle": managed.idle.by_kind,

@@ -167,10 +167,20 @@ async fn run_scenarios(
         concurrency: args.concurrency,
         idle: args.idle,
         samples: args.samples,
+        measured_after: false,
     };
     let asked = !args.scenarios.is_empty();
-    for scenario in &args.selected() {
+    let selected = args.selected();
+    for (i, scenario) in selected.iter().enumerate() {
         eprintln!("==> scenario {}", scenario.0);
+        // The failover scenario runs on a plane of its own.
+        let measured_after = selected[i + 1..]
+            .iter()
+            .any(|later| later.0 != redis_ha_failover::SCENARIO);
+        let bench = Bench {
+            measured_after,
+            ..bench.clone()
+        };
         let result = match scenario.0 {
             "memcached" => memcached::run(&bench).await,
             "foo" => foo::run(&bench).await,
@@ -214,6 +224,7 @@ async fn stop_own_plane(control_plane: ControlPlane) -> anyhow::Result<()> {
 }
 
 /// What every scenario needs: the control plane, the bench's client, and the settings.
+#[derive(Clone)]
 pub struct Bench<'a> {
     control_plane: &'a ControlPlane,
     client: Client,
@@ -223,20 +234,17 @@ pub struct Bench<'a> {
     concurrency: usize,
     idle: Duration,
     samples: usize,
+    /// Whether a later scenario is measured on this control plane: then the controller-manager
+    /// must be done with what this one set off before it ends.
+    measured_after: bool,
 }
 
 impl<'a> Bench<'a> {
     /// The same bench with at most `n` objects.
     fn with_at_most(&self, n: usize) -> Bench<'a> {
         Bench {
-            control_plane: self.control_plane,
-            client: self.client.clone(),
-            manager_binary: self.manager_binary.clone(),
-            logs: self.logs.clone(),
             n: self.n.min(n),
-            concurrency: self.concurrency,
-            idle: self.idle,
-            samples: self.samples,
+            ..self.clone()
         }
     }
 
@@ -253,7 +261,34 @@ impl<'a> Bench<'a> {
             concurrency: self.concurrency,
             idle: self.idle,
             samples: self.samples,
+            measured_after: false,
         })
+    }
+
+    /// After a floor, waits until `done` says the controller-manager has finished what it set
+    /// off (its Deployments' or StatefulSets' Pods), if a later scenario is measured here.
+    async fn settle_after_floor<F, Fut>(&self, what: &str, mut done: F) -> anyhow::Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = anyhow::Result<bool>>,
+    {
+        if !self.measured_after {
+            eprintln!(
+                "nothing is measured on this control plane after the floor: not waiting for the controller-manager"
+            );
+            return Ok(());
+        }
+        let waiting = Instant::now();
+        track::poll_until(what, self.settle_timeout(), Duration::from_secs(2), || {
+            let check = done();
+            async move { Ok(check.await?.then_some(())) }
+        })
+        .await?;
+        eprintln!(
+            "the controller-manager settled {:.2}s after the floor",
+            waiting.elapsed().as_secs_f64()
+        );
+        Ok(())
     }
 
     /// A generous bound for a phase that does N objects' worth of work (the machine is shared).

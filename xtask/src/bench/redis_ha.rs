@@ -44,7 +44,7 @@ use super::{
     idle_requests, manager_requests,
     report::{Row, ScenarioResult, Unit, cpu_rows},
     start_manager,
-    track::{Clock, Condition, Tracker, poll_until, run_all},
+    track::{Clock, Condition, Tracker, run_all},
     within,
 };
 
@@ -350,25 +350,17 @@ async fn floor(bench: &Bench<'_>, counts: ChildCounts) -> anyhow::Result<Floor> 
     let cpu = phase.finish()?;
     observers.stop();
     eprintln!("floor took {:.2}s", took.as_secs_f64());
-    // The controller-manager now makes the floor's StatefulSets' Pods; nothing else may be
-    // measured until it is done.
-    let waiting = Instant::now();
     let sets = Api::<StatefulSet>::namespaced(bench.client.clone(), &namespace);
     let want = bench.n * counts.stateful_sets;
-    poll_until(
-        "the controller-manager is done with the floor's StatefulSets",
-        bench.settle_timeout(),
-        Duration::from_secs(2),
-        || async {
-            let list = sets.list(&ListParams::default()).await?;
-            Ok((list.items.len() == want && list.items.iter().all(pods_created)).then_some(()))
-        },
-    )
-    .await?;
-    eprintln!(
-        "the controller-manager settled {:.2}s after the floor",
-        waiting.elapsed().as_secs_f64()
-    );
+    bench
+        .settle_after_floor(
+            "the controller-manager is done with the floor's StatefulSets",
+            || async {
+                let list = sets.list(&ListParams::default()).await?;
+                Ok(list.items.len() == want && list.items.iter().all(pods_created))
+            },
+        )
+        .await?;
     Ok(Floor { took, cpu })
 }
 
