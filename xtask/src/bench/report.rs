@@ -55,11 +55,11 @@ impl Unit {
 /// One line of the table.
 #[derive(Debug, Clone)]
 pub struct Row {
-    metric: String,
-    target: Option<String>,
-    value: f64,
+    pub(super) metric: String,
+    pub(super) target: Option<String>,
+    pub(super) value: f64,
     unit: Unit,
-    pass: Option<bool>,
+    pub(super) pass: Option<bool>,
 }
 
 impl Row {
