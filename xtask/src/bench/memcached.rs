@@ -469,10 +469,10 @@ fn scaling_rows(n: usize, throughput: f64, scaling: &Scaling) -> Vec<Row> {
 /// Milliseconds of CPU per object converged, in all and by process: flat in N for a process that
 /// does no work growing with N, whatever the machine's speed at the time. On a saturated machine
 /// throughput is the cores over the total, so where the total grows says who slowed N down.
-fn cpu_per_object_rows(run: &str, n: usize, cpu: PhaseCpu) -> Vec<Row> {
-    let worker = match run {
-        "manager" => "manager",
-        _ => "client",
+fn cpu_per_object_rows(worker: Worker, n: usize, cpu: PhaseCpu) -> Vec<Row> {
+    let (run, worker) = match worker {
+        Worker::Manager => ("manager", "manager"),
+        Worker::Floor => ("floor alone", "client"),
     };
     let per_object = |seconds: f64| seconds * 1000.0 / n as f64;
     let row = |what: &str, seconds: f64| {
@@ -517,10 +517,10 @@ fn result(bench: &Bench<'_>, managed: &Managed, floor: Floor, scaling: Option<Sc
     ];
     if let Some(scaling) = &scaling {
         rows.extend(scaling_rows(n, n as f64 / converged, scaling));
-        rows.extend(cpu_per_object_rows("manager", REFERENCE_N, scaling.manager_cpu));
-        rows.extend(cpu_per_object_rows("manager", n, managed.cpu));
-        rows.extend(cpu_per_object_rows("floor alone", REFERENCE_N, scaling.floor_cpu));
-        rows.extend(cpu_per_object_rows("floor alone", n, scaling.floor_at_n_cpu));
+        rows.extend(cpu_per_object_rows(Worker::Manager, REFERENCE_N, scaling.manager_cpu));
+        rows.extend(cpu_per_object_rows(Worker::Manager, n, managed.cpu));
+        rows.extend(cpu_per_object_rows(Worker::Floor, REFERENCE_N, scaling.floor_cpu));
+        rows.extend(cpu_per_object_rows(Worker::Floor, n, scaling.floor_at_n_cpu));
     }
     rows.extend(cpu_rows("converge", managed.cpu, floor.cpu));
     rows.extend([
