@@ -435,9 +435,6 @@ conf_quote() {{ printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }}
 /// How long the scripts wait: Sentinels answering at start, and a failover away from this Pod.
 const ASK_SENTINEL_ROUNDS: u32 = 15;
 const FAILOVER_WAIT_SECONDS: u32 = 60;
-/// How long a returning master waits for every Sentinel to have read the replicas as replicas
-/// before forcing a failover: Sentinel's INFO period for replicas (10 s), and a second.
-const STALE_READ_WAIT_SECONDS: u32 = 11;
 /// How long the master's `preStop` pauses writes while Sentinel hands over (milliseconds), and
 /// how long it waits for the handover (half-seconds): both well inside the grace period.
 const PRESTOP_PAUSE_MS: u32 = 15_000;
@@ -475,14 +472,6 @@ start() {{
   mv "$RUNTIME_CONF.tmp" "$RUNTIME_CONF" || exit 1
   log "starting as ${{1}} (announcing $ANNOUNCE_HOST:$REDIS_PORT)"
   exec redis-server "$RUNTIME_CONF"
-}}
-
-# How many replicas, over all Sentinels, a Sentinel last read as master.
-replicas_read_as_master() {{
-  printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
-    [ -n "$s_host" ] || continue
-    sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL REPLICAS "$MASTER_SET" | sed -n '/^role-reported$/{{n;p;}}'
-  done | grep -c '^master$'
 }}
 
 # The most replicas any Sentinel knows for the master set.
@@ -524,20 +513,6 @@ fi
 # Restart safety: the Sentinels still name this Pod master, but it may have come back empty.
 # Serving as master now would make the replicas resync from it and lose everything, so hand over.
 log "the Sentinels still name this Pod master ($known replicas known): asking for a failover"
-# A Sentinel reads a replica's INFO every 10 s. One whose last read of a replica is from before
-# that Pod was recreated, when it was master, sees no role change when the forced failover
-# promotes it and turns it straight back (+convert-to-slave): the failover then hangs until
-# failover-timeout. Ask once every Sentinel reads the replicas as replicas (bounded), unless the
-# Sentinels fail over on their own meanwhile.
-stale_until=$(( $(date +%s) + {stale_wait} ))
-while [ "$(replicas_read_as_master)" -gt 0 ] && [ "$(date +%s)" -lt "$stale_until" ]; do
-  sleep 0.5
-  master=$(sentinel_master)
-  if [ -n "$master" ]; then
-    set -- $master
-    if ! is_me "$1" "$2"; then start "$1 $2"; fi
-  fi
-done
 waited=0
 while [ "$waited" -lt {failover_wait} ]; do
   if [ $((waited % 10)) -eq 0 ]; then request_failover; fi
@@ -556,7 +531,6 @@ start "$WAITING_MASTER_HOST $REDIS_PORT"
         password = ENV_PASSWORD,
         ask_rounds = ASK_SENTINEL_ROUNDS,
         failover_wait = FAILOVER_WAIT_SECONDS,
-        stale_wait = STALE_READ_WAIT_SECONDS,
     );
     script
 }
@@ -895,46 +869,6 @@ mod tests {
         assert!(script.contains("SENTINEL FAILOVER"));
         assert!(script.contains("WAITING_MASTER_HOST='capstan-waiting-for-operator.invalid'"));
         assert!(!script.contains("replicaof no one"), "never elects itself");
-    }
-
-    /// Runs the start script's `replicas_read_as_master` with two Sentinels answering `replies`.
-    fn replicas_read_as_master(replies: [&str; 2]) -> String {
-        let script = redis_start_script(&rendering("{}"));
-        let start = script.find("replicas_read_as_master() {").expect("defined");
-        let end = start + script[start..].find("\n}\n").expect("ends") + 3;
-        let stub = format!(
-            "SENTINELS='s0 26379\ns1 26379'\nMASTER_SET=m\n\
-             sentinel_cli() {{ case \"$3\" in s0) printf '{}' ;; s1) printf '{}' ;; esac; }}\n",
-            replies[0], replies[1]
-        );
-        let program = format!("{stub}{}replicas_read_as_master\n", &script[start..end]);
-        let output = std::process::Command::new("/bin/sh")
-            .args(["-c", &program])
-            .output()
-            .expect("/bin/sh runs");
-        String::from_utf8_lossy(&output.stdout).trim().to_owned()
-    }
-
-    #[test]
-    fn a_returning_master_waits_until_no_sentinel_reads_a_replica_as_master() {
-        let replica = |name: &str, role: &str| format!("name\\n{name}:6379\\nrole-reported\\n{role}\\n");
-        let fresh = format!("{}{}", replica("r0", "slave"), replica("r1", "slave"));
-        let stale = format!("{}{}", replica("r0", "master"), replica("r1", "slave"));
-        assert_eq!(replicas_read_as_master([&fresh, &fresh]), "0");
-        assert_eq!(replicas_read_as_master([&fresh, &stale]), "1");
-        assert_eq!(replicas_read_as_master([&stale, &stale]), "2");
-        assert_eq!(
-            replicas_read_as_master(["", ""]),
-            "0",
-            "no Sentinel answering is no reason to wait"
-        );
-        let script = redis_start_script(&rendering("{}"));
-        let wait = script
-            .find("while [ \"$(replicas_read_as_master)\" -gt 0 ] && [ \"$(date +%s)\" -lt \"$stale_until\" ]")
-            .expect("a bounded wait");
-        let failover = script.find("request_failover; fi").expect("asks for a failover");
-        assert!(wait < failover, "the wait comes before the first request");
-        assert!(script.contains("stale_until=$(( $(date +%s) + 11 ))"));
     }
 
     #[test]
