@@ -39,6 +39,9 @@ pub struct Replication {
     pub master: Option<Endpoint>,
     /// `master_link_status:up`.
     pub link_up: bool,
+    /// `master_link_down_since_seconds` while the link is down: -1 when it never came up since
+    /// this Redis started; None while it is up (or on a master).
+    pub link_down_seconds: Option<i64>,
     /// `master_sync_in_progress:1`: its dataset is being replaced.
     pub sync_in_progress: bool,
     /// `master_repl_offset` on a master, `slave_repl_offset` on a replica (0: never synced).
@@ -73,6 +76,9 @@ pub struct SentinelView {
     pub master: Option<Endpoint>,
     /// A failover flag in `SENTINEL MASTER`'s flags.
     pub failover_in_progress: bool,
+    /// `s_down` or `o_down` in those flags: this Sentinel has not heard from the master it names
+    /// for down-after (or it reports itself a replica). A Sentinel without the flag sees a master.
+    pub master_down: bool,
     /// `num-slaves`.
     pub known_replicas: u32,
     /// `num-other-sentinels`.
@@ -98,6 +104,9 @@ pub struct Observation {
     pub sentinels: Vec<SentinelPod>,
     /// Sentinels that must agree (`spec.sentinel.quorum` in force).
     pub quorum: usize,
+    /// Sentinel's `down-after-milliseconds` in force: a replica's link down for less than this
+    /// is no evidence that its master is gone.
+    pub down_after: std::time::Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +137,10 @@ pub enum Wait {
     NothingReachable,
     /// No master, and every replica is in the middle of a full sync.
     NoCandidate,
+    /// No master answers the operator, but something says one is alive (a replica's link to it
+    /// is up, or a Sentinel sees it): the operator's view is partial, and promoting would make a
+    /// second master whose writes are lost when the first is seen again.
+    MasterNotVisible { evidence: String },
 }
 
 /// What the healer decided.
@@ -289,12 +302,16 @@ fn decide_actions(observation: &Observation) -> Plan {
         [] => {
             if let Some(named) = &named {
                 let named_answers = reachable.iter().any(|(p, _)| &p.address == named);
-                if !named_answers {
+                if !named_answers && sentinels_can_fail_over(observation, named) {
                     return Plan::waiting(Wait::SentinelsToFailOver { named: named.clone() });
                 }
             }
-            // No master and no quorum to fail over (or the quorum names a Redis that is not
-            // master, which Sentinel would not fix): promote the replica holding the most data.
+            if let Some(evidence) = live_master_evidence(observation) {
+                return Plan::waiting(Wait::MasterNotVisible { evidence });
+            }
+            // No master, no evidence of one anywhere, and no Sentinel quorum to fail over (or
+            // the quorum names a Redis that is not master, which Sentinel would not fix):
+            // promote the replica holding the most data.
             let Some((candidate, replication)) = reachable
                 .iter()
                 .filter(|(_, r)| !r.sync_in_progress)
@@ -424,6 +441,69 @@ fn decide_actions(observation: &Observation) -> Plan {
     }
 }
 
+/// What says a master is alive although none answers the operator, or None when nothing does.
+/// Evidence is a replica whose link to a Redis the operator cannot reach is up, or down for less
+/// than down-after (it may come back; Sentinel has not judged yet either), and an answering
+/// Sentinel, not behind the newest configuration, that names such a Redis without flagging it
+/// down. A replica never connected since its start (-1) and a link to the waiting placeholder
+/// are no evidence: nothing else would ever end the wait.
+fn live_master_evidence(observation: &Observation) -> Option<String> {
+    let seen: Vec<&Endpoint> = observation
+        .redis
+        .iter()
+        .filter(|p| p.replication.is_some())
+        .map(|p| &p.address)
+        .collect();
+    let unseen = |address: &Endpoint| !seen.contains(&address);
+    let down_after = i64::try_from(observation.down_after.as_secs()).unwrap_or(i64::MAX);
+    for pod in &observation.redis {
+        let Some(replication) = &pod.replication else { continue };
+        let Some(master) = replication.master.as_ref().filter(|m| unseen(m)) else {
+            continue;
+        };
+        if replication.is_waiting_for_operator() || replication.role != Role::Replica {
+            continue;
+        }
+        if replication.link_up {
+            return Some(format!(
+                "{} replicates from {master}, which the operator cannot reach",
+                pod.pod
+            ));
+        }
+        if let Some(seconds) = replication.link_down_seconds.filter(|s| (0..down_after).contains(s)) {
+            return Some(format!(
+                "{} lost its link to {master} only {seconds} s ago (down-after is {down_after} s)",
+                pod.pod
+            ));
+        }
+    }
+    let newest = newest_epoch(observation);
+    observation.sentinels.iter().find_map(|sentinel| {
+        let view = sentinel.view.as_ref()?;
+        let master = view.master.as_ref().filter(|m| unseen(m))?;
+        (!is_catching_up(view, newest) && !view.master_down).then(|| {
+            format!(
+                "Sentinel {} sees {master} as a live master, which the operator cannot reach",
+                sentinel.pod
+            )
+        })
+    })
+}
+
+/// Whether the Sentinels that answer could fail over from `named` themselves: enough of them,
+/// up to date, name it to reach the quorum and elect a leader (a majority of all Sentinels).
+/// Fewer could never replace it, so waiting for them would hold the set without a master.
+fn sentinels_can_fail_over(observation: &Observation, named: &Endpoint) -> bool {
+    let newest = newest_epoch(observation);
+    let naming = observation
+        .sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref())
+        .filter(|v| !is_catching_up(v, newest) && v.master.as_ref() == Some(named))
+        .count();
+    naming >= observation.quorum.max(observation.sentinels.len() / 2 + 1)
+}
+
 /// The label changes that make `master` the only Pod labelled master. Labels follow every Pod,
 /// answering or not: an isolated old master still passes its local readiness check, and must not
 /// stay behind the master Service.
@@ -535,6 +615,7 @@ mod tests {
                 role: Role::Master,
                 master: None,
                 link_up: false,
+                link_down_seconds: None,
                 sync_in_progress: false,
                 offset,
                 connected_replicas: 2,
@@ -552,11 +633,22 @@ mod tests {
                 role: Role::Replica,
                 master: Some(addr(of)),
                 link_up: true,
+                link_down_seconds: None,
                 sync_in_progress: false,
                 offset,
                 connected_replicas: 0,
             }),
         }
+    }
+
+    /// A replica whose link to `of` has been down for `seconds`.
+    fn cut_off(ordinal: u32, of: u32, offset: i64, seconds: i64) -> RedisPod {
+        let mut pod = replica(ordinal, of, offset);
+        if let Some(r) = pod.replication.as_mut() {
+            r.link_up = false;
+            r.link_down_seconds = Some(seconds);
+        }
+        pod
     }
 
     fn unreachable(ordinal: u32, label: &str) -> RedisPod {
@@ -575,6 +667,7 @@ mod tests {
             view: Some(SentinelView {
                 master: master.map(addr),
                 failover_in_progress: false,
+                master_down: false,
                 known_replicas: 2,
                 known_sentinels: 2,
                 config_epoch: 0,
@@ -588,6 +681,7 @@ mod tests {
             redis,
             sentinels,
             quorum: 2,
+            down_after: std::time::Duration::from_secs(4),
         }
     }
 
@@ -804,18 +898,18 @@ mod tests {
 
     #[test]
     fn a_replica_mid_sync_is_not_promoted_even_with_a_higher_offset() {
-        let mut syncing = replica(1, 0, 900);
+        let mut syncing = cut_off(1, 0, 900, 60);
         if let Some(r) = syncing.replication.as_mut() {
             r.sync_in_progress = true;
         }
         let observed = observe(
-            vec![unreachable(0, "master"), syncing, replica(2, 0, 10)],
+            vec![unreachable(0, "master"), syncing, cut_off(2, 0, 10, 60)],
             (0..3).map(|i| sentinel(i, None)).collect(),
         );
         assert_eq!(decide(&observed).master.as_deref(), Some("cache-2"));
         let only_syncing = observe(
             vec![{
-                let mut r = replica(1, 0, 900);
+                let mut r = cut_off(1, 0, 900, 60);
                 if let Some(rep) = r.replication.as_mut() {
                     rep.sync_in_progress = true;
                 }
@@ -824,6 +918,113 @@ mod tests {
             vec![],
         );
         assert_eq!(decide(&only_syncing).wait, Some(Wait::NoCandidate));
+    }
+
+    #[test]
+    fn a_master_the_operator_cannot_reach_is_not_replaced_while_its_replicas_are_linked() {
+        // The operator alone is cut off from cache-0 and two of three Sentinels; the replicas
+        // still replicate from it and the Sentinel that answers sees it.
+        let mut observed = observe(
+            vec![unreachable(0, "master"), replica(1, 0, 700), replica(2, 0, 700)],
+            vec![
+                SentinelPod {
+                    pod: "cache-sentinel-0".into(),
+                    view: None,
+                },
+                SentinelPod {
+                    pod: "cache-sentinel-1".into(),
+                    view: None,
+                },
+                sentinel(2, Some(0)),
+            ],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.actions, [], "no promotion, no label moved");
+        assert!(
+            matches!(&plan.wait, Some(Wait::MasterNotVisible { evidence }) if evidence.contains("cache-1 replicates from cache-0")),
+            "{:?}",
+            plan.wait
+        );
+        // After a failover one Sentinel's newest view is enough to name the master, but one
+        // Sentinel cannot fail over: still no promotion while the replicas are linked.
+        if let Some(view) = observed.sentinels[2].view.as_mut() {
+            view.config_epoch = 3;
+        }
+        assert!(matches!(decide(&observed).wait, Some(Wait::MasterNotVisible { .. })));
+        // Links down for less than down-after are no verdict either.
+        observed.redis[1] = cut_off(1, 0, 700, 2);
+        observed.redis[2] = cut_off(2, 0, 700, 2);
+        let plan = decide(&observed);
+        assert!(
+            matches!(&plan.wait, Some(Wait::MasterNotVisible { evidence }) if evidence.contains("only 2 s ago")),
+            "{:?}",
+            plan.wait
+        );
+        // Down for longer, but the Sentinel that answers still sees the master.
+        observed.redis[1] = cut_off(1, 0, 700, 30);
+        observed.redis[2] = cut_off(2, 0, 650, 30);
+        let plan = decide(&observed);
+        assert!(
+            matches!(&plan.wait, Some(Wait::MasterNotVisible { evidence }) if evidence.contains("Sentinel cache-sentinel-2 sees")),
+            "{:?}",
+            plan.wait
+        );
+        // Everyone who answers has lost it: the operator heals.
+        if let Some(view) = observed.sentinels[2].view.as_mut() {
+            view.master_down = true;
+        }
+        let plan = decide(&observed);
+        assert_eq!(plan.wait, None);
+        assert_eq!(plan.actions[0], Action::Promote { pod: "cache-1".into() });
+    }
+
+    #[test]
+    fn after_a_failover_one_sentinel_naming_a_dead_master_does_not_block_healing() {
+        // Epoch 3: one surviving Sentinel names cache-0, which is gone for it too; the other
+        // Sentinels are down, so no quorum will ever replace it.
+        let mut lone = sentinel(0, Some(0));
+        if let Some(view) = lone.view.as_mut() {
+            view.config_epoch = 3;
+            view.master_down = true;
+        }
+        let observed = observe(
+            vec![unreachable(0, "master"), cut_off(1, 0, 500, 40), cut_off(2, 0, 900, 40)],
+            vec![
+                lone,
+                SentinelPod {
+                    pod: "cache-sentinel-1".into(),
+                    view: None,
+                },
+                SentinelPod {
+                    pod: "cache-sentinel-2".into(),
+                    view: None,
+                },
+            ],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.master.as_deref(), Some("cache-2"));
+        assert_eq!(plan.actions[0], Action::Promote { pod: "cache-2".into() });
+    }
+
+    #[test]
+    fn only_a_link_to_a_redis_the_operator_cannot_see_is_evidence() {
+        // cache-2 syncs from cache-1, a reachable replica (chained): that link says nothing
+        // about a master. A Sentinel behind the newest configuration is catching up, not seeing.
+        let mut behind = sentinel(1, Some(0));
+        if let Some(view) = behind.view.as_mut() {
+            view.config_epoch = 1;
+        }
+        let mut newest = sentinel(0, Some(1));
+        if let Some(view) = newest.view.as_mut() {
+            view.config_epoch = 2;
+        }
+        let observed = observe(
+            vec![unreachable(0, "replica"), cut_off(1, 0, 800, 20), replica(2, 1, 800)],
+            vec![newest, behind],
+        );
+        let plan = decide(&observed);
+        assert_eq!(plan.wait, None, "{:?}", plan.wait);
+        assert_eq!(plan.actions[0], Action::Promote { pod: "cache-1".into() });
     }
 
     #[test]

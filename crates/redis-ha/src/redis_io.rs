@@ -192,10 +192,16 @@ pub fn parse_info_replication(info: &str) -> Result<Replication, ParseError> {
         Role::Master => number("master_repl_offset")?,
     }
     .unwrap_or(0);
+    let link_up = fields.get("master_link_status") == Some(&"up");
+    let link_down_seconds = match role {
+        Role::Replica if !link_up => number("master_link_down_since_seconds")?,
+        _ => None,
+    };
     Ok(Replication {
         role,
         master,
-        link_up: fields.get("master_link_status") == Some(&"up"),
+        link_up,
+        link_down_seconds,
         sync_in_progress: number("master_sync_in_progress")? == Some(1),
         offset,
         connected_replicas: number("connected_slaves")?.unwrap_or(0).try_into().unwrap_or(0),
@@ -215,11 +221,15 @@ pub fn pairs(flat: Vec<String>) -> BTreeMap<String, String> {
 /// Reads a Sentinel's view from its `SENTINEL MASTER` fields and `GET-MASTER-ADDR-BY-NAME`.
 pub fn parse_sentinel_view(master: &BTreeMap<String, String>, address: Option<Endpoint>) -> SentinelView {
     let count = |key: &str| master.get(key).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let flagged = |wanted: &[&str]| {
+        master
+            .get("flags")
+            .is_some_and(|flags| flags.split(',').any(|f| wanted.contains(&f)))
+    };
     SentinelView {
         master: address,
-        failover_in_progress: master
-            .get("flags")
-            .is_some_and(|flags| flags.split(',').any(|f| f == "failover_in_progress")),
+        failover_in_progress: flagged(&["failover_in_progress"]),
+        master_down: flagged(&["s_down", "o_down"]),
         known_replicas: count("num-slaves"),
         known_sentinels: count("num-other-sentinels"),
         config_epoch: master.get("config-epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
@@ -346,6 +356,7 @@ pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<Senti
         return Ok(SentinelView {
             master: None,
             failover_in_progress: false,
+            master_down: false,
             known_replicas: 0,
             known_sentinels: 0,
             config_epoch: 0,
@@ -516,6 +527,7 @@ pub async fn observe(cluster: Cluster<'_>) -> Observation {
         redis,
         sentinels,
         quorum: usize::try_from(cluster.quorum).unwrap_or(1),
+        down_after: Duration::from_millis(u64::from(cluster.timings.down_after_ms)),
     }
 }
 
@@ -835,7 +847,7 @@ mod tests {
         master_failover_state:no-failover\r\nmaster_replid:abc\r\nmaster_repl_offset:4242\r\n";
     const REPLICA_INFO: &str = "# Replication\r\nrole:slave\r\nmaster_host:cache-0.cache-headless.apps.svc.cluster.local\r\n\
         master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
-        master_sync_in_progress:1\r\nslave_read_repl_offset:10\r\nslave_repl_offset:10\r\n\
+        master_link_down_since_seconds:7\r\nmaster_sync_in_progress:1\r\nslave_read_repl_offset:10\r\nslave_repl_offset:10\r\n\
         slave_priority:100\r\nconnected_slaves:0\r\nmaster_repl_offset:12\r\n";
 
     #[test]
@@ -868,6 +880,7 @@ mod tests {
                 role: Role::Master,
                 master: None,
                 link_up: false,
+                link_down_seconds: None,
                 sync_in_progress: false,
                 offset: 4242,
                 connected_replicas: 2,
@@ -884,8 +897,15 @@ mod tests {
             Some(Endpoint::new("cache-0.cache-headless.apps.svc.cluster.local", 6379))
         );
         assert!(!replication.link_up);
+        assert_eq!(replication.link_down_seconds, Some(7));
         assert!(replication.sync_in_progress);
         assert_eq!(replication.offset, 10);
+        let linked = REPLICA_INFO.replace("master_link_status:down", "master_link_status:up");
+        assert_eq!(
+            parse_info_replication(&linked).expect("parses").link_down_seconds,
+            None,
+            "a link that is up has no down time, whatever a stale field says"
+        );
     }
 
     #[test]
@@ -919,9 +939,19 @@ mod tests {
         );
         let view = parse_sentinel_view(&master, Some(Endpoint::new("h", 6379)));
         assert!(view.failover_in_progress);
+        assert!(!view.master_down);
         assert_eq!((view.known_replicas, view.known_sentinels), (2, 2));
         let quiet = pairs(["flags", "master"].map(String::from).to_vec());
         assert!(!parse_sentinel_view(&quiet, None).failover_in_progress);
+        for flags in ["master,s_down", "master,s_down,o_down,disconnected"] {
+            let down = pairs(["flags", flags].map(String::from).to_vec());
+            assert!(parse_sentinel_view(&down, None).master_down, "{flags}");
+        }
+        let disconnected = pairs(["flags", "master,disconnected"].map(String::from).to_vec());
+        assert!(
+            !parse_sentinel_view(&disconnected, None).master_down,
+            "a link being re-established is not a judgement"
+        );
     }
 
     #[test]

@@ -155,9 +155,16 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                 } else {
                     DesiredCondition::new(READY, false, "NotReady", counts.clone())
                 },
-                match &no_master {
-                    Some(why) => DesiredCondition::new(DEGRADED, true, "NoMaster", why.clone()),
-                    None => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
+                match (&no_master, health.plan.and_then(|p| p.wait.as_ref())) {
+                    (Some(why), _) => DesiredCondition::new(DEGRADED, true, "NoMaster", why.clone()),
+                    // Clients may well be served; the operator cannot tell, and will not heal.
+                    (None, Some(Wait::MasterNotVisible { evidence })) => DesiredCondition::new(
+                        DEGRADED,
+                        true,
+                        "MasterNotVisible",
+                        format!("no master answers the operator, which waits: {evidence}"),
+                    ),
+                    (None, _) => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
                 },
                 match failing_over {
                     Some(why) => DesiredCondition::new(FAILOVER_IN_PROGRESS, true, "SentinelFailover", why),
@@ -271,6 +278,36 @@ mod tests {
         );
         assert!(is_true(&status.conditions, FAILOVER_IN_PROGRESS));
         assert!(!is_true(&status.conditions, READY));
+        assert_eq!(status.master.as_deref(), Some("cache-0"), "the last known master stays");
+    }
+
+    #[test]
+    fn a_master_the_operator_cannot_see_is_degraded_with_what_it_saw() {
+        let plan = Plan {
+            master: None,
+            actions: vec![],
+            wait: Some(Wait::MasterNotVisible {
+                evidence: "cache-1 replicates from cache-0.x:6379, which the operator cannot reach".into(),
+            }),
+            warnings: vec![],
+            failover_blocker: None,
+        };
+        let status = build_status(
+            &rha("{}"),
+            Ok(Health {
+                redis_ready: 3,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+            }),
+            now(),
+        );
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "MasterNotVisible")
+        );
+        assert!(degraded.message.contains("cache-1 replicates from cache-0.x:6379"));
+        assert!(!is_true(&status.conditions, FAILOVER_IN_PROGRESS), "nobody fails over");
         assert_eq!(status.master.as_deref(), Some("cache-0"), "the last known master stays");
     }
 
