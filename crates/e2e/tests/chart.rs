@@ -79,7 +79,8 @@ fn redis_ha_permissions() -> BTreeSet<(String, String, String)> {
         ("", "services", OWNED),
         ("", "configmaps", OWNED),
         ("policy", "poddisruptionbudgets", OWNED),
-        ("", "pods", &["get", "list", "watch", "patch"]),
+        // patch: role labels; delete: the healer rolls its OnDelete Pods one at a time.
+        ("", "pods", &["get", "list", "watch", "patch", "delete"]),
         // By name only: the operator never lists or watches Secrets.
         ("", "secrets", &["get"]),
     ])

@@ -2,11 +2,13 @@
 //! built manager under the chart's least-privilege identity, in-cluster (the `kubernetes` Service
 //! and the service-account token), with leader election on. Proves: readiness follows /readyz,
 //! every controller reconciles the samples with no 403, a `helm upgrade` rolls the operator without
-//! losing a reconcile, the identity is refused what the operator never needs, and `helm uninstall`
+//! losing a reconcile, RedisHA's day-2 operations (a roll, a password rotation, a scale 3 → 5 → 3)
+//! finish under that identity, the identity is refused what the operator never needs, and `helm uninstall`
 //! keeps CRDs and custom resources but removes everything else.
 //!
 //! Run with `flock /tmp/capstan-localnode.lock cargo test -p capstan-e2e --test helm_install`.
 use std::{
+    collections::BTreeSet,
     path::PathBuf,
     process::Command,
     time::{Duration, Instant},
@@ -15,19 +17,25 @@ use std::{
 use capstan_e2e::{chart, helm, kubectl, manager_binary, run, scenarios::wait_for, skip_without};
 use capstan_foo::{Foo, FooSpec};
 use capstan_memcached::Memcached;
+use capstan_redis_ha::{
+    RedisHA,
+    config::{Endpoint, REDIS_PORT},
+    observe::{Converged, Observer, pod_ip},
+    redis_io::{Target, Timeouts, is_auth_refused, ping},
+};
 use capstan_testenv::{ControlPlane, local_node_available};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         coordination::v1::Lease,
-        core::v1::{Pod, Service, ServiceAccount},
+        core::v1::{Pod, Secret, Service, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
     },
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
 };
 
 const RELEASE: &str = "capstan";
@@ -390,6 +398,9 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
     .await
     .expect("new leader");
 
+    // 4. RedisHA's day-2 operations, carried out by the operator under the chart's identity.
+    redis_ha_day_two(&client, &samples_ns).await;
+
     // No 403 anywhere in either operator's log, and each did reconcile.
     for pod in [&pod_name, &rolled] {
         let log = log_of(node, &release_ns, pod);
@@ -398,7 +409,7 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         println!("{pod}: {} log lines, none forbidden", log.lines().count());
     }
 
-    // 4. The identity is refused what the operator never needs.
+    // 5. The identity is refused what the operator never needs.
     let identity = format!("system:serviceaccount:{release_ns}:{RELEASE}");
     // `kubectl auth can-i` prints yes/no on stdout and exits 1 for no.
     // `resource/name` asks about one object; a subresource goes in `--subresource`.
@@ -427,6 +438,7 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         // RedisHA: its auth Secret by name, Pods' role labels, owned StatefulSets and budgets.
         ("get", "secrets", samples_ns.as_str()),
         ("patch", "pods", samples_ns.as_str()),
+        ("delete", "pods", samples_ns.as_str()),
         ("delete", "statefulsets.apps", samples_ns.as_str()),
         ("patch", "poddisruptionbudgets.policy", samples_ns.as_str()),
         ("watch", "poddisruptionbudgets.policy", samples_ns.as_str()),
@@ -445,7 +457,6 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         ("impersonate", "serviceaccounts", samples_ns.as_str()),
         ("delete", "deployments.apps", samples_ns.as_str()),
         ("update", "memcacheds.cache.capstan.dev", samples_ns.as_str()),
-        ("delete", "pods", samples_ns.as_str()),
         ("delete", "persistentvolumeclaims", samples_ns.as_str()),
         ("update", "leases.coordination.k8s.io/someone-else", release_ns.as_str()),
     ] {
@@ -454,7 +465,7 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         println!("refused: {verb} {resource}");
     }
 
-    // 5. helm uninstall keeps CRDs and custom resources, removes the rest.
+    // 6. helm uninstall keeps CRDs and custom resources, removes the rest.
     println!(
         "{}",
         tools.helm(&["uninstall", RELEASE, "--namespace", &release_ns, "--wait"])
@@ -469,6 +480,118 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         "Memcacheds kept"
     );
     assert_gone(&client, &release_ns).await;
+}
+
+/// The sample RedisHA (samples/redis-ha.yaml) and its password.
+const SAMPLE_REDIS_HA: &str = "redis-ha-sample";
+const SAMPLE_SECRET: &str = "redis-ha-sample-auth";
+const SAMPLE_PASSWORD: &str = "change-me-please";
+const ROTATED_PASSWORD: &str = "rotated-under-the-chart-identity";
+/// Each day-2 operation finishes within this on a shared 2-core machine (a roll of three Pods
+/// with one planned failover takes about a minute here).
+const DAY_TWO: Duration = Duration::from_secs(300);
+
+async fn redis_ha_converged(observer: &Observer, what: &str, replicas: usize) -> Converged {
+    let started = Instant::now();
+    let converged = wait_for(what, DAY_TWO, || async {
+        // What is missing is printed by the timeout's last error.
+        observer.converged(replicas).await.map(Some).map_err(anyhow::Error::msg)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    println!("{what}: {converged:?} after {:.1}s", started.elapsed().as_secs_f64());
+    converged
+}
+
+async fn redis_uids(observer: &Observer) -> BTreeSet<String> {
+    observer.redis_pods().await.iter().filter_map(|p| p.uid()).collect()
+}
+
+/// Waits until `replicas` Redis Pods run, none of them one of `before`.
+async fn every_redis_pod_replaced(observer: &Observer, before: &BTreeSet<String>, replicas: usize, what: &str) {
+    wait_for(what, DAY_TWO, || async {
+        let pods = observer.redis_pods().await;
+        Ok((pods.len() == replicas
+            && pods
+                .iter()
+                .all(|p| p.metadata.deletion_timestamp.is_none() && p.uid().is_some_and(|uid| !before.contains(&uid))))
+        .then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+}
+
+/// The day-2 operations a platform team runs on a RedisHA, carried out by the operator under the
+/// chart's ServiceAccount (not cluster-admin): a spec change rolls every Redis Pod (the healer
+/// deletes them one at a time), a password rotation leaves the old password refused by every
+/// Redis, and a scale 3 → 5 → 3 finishes. A verb the chart lacks stalls one of them, and the
+/// operator's log shows the 403 (checked after this).
+async fn redis_ha_day_two(client: &Client, ns: &str) {
+    let rhas: Api<RedisHA> = Api::namespaced(client.clone(), ns);
+    let patch_spec = |spec: serde_json::Value| {
+        let rhas = rhas.clone();
+        async move {
+            rhas.patch(
+                SAMPLE_REDIS_HA,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "spec": spec })),
+            )
+            .await
+            .expect("patch the RedisHA's spec");
+        }
+    };
+    let observer = Observer::new(
+        client.clone(),
+        ns,
+        SAMPLE_REDIS_HA,
+        Some(SAMPLE_PASSWORD),
+        "cluster.local",
+    );
+    redis_ha_converged(&observer, "the sample RedisHA converged", 3).await;
+
+    let before = redis_uids(&observer).await;
+    patch_spec(serde_json::json!({"config": {"maxmemory": "64mb"}})).await;
+    every_redis_pod_replaced(&observer, &before, 3, "a spec change rolled every Redis Pod").await;
+    redis_ha_converged(&observer, "rolled", 3).await;
+
+    let before = redis_uids(&observer).await;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .patch(
+            SAMPLE_SECRET,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"stringData": {"password": ROTATED_PASSWORD}})),
+        )
+        .await
+        .expect("rotate the password");
+    every_redis_pod_replaced(&observer, &before, 3, "the rotation restarted every Redis Pod").await;
+    let rotated = Observer::new(
+        client.clone(),
+        ns,
+        SAMPLE_REDIS_HA,
+        Some(ROTATED_PASSWORD),
+        "cluster.local",
+    );
+    redis_ha_converged(&rotated, "password rotated", 3).await;
+    for pod in rotated.redis_pods().await {
+        let ip = pod_ip(&pod).expect("a Redis Pod's IP");
+        let endpoint = Endpoint::new(ip, REDIS_PORT);
+        let old = ping(Target::new(&endpoint, Some(SAMPLE_PASSWORD), Timeouts::default())).await;
+        assert!(
+            old.as_ref().is_err_and(is_auth_refused),
+            "{} still takes the old password: {old:?}",
+            pod.name_any()
+        );
+        ping(Target::new(&endpoint, Some(ROTATED_PASSWORD), Timeouts::default()))
+            .await
+            .unwrap_or_else(|e| panic!("{} refuses the new password: {e}", pod.name_any()));
+    }
+    println!("every Redis refuses the old password and takes the new one");
+
+    patch_spec(serde_json::json!({"replicas": 5})).await;
+    redis_ha_converged(&rotated, "scaled to 5", 5).await;
+    patch_spec(serde_json::json!({"replicas": 3})).await;
+    let down = redis_ha_converged(&rotated, "scaled back to 3", 3).await;
+    assert_eq!(down.redis_pods, 3);
 }
 
 fn capstan_manager_crd_names() -> Vec<String> {

@@ -11,7 +11,7 @@
 //! master Service) within a pass of Sentinel promoting a replica.
 use std::{sync::Arc, time::Duration};
 
-use capstan_runtime::{ChildCache, TaskContext, Trigger};
+use capstan_runtime::{ChildCache, RefusedWrite, TaskContext, Trigger};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
 use kube::{
     Api, Resource, ResourceExt,
@@ -169,6 +169,7 @@ impl Healer {
         // No Pod restarts with the new password before the Sentinels authenticate with it.
         let sentinels_behind = previous_password.is_some() && self.shared.sentinels_need(&key, &password);
         let plan = decide(&observation);
+        let mut refusals = Vec::new();
         for action in &plan.actions {
             let done = task.leadership.while_leader(redis_io::perform(action, cluster)).await?;
             match (done, action) {
@@ -180,7 +181,16 @@ impl Healer {
                         .await
                     {
                         Ok(_) => tracing::info!(%namespace, %pod, role = role.label(), "labelled the Pod's role"),
-                        Err(error) => tracing::warn!(%namespace, %pod, %error, "labelling the Pod's role failed"),
+                        Err(error) => {
+                            tracing::warn!(%namespace, %pod, %error, "labelling the Pod's role failed");
+                            refusals.extend(RefusedWrite::from_error(
+                                "PatchPodsRefused",
+                                "patch",
+                                "pods",
+                                pod,
+                                &error,
+                            ));
+                        }
                     }
                 }
                 (Ok(_), _) => tracing::info!(%namespace, redis_ha = %name, ?action, "healed"),
@@ -201,9 +211,16 @@ impl Healer {
                 Some(Wait::FailoverInProgress { .. } | Wait::SentinelsToFailOver { .. })
             );
         if plan.wait.is_none() && plan.actions.is_empty() && !sentinels_behind {
-            in_motion |= self.rollout(rha, &pods, &plan, cluster, task).await?;
+            in_motion |= self.rollout(rha, &pods, &plan, cluster, task, &mut refusals).await?;
         }
-        if self.shared.set_plan(key, plan) {
+        // A refused write is retried each pass (what needs it has not changed), so it stays
+        // recorded while it lasts; its Event goes out once, when it is new.
+        let refusal = refusals.into_iter().next();
+        let refusal_changed = self.shared.set_refusal(key.clone(), refusal.clone());
+        if refusal_changed && let Some(refusal) = &refusal {
+            task.refused(&regarding, refusal);
+        }
+        if self.shared.set_plan(key, plan) | refusal_changed {
             self.trigger.reconcile(&namespace, &name);
         }
         Ok(in_motion)
@@ -211,7 +228,8 @@ impl Healer {
 
     /// On a settled RedisHA, the next step of a scale-down (move the master below the desired
     /// count) or a roll (outdated replicas, a planned failover, the old master); true when one
-    /// was taken. Stateless: an operator restarted mid-roll picks up where the Pods are.
+    /// was taken. Stateless: an operator restarted mid-roll picks up where the Pods are. A step
+    /// the apiserver refuses goes to `refusals` and is not in motion: retried at the normal pace.
     async fn rollout(
         &self,
         rha: &RedisHA,
@@ -219,6 +237,7 @@ impl Healer {
         plan: &Plan,
         cluster: Cluster<'_>,
         task: &TaskContext,
+        refusals: &mut Vec<RefusedWrite>,
     ) -> Result<bool, HealError> {
         let (Some(namespace), name) = (rha.namespace(), rha.name_any()) else {
             return Ok(false);
@@ -249,7 +268,15 @@ impl Healer {
                         format!("deleted {pod}, which runs an outdated template"),
                     ),
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
-                    Err(error) => tracing::warn!(%namespace, %pod, %error, "deleting an outdated Pod failed"),
+                    Err(error) => {
+                        tracing::warn!(%namespace, %pod, %error, "deleting an outdated Pod failed");
+                        if let Some(refusal) =
+                            RefusedWrite::from_error("DeletePodsRefused", "delete", "pods", &pod, &error)
+                        {
+                            refusals.push(refusal);
+                            return Ok(false);
+                        }
+                    }
                 }
                 Ok(true)
             }

@@ -279,10 +279,12 @@ impl Reconciler for RedisHAReconciler {
             BudgetCache::V1Beta1(cache) => children.prune(cache).await,
         }
         .map_err(Error::Apply)?;
+        let refused = self.shared.refusal(&key);
         let health = Health {
             redis_ready: self.ready_replicas(&namespace, &name),
             sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),
             plan: plan.as_ref(),
+            refused: refused.as_ref(),
         };
         self.write_status(&rha, ctx, Ok(health)).await?;
         // StatefulSet, Pod and healer-plan changes wake this; the auth Secret is only read, so a

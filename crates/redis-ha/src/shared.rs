@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use capstan_runtime::lock;
+use capstan_runtime::{RefusedWrite, lock};
 
 use crate::healer::Plan;
 
@@ -22,6 +22,8 @@ pub struct Shared {
     previous_passwords: Arc<Mutex<HashMap<Key, Option<String>>>>,
     /// The password the Sentinels were last told, per RedisHA.
     sentinels_told: Arc<Mutex<HashMap<Key, Option<String>>>>,
+    /// A write of the healer's that the apiserver refused in its last pass, per RedisHA.
+    refusals: Arc<Mutex<HashMap<Key, RefusedWrite>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -40,6 +42,20 @@ impl Shared {
 
     pub fn plan(&self, key: &Key) -> Option<Plan> {
         lock(&self.plans).get(key).cloned()
+    }
+
+    /// Records what the healer's last pass had refused (None: nothing); true when it changed.
+    pub fn set_refusal(&self, key: Key, refusal: Option<RefusedWrite>) -> bool {
+        let mut refusals = lock(&self.refusals);
+        let previous = match refusal.clone() {
+            Some(refusal) => refusals.insert(key, refusal),
+            None => refusals.remove(&key),
+        };
+        previous != refusal
+    }
+
+    pub fn refusal(&self, key: &Key) -> Option<RefusedWrite> {
+        lock(&self.refusals).get(key).cloned()
     }
 
     /// The password the Pods use (`None`: no auth), once the reconcile has read it.
@@ -82,6 +98,7 @@ impl Shared {
         lock(&self.passwords).retain(|key, _| live.contains(key));
         lock(&self.previous_passwords).retain(|key, _| live.contains(key));
         lock(&self.sentinels_told).retain(|key, _| live.contains(key));
+        lock(&self.refusals).retain(|key, _| live.contains(key));
     }
 
     /// Asks the healer for a pass now (a Redis Pod changed) instead of at its next tick.
@@ -99,5 +116,6 @@ impl Shared {
         lock(&self.passwords).remove(key);
         lock(&self.previous_passwords).remove(key);
         lock(&self.sentinels_told).remove(key);
+        lock(&self.refusals).remove(key);
     }
 }

@@ -1,5 +1,8 @@
 //! The status a RedisHA should have, from what the reconcile and the healer found. Pure.
-use capstan_runtime::conditions::{DesiredCondition, READY, merge_conditions};
+use capstan_runtime::{
+    RefusedWrite,
+    conditions::{DesiredCondition, READY, merge_conditions},
+};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
@@ -35,6 +38,8 @@ pub struct Health<'a> {
     pub sentinels_ready: i32,
     /// The healer's decision this pass; None when it did not run (e.g. not leader).
     pub plan: Option<&'a Plan>,
+    /// A write of the healer's the apiserver keeps refusing (a roll's Pod deletion, a label).
+    pub refused: Option<&'a RefusedWrite>,
 }
 
 fn failover_condition(rha: &RedisHA, plan: Option<&Plan>) -> DesiredCondition {
@@ -155,16 +160,19 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                 } else {
                     DesiredCondition::new(READY, false, "NotReady", counts.clone())
                 },
-                match (&no_master, health.plan.and_then(|p| p.wait.as_ref())) {
-                    (Some(why), _) => DesiredCondition::new(DEGRADED, true, "NoMaster", why.clone()),
+                match (&no_master, health.refused, health.plan.and_then(|p| p.wait.as_ref())) {
+                    (Some(why), _, _) => DesiredCondition::new(DEGRADED, true, "NoMaster", why.clone()),
+                    (None, Some(refused), _) => {
+                        DesiredCondition::new(DEGRADED, true, refused.reason, refused.message())
+                    }
                     // Clients may well be served; the operator cannot tell, and will not heal.
-                    (None, Some(Wait::MasterNotVisible { evidence })) => DesiredCondition::new(
+                    (None, None, Some(Wait::MasterNotVisible { evidence })) => DesiredCondition::new(
                         DEGRADED,
                         true,
                         "MasterNotVisible",
                         format!("no master answers the operator, which waits: {evidence}"),
                     ),
-                    (None, _) => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
+                    (None, None, _) => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
                 },
                 match failing_over {
                     Some(why) => DesiredCondition::new(FAILOVER_IN_PROGRESS, true, "SentinelFailover", why),
@@ -221,6 +229,7 @@ mod tests {
                 redis_ready: 3,
                 sentinels_ready: 3,
                 plan: Some(&plan),
+                refused: None,
             }),
             now(),
         );
@@ -249,6 +258,7 @@ mod tests {
                 redis_ready: 3,
                 sentinels_ready: 3,
                 plan: Some(&plan),
+                refused: None,
             }),
             now(),
         );
@@ -273,6 +283,7 @@ mod tests {
                 redis_ready: 2,
                 sentinels_ready: 3,
                 plan: Some(&plan),
+                refused: None,
             }),
             now(),
         );
@@ -298,6 +309,7 @@ mod tests {
                 redis_ready: 3,
                 sentinels_ready: 3,
                 plan: Some(&plan),
+                refused: None,
             }),
             now(),
         );
@@ -309,6 +321,43 @@ mod tests {
         assert!(degraded.message.contains("cache-1 replicates from cache-0.x:6379"));
         assert!(!is_true(&status.conditions, FAILOVER_IN_PROGRESS), "nobody fails over");
         assert_eq!(status.master.as_deref(), Some("cache-0"), "the last known master stays");
+    }
+
+    #[test]
+    fn a_write_the_apiserver_keeps_refusing_is_degraded_naming_verb_and_resource() {
+        let refused = RefusedWrite {
+            reason: "DeletePodsRefused",
+            verb: "delete",
+            resource: "pods",
+            name: "cache-2".into(),
+            code: 403,
+            server_message: "pods \"cache-2\" is forbidden".into(),
+        };
+        let plan = plan("cache-0");
+        let status = build_status(
+            &rha("{}"),
+            Ok(Health {
+                redis_ready: 3,
+                sentinels_ready: 3,
+                plan: Some(&plan),
+                refused: Some(&refused),
+            }),
+            now(),
+        );
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "DeletePodsRefused")
+        );
+        assert!(
+            degraded.message.contains("refused to delete pods/cache-2 (403)"),
+            "{}",
+            degraded.message
+        );
+        assert!(
+            is_true(&status.conditions, READY),
+            "the set still serves; its roll is stalled"
+        );
     }
 
     #[test]
@@ -333,6 +382,7 @@ mod tests {
             redis_ready: 3,
             sentinels_ready: 3,
             plan,
+            refused: None,
         };
         let status = build_status(&rha("{}"), Ok(health(Some(&learning))), now());
         let capable = find(&status, FAILOVER_CAPABLE);
@@ -366,6 +416,7 @@ mod tests {
                 redis_ready: 1,
                 sentinels_ready: 3,
                 plan: Some(&plan),
+                refused: None,
             }),
             now(),
         );

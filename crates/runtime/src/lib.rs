@@ -48,7 +48,7 @@ pub use leadership::Leadership;
 pub use manager::{ControllerEntry, Manager};
 pub use meta_index::{MetadataIndex, Names, SharedIndex};
 pub use served::ServedApis;
-pub use tasks::TaskContext;
+pub use tasks::{RefusedWrite, TaskContext};
 pub use watches::{Trigger, Watches};
 
 /// Locks `mutex`, recovering the data if a panicking thread poisoned it: every critical section in

@@ -2,10 +2,65 @@
 //! the manager only while it leads, stopped when leadership is lost or shutdown begins, and
 //! restarted with backoff when they fail or panic.
 use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use std::{fmt::Display, future::Future, sync::Arc, time::Duration};
 
 use crate::{events::EventPublisher, leadership::Leadership, metrics::Metrics, shutdown::Shutdown};
+
+/// A write the apiserver refused to a background task (403 Forbidden, 422 Invalid, …). A task
+/// never leaves such a refusal in its log only: [`TaskContext::refused`] publishes it as a Warning
+/// Event on the object the write was for, and the controller keeps it for that object's status
+/// (its `Degraded` condition, with [`RefusedWrite::reason`]) for as long as the write keeps
+/// being refused. Without it a roll that needs a verb the chart does not grant stalls silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedWrite {
+    /// Names the refused verb and resource, e.g. `DeletePodsRefused`.
+    pub reason: &'static str,
+    pub verb: &'static str,
+    pub resource: &'static str,
+    pub name: String,
+    /// The HTTP status code and the apiserver's message.
+    pub code: u16,
+    pub server_message: String,
+}
+
+impl RefusedWrite {
+    /// The refusal in `error`, or None when it is not one: a 404 (the object is gone, nothing
+    /// to do), a 409 (a conflict clears on retry), or no answer from the apiserver at all.
+    pub fn from_error(
+        reason: &'static str,
+        verb: &'static str,
+        resource: &'static str,
+        name: &str,
+        error: &kube::Error,
+    ) -> Option<Self> {
+        match error {
+            kube::Error::Api(status) if ![404, 409].contains(&status.code) => Some(Self {
+                reason,
+                verb,
+                resource,
+                name: name.to_owned(),
+                code: status.code,
+                server_message: status.message.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// What the condition and the Event say.
+    pub fn message(&self) -> String {
+        let hint = if self.code == 403 {
+            " (the operator's RBAC lacks this verb)"
+        } else {
+            ""
+        };
+        format!(
+            "the apiserver refused to {} {}/{} ({}){hint}: {}",
+            self.verb, self.resource, self.name, self.code, self.server_message
+        )
+    }
+}
 
 /// What a background task gets: the client, events, and leadership (a task is dropped when
 /// leadership is lost, but a side effect outside Kubernetes should still go through
@@ -15,6 +70,16 @@ pub struct TaskContext {
     pub client: Client,
     pub leadership: Leadership,
     pub events: EventPublisher,
+}
+
+impl TaskContext {
+    /// Publishes a refused write as a Warning Event on `regarding` (call it when the refusal is
+    /// new, not on every retry: the status carries it while it lasts).
+    pub fn refused(&self, regarding: &ObjectReference, refusal: &RefusedWrite) {
+        tracing::warn!(reason = refusal.reason, message = %refusal.message(), "a background task's write was refused");
+        self.events
+            .warning(regarding, refusal.reason, refusal.verb, refusal.message());
+    }
 }
 
 type Start = Arc<dyn Fn(TaskContext) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -129,6 +194,45 @@ mod tests {
             events: EventPublisher::new(client.clone(), "test", None),
             client,
             leadership: Leadership::new(leader),
+        }
+    }
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(
+            serde_json::from_value(serde_json::json!({
+                "status": "Failure", "message": message, "reason": "Forbidden", "code": code
+            }))
+            .expect("status"),
+        ))
+    }
+
+    #[test]
+    fn a_refused_write_names_verb_resource_object_and_the_servers_answer() {
+        let forbidden = api_error(
+            403,
+            r#"pods "cache-2" is forbidden: User "system:serviceaccount:x:capstan" cannot delete resource "pods""#,
+        );
+        let refusal = RefusedWrite::from_error("DeletePodsRefused", "delete", "pods", "cache-2", &forbidden)
+            .expect("a 403 is a refusal");
+        assert_eq!(refusal.reason, "DeletePodsRefused");
+        let message = refusal.message();
+        assert!(
+            message.starts_with("the apiserver refused to delete pods/cache-2 (403)"),
+            "{message}"
+        );
+        assert!(
+            message.contains("RBAC") && message.contains("cannot delete resource"),
+            "{message}"
+        );
+        let invalid = RefusedWrite::from_error("PatchPodsRefused", "patch", "pods", "p", &api_error(422, "bad label"))
+            .expect("a 422 is a refusal");
+        assert!(!invalid.message().contains("RBAC"));
+        for code in [404, 409] {
+            assert_eq!(
+                RefusedWrite::from_error("R", "delete", "pods", "p", &api_error(code, "x")),
+                None,
+                "{code} is not a refusal"
+            );
         }
     }
 

@@ -11,7 +11,9 @@ Derived from the controllers' code:
   garbage collector's job (owner references), so no delete.
 - redis-ha: reads RedisHAs, its StatefulSets, Services, ConfigMaps, PodDisruptionBudgets
   (policy/v1, or v1beta1 where only that is served) and Pods; applies them and prunes (delete)
-  what a spec no longer wants; patches Pods' role label;
+  what a spec no longer wants; patches Pods' role label and deletes Pods one at a time to roll
+  them (its Redis StatefulSet is OnDelete, so a spec change or password rotation is carried out by
+  the operator's healer, not the StatefulSet controller);
   reads its auth Secret by name (get only: never list or watch); writes RedisHA status.
 */}}
 {{- define "capstan.controllerRules" -}}
@@ -59,7 +61,7 @@ redis-ha:
     verbs: [get, list, watch, create, patch, delete]
   - apiGroups: [""]
     resources: [pods]
-    verbs: [get, list, watch, patch]
+    verbs: [get, list, watch, patch, delete]
   - apiGroups: [""]
     resources: [secrets]
     verbs: [get]
