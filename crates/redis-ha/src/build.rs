@@ -69,6 +69,10 @@ pub enum SpecError {
     AuthNotRead(String),
     #[error("metadata.{0} is missing")]
     Metadata(&'static str),
+    #[error(
+        "spec.auth was removed, but the running Redis Pods require a password: turning auth off is not rotated live (the operator would be locked out of its own Pods); set spec.auth back, or delete and recreate the RedisHA without it"
+    )]
+    AuthRemoved,
 }
 
 /// Checks what the CRD schema should already have refused (servers that ignore parts of it, or a
@@ -90,6 +94,19 @@ pub fn validate(rha: &RedisHA) -> Result<(), SpecError> {
         return Err(SpecError::Image);
     }
     config::check_extra_config(&spec.config)?;
+    Ok(())
+}
+
+/// Refuses a spec that dropped `spec.auth` while `running` (the Redis StatefulSet as it stands)
+/// still starts its Pods with a password: applied, the Pods would restart without one while the
+/// healer could no longer authenticate to those still running with it.
+pub fn check_auth_kept(rha: &RedisHA, running: Option<&StatefulSet>) -> Result<(), SpecError> {
+    let runs_with_password = running
+        .and_then(|set| set.spec.template.metadata.as_ref()?.annotations.as_ref())
+        .is_some_and(|annotations| annotations.contains_key(AUTH_HASH_ANNOTATION));
+    if rha.spec.auth.is_none() && runs_with_password {
+        return Err(SpecError::AuthRemoved);
+    }
     Ok(())
 }
 
@@ -1185,6 +1202,45 @@ spec:
         assert_eq!(
             build_children(&rha(SAMPLE), unread).err(),
             Some(SpecError::AuthNotRead("cache-auth".into()))
+        );
+    }
+
+    #[test]
+    fn removing_auth_from_a_set_running_with_a_password_is_refused() {
+        let owner = owner();
+        let inputs = Inputs {
+            owner: &owner,
+            cluster_domain: "cluster.local",
+            auth_hash: Some("h"),
+            redis_replicas: 3,
+        };
+        let with_auth = rha(SAMPLE);
+        let children = build_children(&with_auth, inputs).expect("builds");
+        let running = children
+            .stateful_sets
+            .into_iter()
+            .find(|s| s.name_any() == "cache")
+            .expect("Redis set");
+        let mut without = with_auth.clone();
+        without.spec.auth = None;
+        assert_eq!(check_auth_kept(&without, Some(&running)), Err(SpecError::AuthRemoved));
+        assert!(SpecError::AuthRemoved.to_string().contains("set spec.auth back"));
+        assert_eq!(check_auth_kept(&with_auth, Some(&running)), Ok(()), "auth kept");
+        assert_eq!(check_auth_kept(&without, None), Ok(()), "nothing runs yet");
+        let no_auth_inputs = Inputs {
+            auth_hash: None,
+            ..inputs
+        };
+        let plain = build_children(&without, no_auth_inputs).expect("builds");
+        let plain_set = plain
+            .stateful_sets
+            .into_iter()
+            .find(|s| s.name_any() == "cache")
+            .expect("Redis set");
+        assert_eq!(
+            check_auth_kept(&without, Some(&plain_set)),
+            Ok(()),
+            "never had a password"
         );
     }
 

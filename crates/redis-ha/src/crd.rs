@@ -176,16 +176,45 @@ pub struct SentinelEndpoint {
     pub master_name: String,
 }
 
-/// The CRD as installed: kube's generated one plus a `metadata.name` length limit (allowed in a
-/// structural schema, unlike other metadata constraints), so a name too long for the children's
-/// names and labels is refused by the apiserver rather than failing later.
+/// A DNS-1035 label: what every child name needs (a Service's name may not start with a digit
+/// nor hold a dot), so `1cache` or `a.b` is refused at once instead of by the first Service.
+pub const NAME_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
+/// A resource quantity (`1Gi`, `500m`, `2`), as Kubernetes parses it.
+pub const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Quantities are int-or-string in the schema kube derives, so any string passes and the
+/// StatefulSet or claim built from it fails later with a 422; this gives each the pattern (which
+/// applies to the string form only, as in kubebuilder's CRDs).
+fn pattern_quantities(schema: &mut JSONSchemaProps) {
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        schema.pattern = Some(QUANTITY_PATTERN.to_owned());
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        pattern_quantities(child);
+    }
+    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrBool::Schema(
+        child,
+    )) = schema.additional_properties.as_mut()
+    {
+        pattern_quantities(child);
+    }
+}
+
+/// The CRD as installed: kube's generated one plus a `metadata.name` length limit and DNS-1035
+/// pattern (allowed in a structural schema, unlike other metadata constraints), so a name unfit
+/// for the children's names and labels is refused by the apiserver rather than failing later,
+/// and a pattern on every quantity.
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = RedisHA::crd();
     for version in &mut crd.spec.versions {
         if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+            if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+                pattern_quantities(spec);
+            }
             let name = JSONSchemaProps {
                 type_: Some("string".into()),
                 max_length: Some(MAX_NAME_LENGTH),
+                pattern: Some(NAME_PATTERN.to_owned()),
                 ..Default::default()
             };
             let metadata = JSONSchemaProps {
@@ -269,6 +298,40 @@ mod tests {
         );
         let conditions = &schema["properties"]["status"]["properties"]["conditions"];
         assert_eq!(conditions["x-kubernetes-list-type"], json!("map"));
+        assert_eq!(
+            schema["properties"]["metadata"]["properties"]["name"]["pattern"],
+            json!(NAME_PATTERN)
+        );
+        assert_eq!(
+            spec["storage"]["properties"]["size"]["pattern"],
+            json!(QUANTITY_PATTERN)
+        );
+        for kind in ["limits", "requests"] {
+            assert_eq!(
+                spec["resources"]["properties"][kind]["additionalProperties"]["pattern"],
+                json!(QUANTITY_PATTERN),
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_patterns_refuse_what_kubernetes_refuses() {
+        // The regex crate reads these patterns as the apiserver's RE2 does.
+        let name = regex::Regex::new(NAME_PATTERN).expect("name pattern");
+        for good in ["cache", "a", "redis-ha-sample", "r2d2"] {
+            assert!(name.is_match(good), "{good}");
+        }
+        for bad in ["1cache", "a.b", "Cache", "-a", "a-", ""] {
+            assert!(!name.is_match(bad), "{bad}");
+        }
+        let quantity = regex::Regex::new(QUANTITY_PATTERN).expect("quantity pattern");
+        for good in ["1Gi", "500m", "2", "1.5", "100M", "1e3", "0.5Ki"] {
+            assert!(quantity.is_match(good), "{good}");
+        }
+        for bad in ["lots", "1 Gi", "1GB", "Gi", "1..5", ""] {
+            assert!(!quantity.is_match(bad), "{bad}");
+        }
     }
 
     #[test]

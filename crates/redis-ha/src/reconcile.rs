@@ -163,13 +163,17 @@ impl RedisHAReconciler {
         Ok(())
     }
 
-    /// Reports a refused child apply (a foreign object) in the status, then returns the error.
+    /// Reports a refused child apply (a foreign object, or one the apiserver refuses as invalid)
+    /// in the status, so no older `Ready=True` stands over it, then returns the error.
     async fn refused(&self, rha: &RedisHA, ctx: &Context, error: capstan_runtime::Error) -> Error {
-        if let capstan_runtime::Error::ForeignChild { kind, name, .. } = &error {
-            let blocked = Blocked::ForeignChild { kind, name };
-            if let Err(status_error) = self.write_status(rha, ctx, Err(blocked)).await {
-                return status_error;
-            }
+        let blocked = match &error {
+            capstan_runtime::Error::ForeignChild { kind, name, .. } => Some(Blocked::ForeignChild { kind, name }),
+            other => other.invalid_message().map(Blocked::Rejected),
+        };
+        if let Some(blocked) = blocked
+            && let Err(status_error) = self.write_status(rha, ctx, Err(blocked)).await
+        {
+            return status_error;
         }
         Error::Apply(error)
     }
@@ -191,7 +195,8 @@ impl Reconciler for RedisHAReconciler {
         let name = rha.name_any();
         let namespace = rha.namespace().unwrap_or_default();
         let key = (namespace.clone(), name.clone());
-        if let Err(invalid) = build::validate(&rha) {
+        let running = self.stateful_sets.get(&ObjectRef::new(&name).within(&namespace));
+        if let Err(invalid) = build::validate(&rha).and_then(|()| build::check_auth_kept(&rha, running.as_deref())) {
             self.write_status(&rha, ctx, Err(Blocked::InvalidSpec(&invalid)))
                 .await?;
             return Err(invalid.into());

@@ -27,6 +27,8 @@ pub enum Blocked<'a> {
         kind: &'a str,
         name: &'a str,
     },
+    /// The apiserver refused a child as built (422), with its message.
+    Rejected(&'a str),
 }
 
 /// What was observed of the running set.
@@ -107,6 +109,7 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                     "ResourceExists",
                     format!("{kind} {name} exists and is not controlled by this RedisHA; it is left untouched"),
                 ),
+                Blocked::Rejected(message) => ("Rejected", format!("the apiserver refused a child: {message}")),
             };
             vec![
                 DesiredCondition::new(READY, false, reason, message.clone()),
@@ -358,6 +361,34 @@ mod tests {
             is_true(&status.conditions, READY),
             "the set still serves; its roll is stalled"
         );
+    }
+
+    #[test]
+    fn a_child_the_apiserver_rejects_takes_an_older_ready_down() {
+        let mut ready = rha("{}");
+        let plan = plan("cache-0");
+        let health = Health {
+            redis_ready: 3,
+            sentinels_ready: 3,
+            plan: Some(&plan),
+            refused: None,
+        };
+        ready.status = Some(build_status(&ready, Ok(health), now()));
+        assert!(is_true(&ready.status.as_ref().expect("status").conditions, READY));
+        let status = build_status(
+            &ready,
+            Err(Blocked::Rejected(
+                "StatefulSet.apps \"cache\" is invalid: spec.template...",
+            )),
+            now(),
+        );
+        assert!(!is_true(&status.conditions, READY));
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "Rejected")
+        );
+        assert!(degraded.message.contains("is invalid"), "{}", degraded.message);
     }
 
     #[test]

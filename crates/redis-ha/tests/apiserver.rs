@@ -105,6 +105,37 @@ async fn the_schema_defaults_and_refuses_bad_specs() {
     let long = "r".repeat(crd::MAX_NAME_LENGTH as usize + 1);
     let message = refusal(create_raw(&client, &ns, body(&long, json!({}))).await);
     assert!(message.contains("metadata.name"), "{message}");
+    // Names a Service cannot take (DNS-1035) are refused at once, not by the first child.
+    for name in ["1cache", "a.b"] {
+        let message = refusal(create_raw(&client, &ns, body(name, json!({}))).await);
+        println!("name {name}: {message}");
+        assert!(message.contains("metadata.name"), "{message}");
+    }
+    for (what, spec) in [
+        ("spec.storage.size", json!({"storage": {"size": "lots"}})),
+        (
+            "spec.resources.limits",
+            json!({"resources": {"limits": {"memory": "lots"}}}),
+        ),
+        (
+            "spec.resources.requests",
+            json!({"resources": {"requests": {"cpu": "1 core"}}}),
+        ),
+    ] {
+        let message = refusal(create_raw(&client, &ns, body("bad-quantity", spec)).await);
+        println!("{what}: {message}");
+        assert!(message.contains(what), "{message}");
+    }
+    create_raw(
+        &client,
+        &ns,
+        body(
+            "quantities",
+            json!({"storage": {"size": "1Gi"}, "resources": {"limits": {"memory": "128Mi", "cpu": "500m"}, "requests": {"cpu": 1}}}),
+        ),
+    )
+    .await
+    .expect("well-formed quantities, string or integer, are accepted");
     let longest = "r".repeat(crd::MAX_NAME_LENGTH as usize);
     create_raw(&client, &ns, body(&longest, json!({})))
         .await
