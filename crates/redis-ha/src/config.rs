@@ -403,10 +403,13 @@ sentinel_master() {{
   printf '%s\n' "$answers" | sed -n "s/^$top //p" | sort | uniq -c | sort -rn | head -n 1 | sed 's/^ *[0-9]* //'
 }}
 is_me() {{ [ "$1" = "$ANNOUNCE_HOST" ] && [ "$2" = "$REDIS_PORT" ]; }}
-# Asks the Sentinels, one after the other, until one starts a failover.
+# Asks the Sentinels, one after the other, until one starts a failover; $1 (default 0) Sentinels
+# are asked last instead of first, so a repeated request goes through another one.
 # Succeeds when a Sentinel accepted (it may refuse: NOGOODSLAVE, INPROG).
 request_failover() {{
-  printf '%s\n' "$SENTINELS" | {{
+  count=$(printf '%s\n' "$SENTINELS" | sed -n '$=')
+  skip=$(( ${{1:-0}} % ${{count:-1}} ))
+  {{ printf '%s\n' "$SENTINELS" | tail -n +$((skip + 1)); printf '%s\n' "$SENTINELS" | head -n "$skip"; }} | {{
     while read -r s_host s_port; do
       [ -n "$s_host" ] || continue
       reply=$(sentinel_cli -h "$s_host" -p "$s_port" SENTINEL FAILOVER "$MASTER_SET")
@@ -435,6 +438,10 @@ conf_quote() {{ printf '"%s"' "$(printf '%s' "$1" | sed 's/[\\"]/\\&/g')"; }}
 /// How long the scripts wait: Sentinels answering at start, and a failover away from this Pod.
 const ASK_SENTINEL_ROUNDS: u32 = 15;
 const FAILOVER_WAIT_SECONDS: u32 = 60;
+/// How long (half-seconds) a returning master leaves the Sentinels, which all see it down, to
+/// fail over on their own before asking one; and how often it asks again while none does.
+const OWN_FAILOVER_HALF_SECONDS: u32 = 4;
+const REASK_HALF_SECONDS: u32 = 4;
 /// How long the master's `preStop` pauses writes while Sentinel hands over (milliseconds), and
 /// how long it waits for the handover (half-seconds): both well inside the grace period.
 const PRESTOP_PAUSE_MS: u32 = 15_000;
@@ -472,6 +479,24 @@ start() {{
   mv "$RUNTIME_CONF.tmp" "$RUNTIME_CONF" || exit 1
   log "starting as ${{1}} (announcing $ANNOUNCE_HOST:$REDIS_PORT)"
   exec redis-server "$RUNTIME_CONF"
+}}
+
+# How the answering Sentinels see the master they monitor: "failover" when one of them fails
+# over, "down" when every one that answers has marked it down (s_down or o_down), else "up".
+sentinels_judgement() {{
+  printf '%s\n' "$SENTINELS" | {{
+    seen=0
+    down=0
+    while read -r s_host s_port; do
+      [ -n "$s_host" ] || continue
+      flags=$(sentinel_cli --raw -h "$s_host" -p "$s_port" SENTINEL MASTER "$MASTER_SET" | sed -n '/^flags$/{{n;p;q;}}')
+      [ -n "$flags" ] || continue
+      seen=$((seen + 1))
+      case ",$flags," in *,failover_in_progress,*) echo failover; exit 0 ;; esac
+      case ",$flags," in *,s_down,*|*,o_down,*) down=$((down + 1)) ;; esac
+    done
+    if [ "$seen" -gt 0 ] && [ "$down" -eq "$seen" ]; then echo down; else echo up; fi
+  }}
 }}
 
 # The most replicas any Sentinel knows for the master set.
@@ -512,17 +537,34 @@ fi
 
 # Restart safety: the Sentinels still name this Pod master, but it may have come back empty.
 # Serving as master now would make the replicas resync from it and lose everything, so hand over.
-log "the Sentinels still name this Pod master ($known replicas known): asking for a failover"
+# Not at once: a Sentinel whose last INFO of a replica predates that Pod's recreation (when it
+# was master) turns a replica promoted now straight back, and the failover hangs until its
+# timeout. Once every answering Sentinel has marked this Pod down, each has polled the replicas
+# every second since their links dropped, so none holds a stale role. The Sentinels then fail
+# over on their own (o_down); only if none has started after a moment is one asked, then every
+# 2 s another one, never while a failover is in progress (a second would raise the epoch twice).
+log "the Sentinels still name this Pod master ($known replicas known): waiting until they see it down"
 waited=0
-while [ "$waited" -lt {failover_wait} ]; do
-  if [ $((waited % 10)) -eq 0 ]; then request_failover; fi
-  sleep 1
-  waited=$((waited + 1))
+down_for=0
+asked=0
+while [ "$waited" -lt {failover_halves} ]; do
   master=$(sentinel_master)
   if [ -n "$master" ]; then
     set -- $master
     if ! is_me "$1" "$2"; then start "$1 $2"; fi
   fi
+  case "$(sentinels_judgement)" in
+    down)
+      down_for=$((down_for + 1))
+      if [ "$down_for" -ge {own_failover_halves} ] && [ $(((down_for - {own_failover_halves}) % {reask_halves})) -eq 0 ]; then
+        log "the Sentinels see this Pod down and have not failed over: asking"
+        request_failover "$asked"
+        asked=$((asked + 1))
+      fi ;;
+    failover) down_for=0 ;;
+  esac
+  sleep 0.5
+  waited=$((waited + 1))
 done
 log "no failover after {failover_wait}s: waiting for the operator to choose a master"
 start "$WAITING_MASTER_HOST $REDIS_PORT"
@@ -531,6 +573,9 @@ start "$WAITING_MASTER_HOST $REDIS_PORT"
         password = ENV_PASSWORD,
         ask_rounds = ASK_SENTINEL_ROUNDS,
         failover_wait = FAILOVER_WAIT_SECONDS,
+        failover_halves = FAILOVER_WAIT_SECONDS * 2,
+        own_failover_halves = OWN_FAILOVER_HALF_SECONDS,
+        reask_halves = REASK_HALF_SECONDS,
     );
     script
 }
@@ -861,7 +906,7 @@ mod tests {
     #[test]
     fn the_start_script_hands_over_instead_of_serving_as_a_returning_master() {
         let script = redis_start_script(&rendering("{}"));
-        let failover = script.find("request_failover; fi").expect("asks for a failover");
+        let failover = script.find("request_failover \"$asked\"").expect("asks for a failover");
         let named_me = script
             .find("if ! is_me \"$1\" \"$2\"; then\n  start \"$1 $2\"")
             .expect("replica path");
@@ -869,6 +914,107 @@ mod tests {
         assert!(script.contains("SENTINEL FAILOVER"));
         assert!(script.contains("WAITING_MASTER_HOST='capstan-waiting-for-operator.invalid'"));
         assert!(!script.contains("replicaof no one"), "never elects itself");
+    }
+
+    /// Runs the start script's shell function `name` as `call`, with `sentinel_cli` stubbed:
+    /// each Sentinel host `s<i>` answers `replies[i]` to every command.
+    fn run_start_function(name: &str, call: &str, replies: &[&str]) -> String {
+        let script = redis_start_script(&rendering("{}"));
+        let function = |f: &str| {
+            let start = script.find(&format!("{f}() {{")).expect("defined");
+            let end = start + script[start..].find("\n}\n").expect("ends") + 3;
+            script[start..end].to_owned()
+        };
+        let sentinels: Vec<String> = (0..replies.len()).map(|i| format!("s{i} 26379")).collect();
+        let cases: String = replies
+            .iter()
+            .enumerate()
+            .map(|(i, reply)| format!("s{i}) printf '{reply}' ;; "))
+            .collect();
+        let program = format!(
+            "SENTINELS='{}'\nMASTER_SET=m\nlog() {{ :; }}\nsentinel_cli() {{ case \"$3\" in {cases} esac; }}\n{}{call}\n",
+            sentinels.join("\n"),
+            function(name),
+        );
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &program])
+            .output()
+            .expect("/bin/sh runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn a_returning_master_asks_only_once_every_answering_sentinel_sees_it_down() {
+        let flags = |f: &str| format!("name\\nm\\nflags\\n{f}\\nnum-slaves\\n2\\n");
+        let judge = |replies: &[&str]| run_start_function("sentinels_judgement", "sentinels_judgement", replies);
+        let (up, down, odown, failing) = (
+            flags("master"),
+            flags("master,s_down"),
+            flags("master,s_down,o_down"),
+            flags("master,s_down,o_down,failover_in_progress"),
+        );
+        assert_eq!(judge(&[&up, &up, &up]), "up");
+        assert_eq!(
+            judge(&[&down, &up, &odown]),
+            "up",
+            "one Sentinel still sees it: no verdict"
+        );
+        assert_eq!(judge(&[&down, &odown, &down]), "down");
+        assert_eq!(
+            judge(&[&down, "", &odown]),
+            "down",
+            "a Sentinel that does not answer has no say"
+        );
+        assert_eq!(
+            judge(&[&down, &failing, &up]),
+            "failover",
+            "the Sentinels fail over on their own"
+        );
+        assert_eq!(judge(&["", "", ""]), "up", "nobody answering is no reason to ask");
+        let script = redis_start_script(&rendering("{}"));
+        let waiting = script.find("case \"$(sentinels_judgement)\" in").expect("judged");
+        let asking = script.find("request_failover \"$asked\"").expect("asks");
+        assert!(waiting < asking, "the request comes under the judgement");
+    }
+
+    #[test]
+    fn a_repeated_failover_request_goes_through_another_sentinel_first() {
+        let script = redis_start_script(&rendering("{}"));
+        let start = script.find("request_failover() {").expect("defined");
+        let end = start + script[start..].find("\n}\n").expect("ends") + 3;
+        let first_asked = |skip: usize| {
+            let program = format!(
+                "SENTINELS='s0 26379\ns1 26379\ns2 26379'\nMASTER_SET=m\nlog() {{ :; }}\n\
+                 sentinel_cli() {{ echo \"$2\" >&2; }}\n{}request_failover {skip}\n",
+                &script[start..end]
+            );
+            let output = std::process::Command::new("/bin/sh")
+                .args(["-c", &program])
+                .output()
+                .expect("/bin/sh runs");
+            String::from_utf8_lossy(&output.stderr).to_string()
+        };
+        // The stub answers nothing (no OK), so every Sentinel is asked, in rotated order.
+        assert_eq!(
+            run_order(&first_asked(0)),
+            ["s0", "s1", "s2"].map(String::from).to_vec()
+        );
+        assert_eq!(
+            run_order(&first_asked(1)),
+            ["s1", "s2", "s0"].map(String::from).to_vec()
+        );
+        assert_eq!(
+            run_order(&first_asked(2)),
+            ["s2", "s0", "s1"].map(String::from).to_vec()
+        );
+        assert_eq!(
+            run_order(&first_asked(4)),
+            ["s1", "s2", "s0"].map(String::from).to_vec()
+        );
+    }
+
+    fn run_order(out: &str) -> Vec<String> {
+        out.lines().map(str::to_owned).collect()
     }
 
     #[test]
