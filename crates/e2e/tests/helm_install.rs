@@ -409,6 +409,9 @@ async fn the_chart_runs_a_least_privilege_operator_on_the_local_node() {
         println!("{pod}: {} log lines, none forbidden", log.lines().count());
     }
 
+    // A write the chart's identity is refused surfaces on the RedisHA, and clears once allowed.
+    refused_roll_is_reported_and_resumes(&client, &samples_ns).await;
+
     // 5. The identity is refused what the operator never needs.
     let identity = format!("system:serviceaccount:{release_ns}:{RELEASE}");
     // `kubectl auth can-i` prints yes/no on stdout and exits 1 for no.
@@ -592,6 +595,94 @@ async fn redis_ha_day_two(client: &Client, ns: &str) {
     patch_spec(serde_json::json!({"replicas": 3})).await;
     let down = redis_ha_converged(&rotated, "scaled back to 3", 3).await;
     assert_eq!(down.redis_pods, 3);
+}
+
+/// The healer's Pod deletion refused (the chart's ClusterRole without `delete` on Pods, as an
+/// older chart had it): the RedisHA shows `Degraded` with reason `DeletePodsRefused` and a
+/// Warning Event of that reason, and once the verb is granted again the roll finishes and the
+/// condition clears.
+async fn refused_roll_is_reported_and_resumes(client: &Client, ns: &str) {
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    let granted = roles.get(RELEASE).await.expect("the chart's ClusterRole");
+    let mut without_delete = granted.clone();
+    for rule in without_delete.rules.iter_mut().flatten() {
+        if rule.resources.iter().flatten().any(|r| r == "pods") {
+            rule.verbs.retain(|v| v != "delete");
+        }
+    }
+    roles
+        .replace(RELEASE, &PostParams::default(), &without_delete)
+        .await
+        .expect("take delete on Pods away");
+    let observer = Observer::new(
+        client.clone(),
+        ns,
+        SAMPLE_REDIS_HA,
+        Some(ROTATED_PASSWORD),
+        "cluster.local",
+    );
+    let before = redis_uids(&observer).await;
+    let rhas: Api<RedisHA> = Api::namespaced(client.clone(), ns);
+    rhas.patch(
+        SAMPLE_REDIS_HA,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"config": {"maxmemory": "48mb"}}})),
+    )
+    .await
+    .expect("a spec change that needs a roll");
+    let degraded = |rha: &RedisHA| {
+        rha.status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let message = wait_for(
+        "the refused roll shows as Degraded/DeletePodsRefused",
+        DAY_TWO,
+        || async {
+            let rha = rhas.get(SAMPLE_REDIS_HA).await?;
+            Ok(degraded(&rha).filter(|(status, reason, _)| status == "True" && reason == "DeletePodsRefused"))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"))
+    .2;
+    println!("Degraded: {message}");
+    assert!(message.contains("refused to delete pods/redis-ha-sample-"), "{message}");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), ns);
+    wait_for(
+        "a Warning Event DeletePodsRefused on the RedisHA",
+        Duration::from_secs(30),
+        || async {
+            let list = events.list(&ListParams::default()).await?;
+            Ok(list
+                .items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("DeletePodsRefused")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(SAMPLE_REDIS_HA)
+                })
+                .then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let mut restored = roles.get(RELEASE).await.expect("ClusterRole");
+    restored.rules = granted.rules;
+    roles
+        .replace(RELEASE, &PostParams::default(), &restored)
+        .await
+        .expect("grant delete on Pods again");
+    wait_for("the roll resumes and Degraded clears", DAY_TWO, || async {
+        let rha = rhas.get(SAMPLE_REDIS_HA).await?;
+        Ok(degraded(&rha).filter(|(status, _, _)| status == "False").map(drop))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    every_redis_pod_replaced(&observer, &before, 3, "the roll finished once allowed").await;
+    redis_ha_converged(&observer, "rolled once allowed", 3).await;
 }
 
 fn capstan_manager_crd_names() -> Vec<String> {
