@@ -559,12 +559,19 @@ impl Worker {
                 "container has runAsNonRoot and image will run as root".to_owned(),
             ));
         }
+        let apparmor_annotation = self
+            .pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(&format!("{}{}", security::APPARMOR_ANNOTATION_PREFIX, c.name)));
         let confinement = security::confinement(
             spec.security_context.as_ref(),
             c.security_context.as_ref(),
+            apparmor_annotation.map(String::as_str),
             settings.allow_privileged,
         )
-        .map_err(|m| (WaitingReason::CreateContainerConfigError, m))?;
+        .map_err(|r| (WaitingReason::CreateContainerConfigError, r.to_string()))?;
         let private_tmp = !self
             .all_containers()
             .iter()
