@@ -222,7 +222,17 @@ pub enum ConfigError {
     InvalidValue(String),
     #[error("the password must be non-empty and contain no line breaks or other control characters")]
     InvalidPassword,
+    #[error("spec.config.{name}: {why}")]
+    BreaksFailover { name: String, why: &'static str },
 }
+
+/// The `replica-priority` every replica runs with: Redis's default. The operator owns the
+/// directive: it sets 0 on a replica a planned failover must not promote (lagging, or removed by
+/// a scale-down) and restores this value once the set is settled.
+pub const REPLICA_PRIORITY: u32 = 100;
+/// The fewest clients a Redis must accept: its replicas, the Sentinels' two links each, the
+/// healer, the probes and some applications.
+pub const MIN_MAXCLIENTS: u64 = 64;
 
 /// Directives the operator sets or that would break what it relies on. Redis reads the last
 /// occurrence of a directive, so accepting any of these would silently override the operator.
@@ -254,7 +264,23 @@ pub const OWNED_DIRECTIVES: &[&str] = &[
     "unixsocket",
     "aclfile",
     "user",
+    "replica-priority",
+    "slave-priority",
 ];
+
+/// Values of directives a user may set that would quietly break replication or failover.
+fn check_failover_safe(directive: &str, value: &str) -> Result<(), &'static str> {
+    let value = value.trim().to_ascii_lowercase();
+    match directive {
+        "replica-read-only" | "slave-read-only" if value == "no" => {
+            Err("writable replicas take writes that their next resync from the master silently discards")
+        }
+        "maxclients" if value.parse::<u64>().map_or(true, |n| n < MIN_MAXCLIENTS) => Err(
+            "must be a number of at least 64: the replicas, the Sentinels (two links each), the operator and the probes need connections of their own",
+        ),
+        _ => Ok(()),
+    }
+}
 
 /// Refuses `spec.config` entries the operator owns, and names or values that could smuggle in
 /// another directive (a line break) or are not directives at all.
@@ -274,6 +300,10 @@ pub fn check_extra_config(config: &BTreeMap<String, String>) -> Result<(), Confi
         if value.trim().is_empty() || value.chars().any(char::is_control) {
             return Err(ConfigError::InvalidValue(name.clone()));
         }
+        check_failover_safe(&directive, value).map_err(|why| ConfigError::BreaksFailover {
+            name: name.clone(),
+            why,
+        })?;
     }
     Ok(())
 }
@@ -816,6 +846,40 @@ mod tests {
         let error = check_extra_config(&config).expect_err("owned");
         assert!(error.to_string().contains("spec.config.rename-command"), "{error}");
         assert!(error.to_string().contains("operator sets this directive"), "{error}");
+    }
+
+    #[test]
+    fn values_that_break_replication_or_failover_are_refused_with_why() {
+        for directive in ["replica-priority", "slave-priority"] {
+            let config = BTreeMap::from([(directive.to_owned(), "0".to_owned())]);
+            assert_eq!(
+                check_extra_config(&config),
+                Err(ConfigError::OwnedDirective(directive.to_owned())),
+                "the operator sets priorities for planned failovers"
+            );
+        }
+        for (name, value, why) in [
+            ("replica-read-only", "no", "writable replicas"),
+            ("slave-read-only", "NO", "writable replicas"),
+            ("maxclients", "10", "at least 64"),
+            ("maxclients", "many", "at least 64"),
+        ] {
+            let config = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+            let error = check_extra_config(&config).expect_err("refused");
+            assert!(
+                matches!(&error, ConfigError::BreaksFailover { name: n, .. } if n == name),
+                "{error}"
+            );
+            assert!(error.to_string().contains(why), "{error}");
+        }
+        for (name, value) in [
+            ("replica-read-only", "yes"),
+            ("maxclients", "10000"),
+            ("maxmemory", "64mb"),
+        ] {
+            let config = BTreeMap::from([(name.to_owned(), value.to_owned())]);
+            assert_eq!(check_extra_config(&config), Ok(()), "{name} {value}");
+        }
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub struct Replication {
     pub sync_in_progress: bool,
     /// `master_repl_offset` on a master, `slave_repl_offset` on a replica (0: never synced).
     pub offset: i64,
+    /// A replica's `slave_priority` (0: Sentinel never promotes it).
+    pub priority: Option<u32>,
     pub connected_replicas: u32,
 }
 
@@ -123,6 +125,10 @@ pub enum Action {
     SentinelMonitor { sentinel: String, master: Endpoint },
     /// `SENTINEL RESET`: forget stale replicas and Sentinels, rediscover the live ones.
     SentinelReset { sentinel: String },
+    /// `CONFIG SET replica-priority` back to [`crate::config::REPLICA_PRIORITY`] on a replica a
+    /// planned failover made unpromotable (left over if it was abandoned or the operator
+    /// restarted in the middle).
+    RestorePriority { pod: String },
 }
 
 /// Why the healer does nothing this time.
@@ -395,6 +401,19 @@ fn decide_actions(observation: &Observation) -> Plan {
         }
     }
 
+    // Outside a failover (this code is not reached during one), a replica kept out of a planned
+    // failover is promotable again: a left-over priority 0 would shrink the set Sentinel can
+    // fail over to, silently, forever.
+    for (pod, replication) in &reachable {
+        if pod.pod != master.pod
+            && replication
+                .priority
+                .is_some_and(|p| p != crate::config::REPLICA_PRIORITY)
+        {
+            actions.push(Action::RestorePriority { pod: pod.pod.clone() });
+        }
+    }
+
     actions.extend(role_labels(observation, master));
 
     let mut sentinel_fixed = false;
@@ -618,6 +637,7 @@ mod tests {
                 link_down_seconds: None,
                 sync_in_progress: false,
                 offset,
+                priority: None,
                 connected_replicas: 2,
             }),
         }
@@ -636,6 +656,7 @@ mod tests {
                 link_down_seconds: None,
                 sync_in_progress: false,
                 offset,
+                priority: Some(100),
                 connected_replicas: 0,
             }),
         }
@@ -1136,6 +1157,28 @@ mod tests {
             view.known_sentinels = 0;
         }
         assert_eq!(decide(&discovering).actions, [], "fewer is discovery in progress");
+    }
+
+    #[test]
+    fn a_priority_left_at_zero_is_restored_once_settled_never_during_a_failover() {
+        let mut observed = healthy();
+        if let Some(r) = observed.redis[2].replication.as_mut() {
+            r.priority = Some(0);
+        }
+        assert_eq!(
+            decide(&observed).actions,
+            [Action::RestorePriority { pod: "cache-2".into() }]
+        );
+        if let Some(view) = observed.sentinels[0].view.as_mut() {
+            view.failover_in_progress = true;
+        }
+        assert!(
+            !decide(&observed)
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::RestorePriority { .. })),
+            "Sentinel may still be choosing among the replicas"
+        );
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum IoError {
     },
     #[error("{0} is not a member of this RedisHA")]
     UnknownMember(String),
+    /// A planned failover abandoned before Sentinel was asked: it could not be made safe.
+    #[error("planned failover abandoned: {pod}: {why}")]
+    NotVerified { pod: String, why: String },
     #[error("{endpoint}: {what}: unexpected reply: {detail}")]
     Unexpected {
         endpoint: Endpoint,
@@ -204,6 +207,10 @@ pub fn parse_info_replication(info: &str) -> Result<Replication, ParseError> {
         link_down_seconds,
         sync_in_progress: number("master_sync_in_progress")? == Some(1),
         offset,
+        priority: match role {
+            Role::Replica => number("slave_priority")?.and_then(|p| u32::try_from(p).ok()),
+            Role::Master => None,
+        },
         connected_replicas: number("connected_slaves")?.unwrap_or(0).try_into().unwrap_or(0),
     })
 }
@@ -580,6 +587,10 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
             )
             .await?
         }
+        Action::RestorePriority { pod } => {
+            let target = redis(pod).ok_or_else(|| unknown(pod))?;
+            config_set(target, "replica-priority", &crate::config::REPLICA_PRIORITY.to_string()).await?;
+        }
         Action::SentinelReset { sentinel: pod } => {
             sentinel_reset(sentinel(pod).ok_or_else(|| unknown(pod))?, cluster.master_set).await?;
         }
@@ -773,69 +784,112 @@ pub async fn unpause(target: Target<'_>) -> Result<(), IoError> {
 }
 
 /// A planned failover away from the master `from`, never to the `avoid` Pods, losing no
-/// acknowledged write: the avoided replicas get `replica-priority 0` (Sentinel never promotes
-/// such a replica); the master pauses writes and the replicas catch up with it (so whichever one
-/// Sentinel picks holds every acknowledged write); then the first Sentinel that accepts fails
-/// over. The paused writes fail once the old master is demoted (READONLY) rather than land on
-/// it. Should no Sentinel accept, the master resumes at once.
+/// acknowledged write. Sentinel picks the replica by its own cached offsets (up to 10 s old), so
+/// the operator decides who may be picked:
+/// 1. Every other replica must answer (one the operator cannot reach could be lagging and still
+///    be picked: abandon). Those not linked or mid-sync join `avoid`, and every avoided replica
+///    gets `replica-priority 0`; only Sentinels that have seen those priorities are asked.
+/// 2. The master pauses writes and the remaining replicas must catch up with its offset within
+///    [`CATCH_UP`]; one that does not abandons the failover (writes resume; the next pass tries
+///    again), since it can no longer be made unpromotable in time.
+/// 3. The first Sentinel that accepts fails over. The paused writes fail once the old master is
+///    demoted (READONLY) rather than land on it.
+///
+/// The priorities are restored by the healer once the set is settled (`Action::RestorePriority`),
+/// also after an abandoned attempt or an operator restart in the middle.
 pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[String]) -> Result<(), IoError> {
     let target = |member: &'a RedisMember| Target::new(&member.connect, cluster.password, cluster.timeouts);
-    let avoided: Vec<&RedisMember> = cluster.redis.iter().filter(|m| avoid.contains(&m.pod)).collect();
-    for member in &avoided {
-        config_set(target(member), "replica-priority", "0").await?;
-    }
-    // The Sentinel asked below leads the failover and picks the replica: it must have seen the
-    // priorities first (if it never does, asking anyway is no worse than not failing over).
-    let leader = cluster
-        .sentinels
-        .first()
-        .map(|m| Target::sentinel(&m.connect, cluster.timeouts));
-    if let (Some(leader), false) = (leader, avoided.is_empty()) {
-        let hosts: Vec<&str> = avoided.iter().map(|m| m.announced.host.as_str()).collect();
-        if !sentinel_sees_priority_zero(leader, cluster.master_set, &hosts, PRIORITY_SEEN_WITHIN).await {
-            tracing::warn!(
-                ?avoid,
-                "the Sentinel has not seen replica-priority 0 yet; failing over anyway"
-            );
-        }
-    }
     let master = cluster
         .redis
         .iter()
         .find(|m| m.pod == from)
         .ok_or_else(|| IoError::UnknownMember(from.to_owned()))?;
-    let pause = Duration::from_millis(u64::from(cluster.timings.failover_timeout_ms)) + PLANNED_FAILOVER_PAUSE_MARGIN;
-    pause_writes(target(master), pause).await?;
-    let replicas: Vec<&RedisMember> = cluster
+    let others: Vec<&RedisMember> = cluster
         .redis
         .iter()
         .filter(|m| m.pod != from && !avoid.contains(&m.pod))
         .collect();
+    let observed = futures::future::join_all(others.iter().map(|r| info_replication(target(r)))).await;
+    let mut avoided: Vec<&RedisMember> = cluster.redis.iter().filter(|m| avoid.contains(&m.pod)).collect();
+    let mut candidates = Vec::new();
+    for (member, replication) in others.into_iter().zip(observed) {
+        match replication {
+            Err(error) => {
+                return Err(IoError::NotVerified {
+                    pod: member.pod.clone(),
+                    why: format!("it does not answer ({error}), so it may be lagging and still be promoted"),
+                });
+            }
+            Ok(r) if !r.link_up || r.sync_in_progress => avoided.push(member),
+            Ok(_) => candidates.push(member),
+        }
+    }
+    if candidates.is_empty() {
+        return Err(IoError::NotVerified {
+            pod: from.to_owned(),
+            why: "no replica is linked and in sync to take over".to_owned(),
+        });
+    }
+    for member in &avoided {
+        config_set(target(member), "replica-priority", "0").await?;
+    }
+    let hosts: Vec<&str> = avoided.iter().map(|m| m.announced.host.as_str()).collect();
+    let hosts = &hosts;
+    let seen = futures::future::join_all(cluster.sentinels.iter().map(|m| async move {
+        let sentinel = Target::sentinel(&m.connect, cluster.timeouts);
+        (hosts.is_empty()
+            || sentinel_sees_priority_zero(sentinel, cluster.master_set, hosts, PRIORITY_SEEN_WITHIN).await)
+            .then_some(m)
+    }))
+    .await;
+    let askable: Vec<&SentinelMember> = seen.into_iter().flatten().collect();
+    if askable.is_empty() {
+        return Err(IoError::NotVerified {
+            pod: hosts.join(", "),
+            why: "no Sentinel has seen replica-priority 0 on it yet".to_owned(),
+        });
+    }
+    let pause = Duration::from_millis(u64::from(cluster.timings.failover_timeout_ms)) + PLANNED_FAILOVER_PAUSE_MARGIN;
+    pause_writes(target(master), pause).await?;
+    let resume = |why: IoError| async move {
+        if let Err(error) = unpause(target(master)).await {
+            tracing::warn!(pod = %from, %error, "resuming writes after an abandoned failover failed");
+        }
+        why
+    };
     let deadline = tokio::time::Instant::now() + CATCH_UP;
     loop {
-        let master_offset = info_replication(target(master)).await?.offset;
-        let offsets = futures::future::join_all(replicas.iter().map(|r| info_replication(target(r)))).await;
-        let linked: Vec<i64> = offsets
+        let master_offset = match info_replication(target(master)).await {
+            Ok(r) => r.offset,
+            Err(error) => return Err(resume(error).await),
+        };
+        let offsets = futures::future::join_all(candidates.iter().map(|r| info_replication(target(r)))).await;
+        let behind: Vec<&str> = candidates
             .iter()
-            .filter_map(|r| r.as_ref().ok().filter(|r| r.link_up).map(|r| r.offset))
+            .zip(&offsets)
+            .filter(|(_, r)| !r.as_ref().is_ok_and(|r| r.link_up && r.offset >= master_offset))
+            .map(|(m, _)| m.pod.as_str())
             .collect();
-        let caught_up = !linked.is_empty() && linked.iter().all(|offset| *offset >= master_offset);
-        if caught_up || tokio::time::Instant::now() >= deadline {
+        if behind.is_empty() {
             break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = IoError::NotVerified {
+                pod: behind.join(", "),
+                why: format!("not caught up with the paused master's offset {master_offset} within {CATCH_UP:?}"),
+            };
+            return Err(resume(why).await);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut last = None;
-    for member in cluster.sentinels {
+    for member in askable {
         match sentinel_failover(Target::sentinel(&member.connect, cluster.timeouts), cluster.master_set).await {
             Ok(()) => return Ok(()),
             Err(error) => last = Some(error),
         }
     }
-    if let Err(error) = unpause(target(master)).await {
-        tracing::warn!(pod = %from, %error, "resuming writes after a refused failover failed");
-    }
-    Err(last.unwrap_or(IoError::UnknownMember("no Sentinel".into())))
+    Err(resume(last.unwrap_or(IoError::UnknownMember("no Sentinel".into()))).await)
 }
 
 #[cfg(test)]
@@ -883,6 +937,7 @@ mod tests {
                 link_down_seconds: None,
                 sync_in_progress: false,
                 offset: 4242,
+                priority: None,
                 connected_replicas: 2,
             }
         );
@@ -898,6 +953,7 @@ mod tests {
         );
         assert!(!replication.link_up);
         assert_eq!(replication.link_down_seconds, Some(7));
+        assert_eq!(replication.priority, Some(100));
         assert!(replication.sync_in_progress);
         assert_eq!(replication.offset, 10);
         let linked = REPLICA_INFO.replace("master_link_status:down", "master_link_status:up");

@@ -46,6 +46,11 @@ impl Processes {
         self.children.len() - 1
     }
 
+    fn signal(&mut self, index: usize, signal: nix::sys::signal::Signal) {
+        let pid = i32::try_from(self.children[index].1.id()).expect("pid");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).expect("signal");
+    }
+
     fn kill(&mut self, index: usize) {
         let (_, child) = &mut self.children[index];
         let _ = child.kill();
@@ -611,6 +616,88 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         |o| settled_on(o, &final_master),
     )
     .await;
+
+    // A planned failover (a roll's) while a replica is frozen (SIGSTOP, as a stalled node) under
+    // a WAIT 1 writer: the operator cannot verify that replica has caught up, and Sentinel might
+    // promote it from its stale cached offset, so the failover is abandoned before Sentinel is
+    // asked; writes go on (the master was never paused), nothing is lost, no epoch is used.
+    let frozen = (0..members.len())
+        .find(|i| *i != final_index && *i != new_index)
+        .expect("a third Redis");
+    let epoch_before = newest_epoch(&redis_io::observe(rotated).await);
+    let rotated_client = |port: u16| {
+        let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_skip_set_lib_name()
+            .set_password(NEW_PASSWORD);
+        redis::Client::open(info.set_redis_settings(settings)).expect("client")
+    };
+    let mut writer = rotated_client(redis_ports[final_index])
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the master");
+    let mut written = Vec::new();
+    processes.signal(redis_processes[frozen].0, nix::sys::signal::Signal::SIGSTOP);
+    let frozen_at = Instant::now();
+    let finished = std::sync::atomic::AtomicBool::new(false);
+    let attempt = async {
+        let outcome = redis_io::planned_failover(rotated, &final_master, &[]).await;
+        finished.store(true, std::sync::atomic::Ordering::SeqCst);
+        outcome
+    };
+    let writes = async {
+        while !finished.load(std::sync::atomic::Ordering::SeqCst) {
+            let key = format!("during-frozen-{}", written.len());
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg("v")
+                .query_async(&mut writer)
+                .await
+                .expect("SET while a replica is frozen");
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(1000)
+                .query_async(&mut writer)
+                .await
+                .expect("WAIT");
+            if acked >= 1 {
+                written.push(key);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (outcome, ()) = futures::join!(attempt, writes);
+    processes.signal(redis_processes[frozen].0, nix::sys::signal::Signal::SIGCONT);
+    println!(
+        "planned failover with {} frozen for {:?}: {outcome:?}; {} writes acknowledged meanwhile",
+        members[frozen].pod,
+        frozen_at.elapsed(),
+        written.len()
+    );
+    let error = outcome.expect_err("abandoned while a replica cannot be verified");
+    assert!(
+        error.to_string().contains(&members[frozen].pod) && error.to_string().contains("abandoned"),
+        "{error}"
+    );
+    assert!(!written.is_empty(), "writes went on meanwhile");
+    wait_for(
+        "the frozen replica thawed: settled on the same master",
+        Duration::from_secs(30),
+        rotated,
+        |o| settled_on(o, &final_master),
+    )
+    .await;
+    assert_eq!(
+        newest_epoch(&redis_io::observe(rotated).await),
+        epoch_before,
+        "Sentinel was never asked"
+    );
+    for key in &written {
+        let value: Option<String> = redis::cmd("GET").arg(key).query_async(&mut writer).await.expect("GET");
+        assert_eq!(value.as_deref(), Some("v"), "{key} was acknowledged and must be there");
+    }
 
     // Readiness as the probes see it: the master and linked replicas are ready, and so is each
     // Sentinel; a Redis that does not answer is not.
