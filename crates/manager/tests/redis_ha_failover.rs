@@ -112,8 +112,15 @@ impl Fixture {
     }
 
     /// Has the Sentinels fail over to a Pod with an ordinal of at least `ordinal` (the others get
-    /// `replica-priority 0` meanwhile, restored afterwards), as a user's failover could.
-    async fn move_master_to_ordinal_at_least(&self, ordinal: u32, before: &Converged) -> Converged {
+    /// `replica-priority 0` meanwhile, restored afterwards), as a user's failover could. The
+    /// operator owns replica priorities (it restores any it did not set once the set is settled),
+    /// so it is stopped until Sentinel has accepted, and `start_operator` runs it again then.
+    async fn move_master_to_ordinal_at_least(
+        &self,
+        ordinal: u32,
+        before: &Converged,
+        start_operator: impl FnOnce(),
+    ) -> Converged {
         let pods = self.redis_pods().await;
         let below: Vec<Endpoint> = pods
             .iter()
@@ -187,6 +194,7 @@ impl Fixture {
             );
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+        start_operator();
         let moved = eventually("the master moved to a high ordinal", CONVERGE, || async {
             let converged = self.check_converged(before.redis_pods).await.ok()?;
             let at: u32 = converged.master.trim_start_matches(&format!("{NAME}-")).parse().ok()?;
@@ -504,7 +512,18 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     let up = f.converged("scaled to 5", 5).await;
     assert_eq!(up.redis_pods, 5);
     // Make one of the Pods the scale-down removes the master, so the operator must move it first.
-    let moved = f.move_master_to_ordinal_at_least(3, &up).await;
+    eventually("the RedisHA is FailoverCapable", CONVERGE, || async {
+        f.check_converged(up.redis_pods).await.ok()
+    })
+    .await;
+    if let Some(running) = manager.take() {
+        running.stop();
+    }
+    let moved = f
+        .move_master_to_ordinal_at_least(3, &up, || {
+            manager = Some(ManagerProcess::start(cp.kubeconfig_path(), &manager_args));
+        })
+        .await;
     assert!(moved.redis_pods == 5);
     let mark = f.sentinel_log_mark();
     f.patch_spec(serde_json::json!({"replicas": 3})).await;
@@ -528,8 +547,36 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     // 6. A spec change that rolls every Pod (OnDelete: the operator rolls replicas, fails over
     //    once, then rolls the old master).
     let before_roll: BTreeSet<String> = f.redis_pods().await.iter().filter_map(|p| p.uid()).collect();
+    let config_maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), &ns);
+    let redis_configs = || async {
+        config_maps
+            .list(&Default::default())
+            .await
+            .map(|l| {
+                l.items
+                    .iter()
+                    .map(|c| c.name_any())
+                    .filter(|n| n.starts_with(&format!("{NAME}-config-")))
+                    .collect::<BTreeSet<String>>()
+            })
+            .unwrap_or_default()
+    };
+    let old_config = redis_configs().await;
+    assert_eq!(
+        old_config.len(),
+        1,
+        "one Redis configuration before the roll: {old_config:?}"
+    );
     let mark = f.sentinel_log_mark();
     f.patch_spec(serde_json::json!({"config": {"maxmemory": "96mb"}})).await;
+    // Each revision is its own immutable ConfigMap: the new one appears beside the old, which
+    // Pods not rolled yet still mount (a restart of one of them loads the old file, not the new).
+    let both = eventually("the new configuration beside the old", CONVERGE, || async {
+        let names = redis_configs().await;
+        (names.len() == 2 && names.is_superset(&old_config)).then_some(names)
+    })
+    .await;
+    eprintln!("during the roll: {both:?}");
     let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     eventually("every Redis Pod runs the new template", CONVERGE * 2, || async {
         let set = sets.get(NAME).await.ok()?;
@@ -547,6 +594,15 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     .await;
     let rolled = f.converged("rolled", 3).await;
     assert_eq!(rolled.redis_pods, 3);
+    eventually(
+        "the old configuration pruned once every Pod rolled",
+        CONVERGE,
+        || async {
+            let names = redis_configs().await;
+            (names.len() == 1 && names.is_disjoint(&old_config)).then_some(())
+        },
+    )
+    .await;
     f.print_failover_events("roll", &mark);
     assert_eq!(
         f.failovers_since(&mark),

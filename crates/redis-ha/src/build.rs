@@ -185,12 +185,44 @@ pub fn name_and_namespace(rha: &RedisHA) -> Result<(String, String), SpecError> 
     Ok((name, namespace))
 }
 
-/// Names of the children, for callers that look them up.
-pub fn redis_config_map_name(name: &str) -> String {
-    format!("{name}-config")
+/// Names of the children, for callers that look them up. A configuration ConfigMap is named by
+/// its content's hash ([`config_hash`]) and immutable: the kubelet updates a mounted ConfigMap in
+/// place, so under one name for every revision a Pod restarting for any reason (the master
+/// included) would load a new configuration before the ordered roll reached it.
+pub fn redis_config_map_name(name: &str, config_hash: &str) -> String {
+    format!("{name}-config-{}", short_hash(config_hash))
 }
-pub fn sentinel_config_map_name(name: &str) -> String {
-    format!("{name}-sentinel-config")
+pub fn sentinel_config_map_name(name: &str, config_hash: &str) -> String {
+    format!("{name}-sentinel-config-{}", short_hash(config_hash))
+}
+fn short_hash(hash: &str) -> &str {
+    hash.get(..10).unwrap_or(hash)
+}
+
+/// Whether Pods may still mount an older configuration ConfigMap, which the prune must then
+/// leave: a set about to move to another one (`stored` against `desired`), or one whose roll is
+/// not finished (its controller has not seen the spec, or not every Pod runs the newest
+/// revision; with `OnDelete` the healer rolls Redis one Pod at a time).
+pub fn older_config_in_use(stored: &[&StatefulSet], desired: &[StatefulSet]) -> bool {
+    let wanted: Vec<String> = desired.iter().flat_map(config_maps_mounted).collect();
+    stored.iter().any(|set| {
+        let status = set.status.as_ref();
+        let seen = status.and_then(|s| s.observed_generation) >= set.metadata.generation;
+        let replicas = status.map_or(0, |s| s.replicas);
+        let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+        !seen || updated < replicas || config_maps_mounted(set).iter().any(|m| !wanted.contains(m))
+    })
+}
+
+/// The ConfigMaps a StatefulSet's Pod template mounts.
+pub fn config_maps_mounted(set: &StatefulSet) -> Vec<String> {
+    set.spec
+        .template
+        .spec
+        .iter()
+        .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter_map(|volume| Some(volume.config_map.as_ref()?.name.clone()))
+        .collect()
 }
 pub fn master_service_name(name: &str) -> String {
     format!("{name}-master")
@@ -288,18 +320,25 @@ pub fn auth_hash(secret: &Secret, key: &str, salt: &str) -> Result<String, AuthE
 }
 
 fn config_map(
-    config_map_name: String,
+    config_map_name: impl Fn(&str) -> String,
     name: &str,
     namespace: &str,
     component: &str,
     data: BTreeMap<String, String>,
     owner: &OwnerReference,
 ) -> ConfigMap {
-    ConfigMap {
-        metadata: meta(config_map_name, namespace, component_labels(name, component), owner),
+    let mut config_map = ConfigMap {
         data: Some(data),
+        immutable: Some(true),
         ..Default::default()
-    }
+    };
+    config_map.metadata = meta(
+        config_map_name(&config_hash(&config_map)),
+        namespace,
+        component_labels(name, component),
+        owner,
+    );
+    config_map
 }
 
 pub fn redis_config_map(
@@ -309,7 +348,7 @@ pub fn redis_config_map(
     owner: &OwnerReference,
 ) -> Result<ConfigMap, SpecError> {
     Ok(config_map(
-        redis_config_map_name(name),
+        |hash| redis_config_map_name(name, hash),
         name,
         namespace,
         COMPONENT_REDIS,
@@ -320,7 +359,7 @@ pub fn redis_config_map(
 
 pub fn sentinel_config_map(name: &str, namespace: &str, rendering: &Rendering, owner: &OwnerReference) -> ConfigMap {
     config_map(
-        sentinel_config_map_name(name),
+        |hash| sentinel_config_map_name(name, hash),
         name,
         namespace,
         COMPONENT_SENTINEL,
@@ -622,7 +661,10 @@ pub fn redis_stateful_set(
         security_context: Some(restricted_container_security()),
         ..Default::default()
     };
-    let mut volumes = vec![config_volume(redis_config_map_name(name)), empty_dir(RUNTIME_VOLUME)];
+    let mut volumes = vec![
+        config_volume(redis_config_map_name(name, config_hash)),
+        empty_dir(RUNTIME_VOLUME),
+    ];
     let claims = match &rha.spec.storage {
         None => {
             volumes.push(empty_dir(DATA_VOLUME));
@@ -761,7 +803,7 @@ pub fn sentinel_stateful_set(
                     init_containers: Some(vec![init]),
                     containers: vec![sentinel],
                     volumes: Some(vec![
-                        config_volume(sentinel_config_map_name(name)),
+                        config_volume(sentinel_config_map_name(name, config_hash)),
                         empty_dir(RUNTIME_VOLUME),
                     ]),
                     security_context: Some(pod_security()),
@@ -872,19 +914,21 @@ spec:
             .collect();
         let mut names: Vec<&str> = metas.iter().filter_map(|m| m.name.as_deref()).collect();
         names.sort_unstable();
+        let redis_config = redis_config_map_name("cache", &config_hash(&children.config_maps[0]));
+        let sentinel_config = sentinel_config_map_name("cache", &config_hash(&children.config_maps[1]));
         assert_eq!(
             names,
             [
                 "cache",
                 "cache",
-                "cache-config",
+                redis_config.as_str(),
                 "cache-headless",
                 "cache-master",
                 "cache-replicas",
                 "cache-sentinel",
                 "cache-sentinel",
                 "cache-sentinel",
-                "cache-sentinel-config",
+                sentinel_config.as_str(),
                 "cache-sentinel-headless"
             ]
         );
@@ -1203,6 +1247,80 @@ spec:
             build_children(&rha(SAMPLE), unread).err(),
             Some(SpecError::AuthNotRead("cache-auth".into()))
         );
+    }
+
+    #[test]
+    fn each_configuration_is_an_immutable_configmap_named_by_its_content() {
+        let owner = owner();
+        let inputs = Inputs {
+            owner: &owner,
+            cluster_domain: "cluster.local",
+            auth_hash: Some("h"),
+            redis_replicas: 3,
+        };
+        let before = build_children(&rha(SAMPLE), inputs).expect("builds");
+        let mut changed = rha(SAMPLE);
+        changed.spec.config.insert("maxmemory".into(), "96mb".into());
+        let after = build_children(&changed, inputs).expect("builds");
+        for children in [&before, &after] {
+            assert!(children.config_maps.iter().all(|c| c.immutable == Some(true)));
+            for (set, config_map) in children.stateful_sets.iter().zip(&children.config_maps) {
+                assert_eq!(config_maps_mounted(set), [config_map.name_any()], "{}", set.name_any());
+            }
+        }
+        let name = |c: &Children, i: usize| c.config_maps[i].name_any();
+        assert_ne!(
+            name(&before, 0),
+            name(&after, 0),
+            "a new Redis configuration, a new name"
+        );
+        assert!(name(&after, 0).starts_with("cache-config-"));
+        assert_eq!(name(&before, 1), name(&after, 1), "the Sentinels' did not change");
+        assert_eq!(
+            name(&before, 0),
+            name(&build_children(&rha(SAMPLE), inputs).expect("builds"), 0),
+            "stable for the same content"
+        );
+    }
+
+    #[test]
+    fn an_older_configuration_stays_while_any_pod_may_mount_it() {
+        let owner = owner();
+        let inputs = Inputs {
+            owner: &owner,
+            cluster_domain: "cluster.local",
+            auth_hash: Some("h"),
+            redis_replicas: 3,
+        };
+        let current = build_children(&rha(SAMPLE), inputs).expect("builds").stateful_sets;
+        let mut changed = rha(SAMPLE);
+        changed.spec.config.insert("maxmemory".into(), "96mb".into());
+        let next = build_children(&changed, inputs).expect("builds").stateful_sets;
+        let with_status = |set: &StatefulSet, generation: i64, observed: i64, updated: i32| {
+            let mut set = set.clone();
+            set.metadata.generation = Some(generation);
+            set.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+                observed_generation: Some(observed),
+                replicas: 3,
+                updated_replicas: Some(updated),
+                ..Default::default()
+            });
+            set
+        };
+        let rolled = with_status(&current[0], 2, 2, 3);
+        assert!(!older_config_in_use(&[&rolled], &current), "nothing older left");
+        assert!(older_config_in_use(&[&rolled], &next), "about to move to another one");
+        let rolling = with_status(&next[0], 3, 3, 1);
+        assert!(
+            older_config_in_use(&[&rolling], &next),
+            "two Pods still on the old revision"
+        );
+        let unseen = with_status(&next[0], 3, 2, 3);
+        assert!(
+            older_config_in_use(&[&unseen], &next),
+            "its controller has not seen the spec"
+        );
+        assert!(!older_config_in_use(&[], &next), "first creation");
     }
 
     #[test]

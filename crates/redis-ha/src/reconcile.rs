@@ -252,6 +252,17 @@ impl Reconciler for RedisHAReconciler {
             }
         };
         let mut children = ctx.children(rha.as_ref()).map_err(Error::Apply)?;
+        let stored_sets: Vec<Arc<StatefulSet>> = [name.clone(), sentinel_set(&name)]
+            .iter()
+            .filter_map(|set| self.stateful_sets.get(&ObjectRef::new(set).within(&namespace)))
+            .collect();
+        let stored: Vec<&StatefulSet> = stored_sets.iter().map(AsRef::as_ref).collect();
+        if build::older_config_in_use(&stored, &desired.stateful_sets) {
+            // Pods not rolled yet mount an older revision's ConfigMap: pruned once the roll ends.
+            for older in self.config_maps.controlled_by(&owner.uid, &namespace) {
+                children.keep::<ConfigMap>(older.name_any());
+            }
+        }
         for config_map in desired.config_maps {
             if let Err(error) = children.apply(&self.config_maps, config_map).await {
                 return Err(self.refused(&rha, ctx, error).await);

@@ -158,12 +158,18 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
             .as_deref(),
         Some("master")
     );
-    for name in [
-        build::redis_config_map_name("cache"),
-        build::sentinel_config_map_name("cache"),
-    ] {
-        let map = eventually(&name, WAIT, || async { maps.get_opt(&name).await.ok()? }).await;
-        assert_owned(&name, map.owner_references(), map.labels(), &rha);
+    for prefix in ["cache-config-", "cache-sentinel-config-"] {
+        let map = eventually(prefix, WAIT, || async {
+            maps.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .find(|m| m.name_any().starts_with(prefix))
+        })
+        .await;
+        assert_owned(&map.name_any(), map.owner_references(), map.labels(), &rha);
+        assert_eq!(map.immutable, Some(true), "{}", map.name_any());
     }
     for name in ["cache", "cache-sentinel"] {
         let pdb = eventually(name, WAIT, || async { pdbs.get_opt(name).await.ok()? }).await;

@@ -116,8 +116,15 @@ impl<'a> Children<'a> {
         }
     }
 
+    /// Keeps the child of kind `C` named `name` from [`Self::prune`] without applying it: one
+    /// still in use although the spec wants another now (a revision's immutable ConfigMap that
+    /// running Pods mount until a roll moves them on).
+    pub fn keep<C: 'static>(&mut self, name: impl Into<String>) {
+        self.applied.entry(TypeId::of::<C>()).or_default().insert(name.into());
+    }
+
     /// Deletes the children of kind `C` in `cache` that this owner controls and that were not
-    /// applied through this set: what a spec change no longer wants. Returns their names.
+    /// applied (or kept) through this set: what a spec change no longer wants. Returns their names.
     pub async fn prune<C>(&mut self, cache: &ChildCache<C>) -> Result<Vec<String>, Error>
     where
         C: Informable + Serialize,
