@@ -453,12 +453,12 @@ impl ProcessSpec {
             .args(["--mount", "--uts", "--ipc", "--net", "--pid", "--root", "--wd", "--"]);
         if self.confinement.read_only_root && self.beside.is_none() {
             let tmp = if self.private_tmp {
-                "mount -o remount,bind,ro /tmp && "
+                "mount -o remount,bind,ro,nosuid,nodev /tmp && "
             } else {
                 ""
             };
             command.args(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c"]);
-            command.arg(format!("mount -o remount,bind,ro / && {tmp}exec \"$@\""));
+            command.arg(format!("mount -o remount,bind,ro,nodev / && {tmp}exec \"$@\""));
             command.arg("sh");
         }
         command

@@ -239,7 +239,9 @@ pub fn check_no_foreign_bridge(marker: &Marker) -> Result<(), Error> {
 }
 
 /// Mounts a size-capped tmpfs on the state directory, so what Pods write there (root layers,
-/// emptyDirs, claims, logs) cannot fill the host's `/run`.
+/// emptyDirs, claims, logs) cannot fill the host's `/run`. Nothing there is run or opened as a
+/// device from the host's side: Pods see it only through their overlay (whose own mount decides
+/// `exec`) and volume mounts (which set their own flags).
 pub async fn mount_state_dir(state_dir: &Path, size_mib: u64) -> Result<(), Error> {
     std::fs::create_dir_all(state_dir).map_err(Error::io("creating", state_dir))?;
     let dir = state_dir.to_string_lossy();
@@ -249,7 +251,7 @@ pub async fn mount_state_dir(state_dir: &Path, size_mib: u64) -> Result<(), Erro
             "-t",
             "tmpfs",
             "-o",
-            &format!("size={size_mib}m,mode=0700,nosuid,nodev"),
+            &format!("size={size_mib}m,mode=0700,nosuid,nodev,noexec"),
             "capstan-localnode",
             &dir,
         ],

@@ -146,8 +146,11 @@ fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> 
     let q = |p: &Path| host::shell_quote(&p.to_string_lossy());
     let r = q(root);
     let mut s = String::from("set -e\n");
+    // `nodev` everywhere a Pod can write or read files: a device node in the host's root file
+    // system (the lower layer) or planted in a volume opens nothing. The root stays `exec`: the
+    // Pod's programs are the host's.
     s += &format!(
-        "mount -t overlay overlay -o lowerdir=/,upperdir={},workdir={} {r}\n",
+        "mount -t overlay overlay -o nodev,lowerdir=/,upperdir={},workdir={} {r}\n",
         upper.to_string_lossy(),
         work.to_string_lossy()
     );
@@ -155,23 +158,37 @@ fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> 
     s += &format!("mount -t proc -o nosuid,nodev,noexec proc {r}/proc\n");
     s += &format!("mount -t sysfs -o ro,nosuid,nodev,noexec sysfs {r}/sys\n");
     s += &format!("mount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} tmpfs {r}/tmp\n");
-    // A minimal /dev, never the host's.
-    s += &format!("mount -t tmpfs -o mode=755,nosuid,size=1m tmpfs {r}/dev\n");
-    for device in DEVICES {
-        s += &format!("touch {r}/dev/{device}\nmount --bind /dev/{device} {r}/dev/{device}\n");
+    // A minimal /dev, never the host's, as runc makes it: the agent creates the nodes on the Pod's
+    // own tmpfs (a bind mount of the host's would let the Pod chmod the host's /dev/null). The tmpfs
+    // cannot be `nodev`, but no Pod can make a node in it: `MKNOD` is never granted without
+    // --allow-privileged, and nothing can be renamed or linked into it from another mount.
+    s += &format!("mount -t tmpfs -o mode=755,nosuid,noexec,size=1m tmpfs {r}/dev\n");
+    for (device, kind, major, minor) in DEVICES {
+        s += &format!("mknod -m 666 {r}/dev/{device} {kind} {major} {minor}\n");
     }
     s += &format!(
-        "mkdir {r}/dev/shm {r}/dev/pts\nmount -t tmpfs -o mode=1777,nosuid,nodev,size={TMP_SIZE} shm {r}/dev/shm\n\
-         mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts {r}/dev/pts\n\
+        "mkdir {r}/dev/shm {r}/dev/pts\nmount -t tmpfs -o mode=1777,nosuid,nodev,noexec,size={TMP_SIZE} shm {r}/dev/shm\n\
+         mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,nosuid,noexec devpts {r}/dev/pts\n\
          ln -s pts/ptmx {r}/dev/ptmx\nln -s /proc/self/fd {r}/dev/fd\nln -s /proc/self/fd/0 {r}/dev/stdin\n\
          ln -s /proc/self/fd/1 {r}/dev/stdout\nln -s /proc/self/fd/2 {r}/dev/stderr\n"
     );
+    // /proc and /sys show the host's kernel: what reads its memory, keys or timers is masked,
+    // what changes it (sysctls, sysrq, IRQ affinity) is read-only, as runc's defaults do.
+    for path in MASKED_KERNEL_PATHS {
+        s += &mask(&r, path);
+    }
+    for path in READ_ONLY_KERNEL_PATHS {
+        s += &format!(
+            "if [ -e {r}{path} ]; then mount --bind {r}{path} {r}{path}; \
+             mount -o remount,bind,ro,nosuid,nodev,noexec {r}{path}; fi\n"
+        );
+    }
     // The host's root file system is the Pod's lower layer: hide its users' homes and password hashes.
     for dir in MASKED_DIRS {
-        s += &format!("if [ -d {r}{dir} ]; then mount -t tmpfs -o mode=755,size=16m tmpfs {r}{dir}; fi\n");
+        s += &format!("if [ -d {r}{dir} ]; then mount -t tmpfs -o mode=755,nosuid,nodev,size=16m tmpfs {r}{dir}; fi\n");
     }
     for file in MASKED_FILES {
-        s += &format!("if [ -f {r}{file} ]; then mount --bind /dev/null {r}{file}; fi\n");
+        s += &format!("if [ -f {r}{file} ]; then mount --bind {r}/dev/null {r}{file}; fi\n");
     }
     // Volumes are staged inside the new root while the host is still reachable, and moved to their
     // mount paths only once it is not: creating a mount path can never touch the host's root.
@@ -179,8 +196,11 @@ fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> 
     for (i, mount) in spec.mounts.iter().enumerate() {
         let stage = format!("{r}{STAGING}/{i}");
         s += if mount.is_file { "touch " } else { "mkdir " };
+        // The state tmpfs behind most volumes is `noexec`, a hostPath's file system may allow
+        // devices: each volume gets its own flags, executable (scripts and binaries copied in by
+        // init containers run from volumes) and never `dev`.
         s += &format!(
-            "{stage}\nmount --bind {} {stage}\n",
+            "{stage}\nmount --bind {} {stage}\nmount -o remount,bind,nosuid,nodev,exec {stage}\n",
             host::shell_quote(&mount.source.to_string_lossy())
         );
     }
@@ -201,7 +221,7 @@ fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> 
         }
         s += &format!("mount --move {STAGING}/{i} {target}\n");
         if mount.read_only {
-            s += &format!("mount -o remount,bind,ro {target}\n");
+            s += &format!("mount -o remount,bind,ro,nosuid,nodev {target}\n");
         }
         s += &format!("rm -d {STAGING}/{i}\n");
     }
@@ -210,8 +230,34 @@ fn holder_script(spec: &SandboxSpec, upper: &Path, work: &Path, root: &Path) -> 
     s
 }
 
-/// Device nodes a Pod gets (bind-mounted from the host's), besides its own `shm` and `pts`.
-const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+/// Device nodes a Pod gets (runc's default set: name, type, major, minor), besides its own `shm`
+/// and `pts`.
+const DEVICES: &[(&str, char, u32, u32)] = &[
+    ("null", 'c', 1, 3),
+    ("zero", 'c', 1, 5),
+    ("full", 'c', 1, 7),
+    ("random", 'c', 1, 8),
+    ("urandom", 'c', 1, 9),
+    ("tty", 'c', 5, 0),
+];
+/// runc's default `maskedPaths` (with containerd's `/sys/devices/virtual/powercap`, whose energy
+/// counters leak what other processes compute): an empty read-only tmpfs over a directory, the
+/// Pod's `/dev/null` over a file.
+pub const MASKED_KERNEL_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+/// runc's default `readonlyPaths`.
+pub const READ_ONLY_KERNEL_PATHS: &[&str] = &["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 /// Host directories replaced by an empty tmpfs in every Pod's root.
 const MASKED_DIRS: &[&str] = &["/root", "/home"];
 /// Host files replaced by an empty file in every Pod's root.
@@ -221,6 +267,14 @@ const STAGING: &str = "/.capstan-volumes";
 const OLD_ROOT: &str = ".capstan-oldroot";
 /// The size of each Pod's private `/tmp` and `/dev/shm`.
 const TMP_SIZE: &str = "256m";
+
+/// Hides `path` (inside the Pod's root `r`, as the holder sees it) if this kernel has it.
+fn mask(r: &str, path: &str) -> String {
+    format!(
+        "if [ -d {r}{path} ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec tmpfs {r}{path}; \
+         elif [ -e {r}{path} ]; then mount --bind {r}/dev/null {r}{path}; fi\n"
+    )
+}
 
 /// The one child of `pid` (the process `unshare --fork` or `nsenter` started), once it exists;
 /// `None` at once when `pid` has already exited (a container that crashed on start leaves no
@@ -309,5 +363,72 @@ mod tests {
             !script.contains("--rbind /dev"),
             "the host's /dev is never given to a Pod"
         );
+    }
+
+    #[test]
+    fn no_mount_a_pod_reads_or_writes_opens_devices_and_the_kernel_paths_are_guarded() {
+        let spec = SandboxSpec {
+            dir: "/s".into(),
+            hostname: "h".into(),
+            mounts: vec![Mount {
+                source: "/s/volumes/v".into(),
+                target: "/data".into(),
+                read_only: true,
+                is_file: false,
+            }],
+            files: vec![],
+            dirs: vec![],
+        };
+        let script = holder_script(&spec, Path::new("/s/upper"), Path::new("/s/work"), Path::new("/s/root"));
+        let lines: Vec<&str> = script.lines().collect();
+        let mounting = |what: &str| -> Vec<&str> { lines.iter().filter(|l| l.contains(what)).copied().collect() };
+        let overlay = mounting("-t overlay");
+        assert!(
+            !overlay.is_empty() && overlay.iter().all(|l| l.contains("-o nodev,")),
+            "{script}"
+        );
+        let tmpfs = mounting("-t tmpfs");
+        assert!(tmpfs.iter().all(|l| l.contains("nosuid")), "{script}");
+        // /dev holds the device nodes, so it alone may not be nodev.
+        assert!(
+            tmpfs
+                .iter()
+                .filter(|l| !l.ends_with("/dev"))
+                .all(|l| l.contains("nodev")),
+            "{script}"
+        );
+        assert!(mounting(" shm ").iter().any(|l| l.contains("noexec")), "{script}");
+        // Devices are the Pod's own nodes, not bind mounts of the host's inodes.
+        assert!(!script.contains("--bind /dev/"), "{script}");
+        assert_eq!(mounting("mknod ").len(), DEVICES.len(), "{script}");
+        // Every volume is remounted nodev (its source's flags are not trusted) and exec.
+        assert!(
+            mounting("mount -o remount,bind,nosuid,nodev,exec '/s/root'/.capstan-volumes/0").len() == 1,
+            "{script}"
+        );
+        assert!(
+            mounting("mount -o remount,bind,ro,nosuid,nodev '/data'").len() == 1,
+            "{script}"
+        );
+        for path in MASKED_KERNEL_PATHS {
+            assert!(
+                mounting(&format!("'/s/root'{path} "))
+                    .iter()
+                    .any(|l| l.contains("/dev/null") && l.contains("tmpfs -o ro")),
+                "{path}: {script}"
+            );
+        }
+        for path in READ_ONLY_KERNEL_PATHS {
+            assert!(
+                mounting(&format!("remount,bind,ro,nosuid,nodev,noexec '/s/root'{path}; fi")).len() == 1,
+                "{path}: {script}"
+            );
+        }
+        // The masks go up after /dev exists (files are masked with the Pod's /dev/null) and
+        // before the host's root is detached.
+        let null = script.find("mknod -m 666 '/s/root'/dev/null").unwrap_or(usize::MAX);
+        let masked = script.find("/proc/kcore").unwrap_or(0);
+        let detached = script.find("pivot_root").unwrap_or(0);
+        assert!(null < masked && masked < detached, "{script}");
     }
 }
