@@ -57,7 +57,55 @@ struct Fixture {
     node: &'static capstan_localnode::LocalNode,
 }
 
+/// The RedisHA tests of this file run one at a time: each runs real Redis Pods on the one local
+/// node, and the outages they print are only meaningful on an otherwise quiet node.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Fixture {
+    /// A namespace, the auth Secret and RedisHA `ha` of 3 Redis and 3 Sentinels with `extra_spec`
+    /// merged into its spec; the manager is the caller's to start.
+    async fn create(cp: &ControlPlane, prefix: &str, extra_spec: serde_json::Value) -> (Fixture, LogsOnPanic) {
+        let client = cp.client().await;
+        cp.apply_crds(&client, &capstan_manager::crds()).await.expect("CRDs");
+        let ns = cp.namespace(&client, prefix).await.expect("namespace");
+        let node = tokio::task::spawn_blocking(ControlPlane::shared_local_node)
+            .await
+            .expect("local node");
+        let f = Fixture {
+            rhas: Api::namespaced(client.clone(), &ns),
+            pods: Api::namespaced(client.clone(), &ns),
+            client: client.clone(),
+            ns: ns.clone(),
+            password: PASSWORD.to_owned(),
+            observer: Observer::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
+            node,
+        };
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ha-auth"},
+            "stringData": {"password": PASSWORD}
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create Secret");
+        let mut spec =
+            serde_json::json!({"replicas": 3, "sentinel": {"replicas": 3}, "auth": {"secretName": "ha-auth"}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra_spec.as_object()) {
+            spec.extend(extra.clone());
+        }
+        let rha: RedisHA = serde_json::from_value(serde_json::json!({
+            "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "RedisHA", "metadata": {"name": NAME},
+            "spec": spec
+        }))
+        .expect("redis-ha");
+        f.rhas
+            .create(&PostParams::default(), &rha)
+            .await
+            .expect("create RedisHA");
+        (f, LogsOnPanic { ns, node })
+    }
+
     async fn redis_pods(&self) -> Vec<Pod> {
         self.observer.redis_pods().await
     }
@@ -338,41 +386,10 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     if !local_node_available("a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write") {
         return;
     }
+    let _serial = SERIAL.lock().await;
     let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &capstan_manager::crds()).await.expect("CRDs");
-    let ns = cp.namespace(&client, "rha-failover").await.expect("namespace");
-    let node = tokio::task::spawn_blocking(ControlPlane::shared_local_node)
-        .await
-        .expect("local node");
-    let mut f = Fixture {
-        rhas: Api::namespaced(client.clone(), &ns),
-        pods: Api::namespaced(client.clone(), &ns),
-        client: client.clone(),
-        ns: ns.clone(),
-        password: PASSWORD.to_owned(),
-        observer: Observer::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
-        node,
-    };
-    let _logs = LogsOnPanic { ns: ns.clone(), node };
-    let secret: Secret = serde_json::from_value(serde_json::json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "ha-auth"},
-        "stringData": {"password": PASSWORD}
-    }))
-    .expect("secret");
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("create Secret");
-    let rha: RedisHA = serde_json::from_value(serde_json::json!({
-        "apiVersion": "cache.capstan.dev/v1alpha1", "kind": "RedisHA", "metadata": {"name": NAME},
-        "spec": {"replicas": 3, "sentinel": {"replicas": 3}, "auth": {"secretName": "ha-auth"}}
-    }))
-    .expect("redis-ha");
-    f.rhas
-        .create(&PostParams::default(), &rha)
-        .await
-        .expect("create RedisHA");
+    let (mut f, _logs) = Fixture::create(cp, "rha-failover", serde_json::json!({})).await;
+    let (client, ns) = (f.client.clone(), f.ns.clone());
     let manager_args = ["--namespace", ns.as_str(), "--controllers", "redis-ha"];
     let mut manager = Some(ManagerProcess::start(cp.kubeconfig_path(), &manager_args));
 
@@ -687,6 +704,105 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         log.acknowledged.len(),
         log.failures
     );
+    if let Some(running) = manager.take() {
+        running.stop();
+    }
+}
+
+/// A full restart with storage (every Pod deleted at once, grace 0, as a node reboot or an
+/// eviction of all): the Sentinels come back with no state and must resume from the most advanced
+/// data set, not blindly from ordinal 0. The master is moved to ordinal 2 and ordinal 0 is frozen
+/// (SIGSTOP) while a `WAIT 1` writer writes, so ordinal 0 alone misses those writes: seeding it
+/// as master would lose them all. The operator records the last verified master for the
+/// Sentinels (`<name>-bootstrap`), so ordinal 2 is master again and every acknowledged key is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_restart_with_storage_resumes_from_the_last_master_and_keeps_every_acknowledged_write() {
+    if !local_node_available(
+        "a_full_restart_with_storage_resumes_from_the_last_master_and_keeps_every_acknowledged_write",
+    ) {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cp = ControlPlane::shared();
+    let (f, _logs) = Fixture::create(cp, "rha-restart", serde_json::json!({"storage": {"size": "64Mi"}})).await;
+    let manager_args = ["--namespace", f.ns.as_str(), "--controllers", "redis-ha"];
+    let mut manager = Some(ManagerProcess::start(cp.kubeconfig_path(), &manager_args));
+    let created = f.converged("created with storage", 3).await;
+    if let Some(running) = manager.take() {
+        running.stop();
+    }
+    let moved = f
+        .move_master_to_ordinal_at_least(2, &created, || {
+            manager = Some(ManagerProcess::start(cp.kubeconfig_path(), &manager_args));
+        })
+        .await;
+    assert_eq!(moved.master, format!("{NAME}-2"));
+    let bootstraps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(f.client.clone(), &f.ns);
+    eventually(
+        "the operator recorded the master for the Sentinels",
+        CONVERGE,
+        || async {
+            let record = bootstraps.get_opt(&format!("{NAME}-bootstrap")).await.ok()??;
+            (record.data?.get("master")? == &moved.master).then_some(())
+        },
+    )
+    .await;
+
+    let lagging = format!("{NAME}-0");
+    f.node
+        .kill_container(&f.ns, &lagging, "redis", 19)
+        .await
+        .expect("SIGSTOP ordinal 0's redis-server");
+    let master_service = f.master_service().await;
+    let probe = WriteProbe::start(
+        master_service,
+        Some(PASSWORD.to_owned()),
+        "restart",
+        Duration::from_millis(50),
+        2_000,
+    );
+    eventually(
+        "writes acknowledged while ordinal 0 is frozen",
+        Duration::from_secs(60),
+        || async { (probe.snapshot().acknowledged.len() >= 40).then_some(()) },
+    )
+    .await;
+    let log = probe.stop().await;
+
+    let fault = Instant::now();
+    let all = f.observer.redis_pods().await;
+    let sentinels = Api::<Pod>::list(
+        &f.pods,
+        &kube::api::ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={NAME},app.kubernetes.io/component=sentinel"
+        )),
+    )
+    .await
+    .expect("Sentinel Pods")
+    .items;
+    for pod in all.iter().chain(&sentinels) {
+        f.pods
+            .delete(&pod.name_any(), &DeleteParams::default().grace_period(0))
+            .await
+            .expect("delete with grace 0");
+    }
+    eprintln!(
+        "deleted {} Redis and {} Sentinel Pods at once",
+        all.len(),
+        sentinels.len()
+    );
+    let after = f.converged("after the full restart", 3).await;
+    eprintln!(
+        "full restart: converged on {} after {:?}",
+        after.master,
+        fault.elapsed()
+    );
+    assert_eq!(
+        after.master, moved.master,
+        "the Sentinels resumed from the last verified master, not from ordinal 0"
+    );
+    f.assert_no_acknowledged_write_lost(&log, f.master_service().await, "full restart with storage")
+        .await;
     if let Some(running) = manager.take() {
         running.stop();
     }

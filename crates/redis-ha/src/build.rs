@@ -51,6 +51,7 @@ const SENTINEL_INIT_CONTAINER: &str = "seed-sentinel-conf";
 const CONFIG_VOLUME: &str = "config";
 const RUNTIME_VOLUME: &str = "runtime";
 const DATA_VOLUME: &str = "data";
+const BOOTSTRAP_VOLUME: &str = "bootstrap";
 
 /// Why a RedisHA cannot be acted on as it stands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -214,15 +215,19 @@ pub fn older_config_in_use(stored: &[&StatefulSet], desired: &[StatefulSet]) -> 
     })
 }
 
-/// The ConfigMaps a StatefulSet's Pod template mounts.
+/// The configuration ConfigMap a StatefulSet's Pod template mounts (the bootstrap record aside).
 pub fn config_maps_mounted(set: &StatefulSet) -> Vec<String> {
     set.spec
         .template
         .spec
         .iter()
         .flat_map(|spec| spec.volumes.iter().flatten())
+        .filter(|volume| volume.name == CONFIG_VOLUME)
         .filter_map(|volume| Some(volume.config_map.as_ref()?.name.clone()))
         .collect()
+}
+pub fn bootstrap_config_map_name(name: &str) -> String {
+    format!("{name}-bootstrap")
 }
 pub fn master_service_name(name: &str) -> String {
     format!("{name}-master")
@@ -599,6 +604,39 @@ fn config_volume(config_map: String) -> Volume {
     }
 }
 
+/// The bootstrap record, mutable and outside the template's hash (a failover changes it, which
+/// must not roll anything); optional, so Sentinels start before the operator has seen a master.
+fn bootstrap_volume(name: &str) -> Volume {
+    Volume {
+        name: BOOTSTRAP_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: bootstrap_config_map_name(name),
+            default_mode: Some(0o444),
+            optional: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The bootstrap ConfigMap: the last master the operator verified, which Sentinels that all
+/// restarted at once seed from (their own state is on an emptyDir).
+pub fn bootstrap_config_map(name: &str, namespace: &str, master: &str, owner: &OwnerReference) -> ConfigMap {
+    ConfigMap {
+        metadata: meta(
+            bootstrap_config_map_name(name),
+            namespace,
+            component_labels(name, COMPONENT_SENTINEL),
+            owner,
+        ),
+        data: Some(BTreeMap::from([(
+            config::BOOTSTRAP_MASTER_KEY.to_owned(),
+            master.to_owned(),
+        )])),
+        ..Default::default()
+    }
+}
+
 fn empty_dir(name: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -746,6 +784,7 @@ pub fn sentinel_stateful_set(
     let mounts = vec![
         mount(CONFIG_VOLUME, &layout.config_dir, true),
         mount(RUNTIME_VOLUME, &layout.runtime_dir, false),
+        mount(BOOTSTRAP_VOLUME, &layout.bootstrap_dir, true),
     ];
     let mut init_env = vec![env_pod_name()];
     init_env.extend(env_password(rha, ENV_PASSWORD));
@@ -805,6 +844,7 @@ pub fn sentinel_stateful_set(
                     volumes: Some(vec![
                         config_volume(sentinel_config_map_name(name, config_hash)),
                         empty_dir(RUNTIME_VOLUME),
+                        bootstrap_volume(name),
                     ]),
                     security_context: Some(pod_security()),
                     affinity: Some(spread(&selector)),

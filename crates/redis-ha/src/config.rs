@@ -106,7 +106,13 @@ pub struct Layout {
     pub runtime_dir: String,
     /// Redis's `dir` (its claim, or an emptyDir).
     pub data_dir: String,
+    /// The bootstrap ConfigMap's mount in the Sentinel Pods (optional: absent until the operator
+    /// has seen a master): [`BOOTSTRAP_MASTER_KEY`] names the last master the operator verified.
+    pub bootstrap_dir: String,
 }
+
+/// The key of the bootstrap ConfigMap that names the last master the operator verified.
+pub const BOOTSTRAP_MASTER_KEY: &str = "master";
 
 impl Default for Layout {
     fn default() -> Self {
@@ -114,6 +120,7 @@ impl Default for Layout {
             config_dir: "/etc/redis-ha".into(),
             runtime_dir: "/run/redis-ha".into(),
             data_dir: "/data".into(),
+            bootstrap_dir: "/etc/redis-ha-bootstrap".into(),
         }
     }
 }
@@ -141,6 +148,8 @@ pub struct Rendering {
     pub sentinel_announce: Announce,
     /// Ordinal 0, the master on first creation.
     pub bootstrap_master: Endpoint,
+    /// What turns a Redis Pod's name into its announced host (`.<headless>.<ns>.svc.<domain>`).
+    pub redis_host_suffix: String,
     /// Every Sentinel, asked who the master is.
     pub sentinels: Vec<Endpoint>,
     pub timings: SentinelTimings,
@@ -201,6 +210,7 @@ impl Rendering {
                 pod_fqdn(&format!("{name}-0"), &redis_service, namespace, cluster_domain),
                 REDIS_PORT,
             ),
+            redis_host_suffix: format!(".{redis_service}.{namespace}.svc.{cluster_domain}"),
             sentinels,
             timings: SentinelTimings::default(),
             layout: Layout::default(),
@@ -692,6 +702,8 @@ pub fn sentinel_init_script(r: &Rendering) -> String {
     let _ = write!(
         script,
         r#"CONF="$RUNTIME_DIR/sentinel.conf"
+BOOTSTRAP_DIR={bootstrap_dir}
+REDIS_HOST_SUFFIX={suffix}
 if [ -s "$CONF" ]; then
   log "keeping $CONF, which Sentinel maintains"
   exit 0
@@ -704,7 +716,19 @@ while [ "$round" -lt {rounds} ]; do
   round=$((round + 1))
   sleep 1
 done
-if [ -z "$master" ]; then
+# No peer answered: a first creation, or every Sentinel restarted at once (their state is on
+# an emptyDir). Then the last master the operator verified holds the newest data (the Redis Pods
+# may have come back from their claims): seed it, not blindly ordinal 0, whose replica data
+# would become the master's and the others' would be resynced away.
+recorded=$(cat "$BOOTSTRAP_DIR/{bootstrap_key}" 2>/dev/null)
+case "$recorded" in
+  "$MASTER_SET"-[0-9]|"$MASTER_SET"-[0-9][0-9]) recorded_master="$recorded$REDIS_HOST_SUFFIX $REDIS_PORT" ;;
+  *) recorded_master="" ;;
+esac
+if [ -z "$master" ] && [ -n "$recorded_master" ]; then
+  master=$recorded_master
+  log "no other Sentinel answered: monitoring $recorded, the last master the operator verified"
+elif [ -z "$master" ]; then
   master={bootstrap}
   log "no other Sentinel answered: monitoring the bootstrap master $master"
 else
@@ -729,6 +753,9 @@ mv "$CONF.tmp" "$CONF"
         rounds = SEED_ASK_ROUNDS,
         resolve_wait = RESOLVE_WAIT_SECONDS,
         bootstrap = sh_quote(&format!("{} {}", r.bootstrap_master.host, r.bootstrap_master.port)),
+        bootstrap_dir = sh_quote(&r.layout.bootstrap_dir),
+        bootstrap_key = BOOTSTRAP_MASTER_KEY,
+        suffix = sh_quote(&r.redis_host_suffix),
         password = ENV_PASSWORD,
     );
     script
@@ -1079,6 +1106,46 @@ mod tests {
 
     fn run_order(out: &str) -> Vec<String> {
         out.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn sentinels_that_all_restart_seed_the_last_master_the_operator_verified() {
+        let r = rendering("{}");
+        let script = sentinel_init_script(&r);
+        let start = script.find("recorded=$(cat").expect("reads the record");
+        let end = start + script[start..].find("\nset -- $master\n").expect("then uses it");
+        let choose = |recorded: Option<&str>, peers_name: &str| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            if let Some(recorded) = recorded {
+                std::fs::write(dir.path().join(BOOTSTRAP_MASTER_KEY), recorded).expect("record");
+            }
+            let program = format!(
+                "MASTER_SET=cache\nREDIS_PORT=6379\nBOOTSTRAP_DIR='{}'\nREDIS_HOST_SUFFIX={}\nlog() {{ :; }}\nmaster='{peers_name}'\n{}\necho \"$master\"\n",
+                dir.path().display(),
+                sh_quote(&r.redis_host_suffix),
+                &script[start..end]
+            );
+            let output = std::process::Command::new("/bin/sh")
+                .args(["-c", &program])
+                .output()
+                .expect("/bin/sh runs");
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        };
+        let host = |pod: &str| format!("{pod}.cache-headless.apps.svc.cluster.local 6379");
+        assert_eq!(choose(Some("cache-2"), ""), host("cache-2"), "the recorded master");
+        assert_eq!(choose(None, ""), host("cache-0"), "first creation: ordinal 0");
+        assert_eq!(
+            choose(Some("cache-2"), "peer 6379"),
+            "peer 6379",
+            "a peer that answers wins"
+        );
+        for hostile in ["other-1", "cache-x", "cache-1; reboot", "cache-1 evil.example 6379", ""] {
+            assert_eq!(
+                choose(Some(hostile), ""),
+                host("cache-0"),
+                "{hostile:?} is not a Pod of this set"
+            );
+        }
     }
 
     #[test]

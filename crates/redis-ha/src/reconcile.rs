@@ -268,6 +268,21 @@ impl Reconciler for RedisHAReconciler {
                 return Err(self.refused(&rha, ctx, error).await);
             }
         }
+        // The last master verified, for Sentinels that all restart at once; kept as it is while
+        // no master is known (an operator that just started, a failover in progress).
+        let verified_master = plan
+            .as_ref()
+            .and_then(|p| p.master.clone())
+            .or_else(|| rha.status.as_ref().and_then(|s| s.master.clone()));
+        match verified_master {
+            Some(master) => {
+                let record = build::bootstrap_config_map(&name, &namespace, &master, &owner);
+                if let Err(error) = children.apply(&self.config_maps, record).await {
+                    return Err(self.refused(&rha, ctx, error).await);
+                }
+            }
+            None => children.keep::<ConfigMap>(build::bootstrap_config_map_name(&name)),
+        }
         for service in desired.services {
             if let Err(error) = children.apply(&self.services, service).await {
                 return Err(self.refused(&rha, ctx, error).await);

@@ -124,6 +124,8 @@ fn rendering(base: &Rendering, dir: &Path, redis_port: u16, sentinel_port: u16) 
         config_dir: dir.join("config").display().to_string(),
         runtime_dir: dir.join("runtime").display().to_string(),
         data_dir: dir.join("data").display().to_string(),
+        // No bootstrap record here: the init scripts seed ordinal 0, as on first creation.
+        bootstrap_dir: dir.join("bootstrap").display().to_string(),
     };
     for sub in ["config", "runtime", "data"] {
         fs::create_dir_all(dir.join(sub)).expect("dirs");
@@ -232,6 +234,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         redis_announce: Announce::Fixed("127.0.0.1".into()),
         sentinel_announce: Announce::Fixed("127.0.0.1".into()),
         bootstrap_master: local(redis_ports[0]),
+        redis_host_suffix: String::new(),
         sentinels: sentinel_ports.iter().map(|p| local(*p)).collect(),
         timings: SentinelTimings {
             down_after_ms: 3_000,
