@@ -561,6 +561,27 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         .await;
     assert!(down.redis_pods == 3);
 
+    // 5b. Down to one Redis, a spec change there, and back to three, without storage: the count
+    //     is no part of the Pod template (the scale rolls nothing), and the single Redis is
+    //     rolled through a surge Pod it hands over to and gets back from, never deleted in place.
+    f.patch_spec(serde_json::json!({"replicas": 1})).await;
+    let one = f.converged("scaled to 1", 1).await;
+    assert_eq!(one.master, format!("{NAME}-0"));
+    f.assert_no_acknowledged_write_lost(&probe.snapshot(), master_service, "scale 3 → 1")
+        .await;
+    let single: BTreeSet<String> = f.redis_pods().await.iter().filter_map(|p| p.uid()).collect();
+    f.patch_spec(serde_json::json!({"config": {"maxmemory": "80mb"}})).await;
+    eventually("the single Redis rolled through a surge Pod", CONVERGE * 2, || async {
+        let pods = f.redis_pods().await;
+        let rolled = pods.len() == 1 && pods.iter().all(|p| p.uid().is_some_and(|uid| !single.contains(&uid)));
+        (rolled && f.check_converged(1).await.is_ok()).then_some(())
+    })
+    .await;
+    f.assert_no_acknowledged_write_lost(&probe.snapshot(), master_service, "a roll at one Redis")
+        .await;
+    f.patch_spec(serde_json::json!({"replicas": 3})).await;
+    f.converged("back to 3", 3).await;
+
     // 6. A spec change that rolls every Pod (OnDelete: the operator rolls replicas, fails over
     //    once, then rolls the old master).
     let before_roll: BTreeSet<String> = f.redis_pods().await.iter().filter_map(|p| p.uid()).collect();

@@ -123,12 +123,19 @@ pub struct Inputs<'a> {
     /// How many Redis Pods the StatefulSet keeps: `spec.replicas`, or more while a scale-down
     /// waits for the master to move ([`redis_replicas`]).
     pub redis_replicas: i32,
+    /// The last master the operator verified, for the bootstrap record ([`bootstrap_config_map`]).
+    pub recorded_master: Option<&'a str>,
 }
 
 /// The Redis StatefulSet's `replicas`. A scale-down never removes the master: while the master's
 /// ordinal is at or above the desired count, the set keeps it (the healer fails over first); and
 /// while the master is unknown (an operator that just started) the set is never lowered.
-pub fn redis_replicas(desired: i32, current: Option<i32>, master_ordinal: Option<u32>) -> i32 {
+/// A single Redis is never rolled in place (without storage it would come back empty): while a
+/// roll is pending (`rolling`, see [`roll_pending`]) a second Pod surges from the new template,
+/// takes over by a planned failover while the first is rolled, and hands back before the set
+/// shrinks to one again.
+pub fn redis_replicas(desired: i32, current: Option<i32>, master_ordinal: Option<u32>, rolling: bool) -> i32 {
+    let desired = if desired == 1 && rolling { 2 } else { desired };
     match master_ordinal {
         Some(ordinal) => desired.max(i32::try_from(ordinal).map_or(i32::MAX, |o| o.saturating_add(1))),
         None => desired.max(current.unwrap_or(desired)),
@@ -157,8 +164,15 @@ pub fn build_children(rha: &RedisHA, inputs: Inputs<'_>) -> Result<Children, Spe
     let sentinel_config = sentinel_config_map(&name, &namespace, &rendering, inputs.owner);
     let redis_set = redis_stateful_set(rha, &name, &namespace, inputs, &config_hash(&redis_config));
     let sentinel_statefulset = sentinel_stateful_set(rha, &name, &namespace, inputs, &config_hash(&sentinel_config));
+    let record = bootstrap_config_map(
+        &name,
+        &namespace,
+        rha.spec.replicas,
+        inputs.recorded_master,
+        inputs.owner,
+    );
     Ok(Children {
-        config_maps: vec![redis_config, sentinel_config],
+        config_maps: vec![redis_config, sentinel_config, record],
         services: vec![
             redis_headless_service(&name, &namespace, inputs.owner),
             role_service(&name, &namespace, ROLE_MASTER, inputs.owner),
@@ -206,13 +220,19 @@ fn short_hash(hash: &str) -> &str {
 /// revision; with `OnDelete` the healer rolls Redis one Pod at a time).
 pub fn older_config_in_use(stored: &[&StatefulSet], desired: &[StatefulSet]) -> bool {
     let wanted: Vec<String> = desired.iter().flat_map(config_maps_mounted).collect();
-    stored.iter().any(|set| {
-        let status = set.status.as_ref();
-        let seen = status.and_then(|s| s.observed_generation) >= set.metadata.generation;
-        let replicas = status.map_or(0, |s| s.replicas);
-        let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
-        !seen || updated < replicas || config_maps_mounted(set).iter().any(|m| !wanted.contains(m))
-    })
+    stored
+        .iter()
+        .any(|set| roll_pending(set) || config_maps_mounted(set).iter().any(|m| !wanted.contains(m)))
+}
+
+/// Whether a StatefulSet's Pods may not all run its newest template: its controller has not
+/// seen the spec yet, or fewer Pods are updated than exist.
+pub fn roll_pending(set: &StatefulSet) -> bool {
+    let status = set.status.as_ref();
+    let seen = status.and_then(|s| s.observed_generation) >= set.metadata.generation;
+    let replicas = status.map_or(0, |s| s.replicas);
+    let updated = status.and_then(|s| s.updated_replicas).unwrap_or(0);
+    !seen || updated < replicas
 }
 
 /// The configuration ConfigMap a StatefulSet's Pod template mounts (the bootstrap record aside).
@@ -619,9 +639,21 @@ fn bootstrap_volume(name: &str) -> Volume {
     }
 }
 
-/// The bootstrap ConfigMap: the last master the operator verified, which Sentinels that all
-/// restarted at once seed from (their own state is on an emptyDir).
-pub fn bootstrap_config_map(name: &str, namespace: &str, master: &str, owner: &OwnerReference) -> ConfigMap {
+/// The bootstrap record: what Pods read at start that must not be part of their template — the
+/// Redis count the spec wants (`min-replicas-to-write`), and the last master the operator
+/// verified, which Sentinels that all restarted at once seed from (their own state is on an
+/// emptyDir). `master` is None while none is known (the record then has no master).
+pub fn bootstrap_config_map(
+    name: &str,
+    namespace: &str,
+    replicas: i32,
+    master: Option<&str>,
+    owner: &OwnerReference,
+) -> ConfigMap {
+    let mut data = BTreeMap::from([(config::BOOTSTRAP_REPLICAS_KEY.to_owned(), replicas.to_string())]);
+    if let Some(master) = master {
+        data.insert(config::BOOTSTRAP_MASTER_KEY.to_owned(), master.to_owned());
+    }
     ConfigMap {
         metadata: meta(
             bootstrap_config_map_name(name),
@@ -629,10 +661,7 @@ pub fn bootstrap_config_map(name: &str, namespace: &str, master: &str, owner: &O
             component_labels(name, COMPONENT_SENTINEL),
             owner,
         ),
-        data: Some(BTreeMap::from([(
-            config::BOOTSTRAP_MASTER_KEY.to_owned(),
-            master.to_owned(),
-        )])),
+        data: Some(data),
         ..Default::default()
     }
 }
@@ -695,6 +724,7 @@ pub fn redis_stateful_set(
             mount(CONFIG_VOLUME, &layout.config_dir, true),
             mount(RUNTIME_VOLUME, &layout.runtime_dir, false),
             mount(DATA_VOLUME, &layout.data_dir, false),
+            mount(BOOTSTRAP_VOLUME, &layout.bootstrap_dir, true),
         ]),
         security_context: Some(restricted_container_security()),
         ..Default::default()
@@ -702,6 +732,7 @@ pub fn redis_stateful_set(
     let mut volumes = vec![
         config_volume(redis_config_map_name(name, config_hash)),
         empty_dir(RUNTIME_VOLUME),
+        bootstrap_volume(name),
     ];
     let claims = match &rha.spec.storage {
         None => {
@@ -919,6 +950,7 @@ spec:
                 cluster_domain: "cluster.local",
                 auth_hash: Some("abc123"),
                 redis_replicas: rha.spec.replicas,
+                recorded_master: None,
             },
         )
         .expect("valid")
@@ -961,6 +993,7 @@ spec:
             [
                 "cache",
                 "cache",
+                "cache-bootstrap",
                 redis_config.as_str(),
                 "cache-headless",
                 "cache-master",
@@ -1259,6 +1292,7 @@ spec:
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
             redis_replicas: 3,
+            recorded_master: None,
         };
         let mut bad = rha(SAMPLE);
         bad.spec.replicas = 10;
@@ -1281,6 +1315,7 @@ spec:
         let unread = Inputs {
             auth_hash: None,
             redis_replicas: 3,
+            recorded_master: None,
             ..inputs
         };
         assert_eq!(
@@ -1297,13 +1332,19 @@ spec:
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
             redis_replicas: 3,
+            recorded_master: None,
         };
         let before = build_children(&rha(SAMPLE), inputs).expect("builds");
         let mut changed = rha(SAMPLE);
         changed.spec.config.insert("maxmemory".into(), "96mb".into());
         let after = build_children(&changed, inputs).expect("builds");
         for children in [&before, &after] {
-            assert!(children.config_maps.iter().all(|c| c.immutable == Some(true)));
+            assert!(children.config_maps[..2].iter().all(|c| c.immutable == Some(true)));
+            assert_eq!(children.config_maps[2].name_any(), "cache-bootstrap");
+            assert_eq!(
+                children.config_maps[2].immutable, None,
+                "the record changes with each failover"
+            );
             for (set, config_map) in children.stateful_sets.iter().zip(&children.config_maps) {
                 assert_eq!(config_maps_mounted(set), [config_map.name_any()], "{}", set.name_any());
             }
@@ -1331,6 +1372,7 @@ spec:
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
             redis_replicas: 3,
+            recorded_master: None,
         };
         let current = build_children(&rha(SAMPLE), inputs).expect("builds").stateful_sets;
         let mut changed = rha(SAMPLE);
@@ -1371,6 +1413,7 @@ spec:
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
             redis_replicas: 3,
+            recorded_master: None,
         };
         let with_auth = rha(SAMPLE);
         let children = build_children(&with_auth, inputs).expect("builds");
@@ -1405,14 +1448,20 @@ spec:
     #[test]
     fn a_scale_down_keeps_the_master_and_waits_for_it_to_be_known() {
         // Scaling up is never held.
-        assert_eq!(redis_replicas(5, Some(3), Some(0)), 5);
-        assert_eq!(redis_replicas(5, Some(3), None), 5);
+        assert_eq!(redis_replicas(5, Some(3), Some(0), false), 5);
+        assert_eq!(redis_replicas(5, Some(3), None, false), 5);
         // Down from 5 to 3: held while the master is ordinal 4 or 3, free once it is below 3.
-        assert_eq!(redis_replicas(3, Some(5), Some(4)), 5);
-        assert_eq!(redis_replicas(3, Some(5), Some(3)), 4);
-        assert_eq!(redis_replicas(3, Some(5), Some(1)), 3);
+        assert_eq!(redis_replicas(3, Some(5), Some(4), false), 5);
+        assert_eq!(redis_replicas(3, Some(5), Some(3), false), 4);
+        assert_eq!(redis_replicas(3, Some(5), Some(1), false), 3);
         // An operator that does not know the master yet never lowers the set.
-        assert_eq!(redis_replicas(3, Some(5), None), 5);
-        assert_eq!(redis_replicas(3, None, None), 3);
+        assert_eq!(redis_replicas(3, Some(5), None, false), 5);
+        assert_eq!(redis_replicas(3, None, None, false), 3);
+        // Several Redis roll among themselves; one alone gets a surge Pod to hand over to.
+        assert_eq!(redis_replicas(3, Some(3), Some(0), true), 3);
+        assert_eq!(redis_replicas(1, Some(1), Some(0), true), 2);
+        // Rolled, the surge Pod (the master by then) hands back before the set shrinks.
+        assert_eq!(redis_replicas(1, Some(2), Some(1), false), 2);
+        assert_eq!(redis_replicas(1, Some(2), Some(0), false), 1);
     }
 }

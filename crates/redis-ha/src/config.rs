@@ -106,13 +106,15 @@ pub struct Layout {
     pub runtime_dir: String,
     /// Redis's `dir` (its claim, or an emptyDir).
     pub data_dir: String,
-    /// The bootstrap ConfigMap's mount in the Sentinel Pods (optional: absent until the operator
-    /// has seen a master): [`BOOTSTRAP_MASTER_KEY`] names the last master the operator verified.
+    /// The bootstrap record's mount (a mutable ConfigMap, optional): [`BOOTSTRAP_MASTER_KEY`]
+    /// names the last master the operator verified, [`BOOTSTRAP_REPLICAS_KEY`] the Redis count.
     pub bootstrap_dir: String,
 }
 
 /// The key of the bootstrap ConfigMap that names the last master the operator verified.
 pub const BOOTSTRAP_MASTER_KEY: &str = "master";
+/// Its key with the Redis count the spec wants (`spec.replicas`).
+pub const BOOTSTRAP_REPLICAS_KEY: &str = "replicas";
 
 impl Default for Layout {
     fn default() -> Self {
@@ -131,8 +133,6 @@ impl Default for Layout {
 pub struct Rendering {
     /// The Sentinel master-set name: the RedisHA's name.
     pub master_set: String,
-    /// One Redis in total: no replicas to require or fail over to.
-    pub single_instance: bool,
     pub quorum: i32,
     /// Whether the Pods get a password through [`ENV_PASSWORD`].
     pub auth: bool,
@@ -192,7 +192,6 @@ impl Rendering {
             .collect();
         Self {
             master_set: name.to_owned(),
-            single_instance: rha.spec.replicas <= 1,
             quorum: rha.spec.sentinel.effective_quorum(),
             auth: rha.spec.auth.is_some(),
             persistent: rha.spec.storage.is_some(),
@@ -343,17 +342,9 @@ pub fn redis_conf(r: &Rendering) -> Result<String, ConfigError> {
         port = r.redis_port,
         dir = r.layout.data_dir,
     );
-    if r.single_instance {
-        out.push_str(
-            "# One instance: no replica can acknowledge writes, so none is required.\nmin-replicas-to-write 0\n",
-        );
-    } else {
-        let _ = write!(
-            out,
-            "# An isolated master stops taking writes once no replica has acknowledged for the lag.\n\
-             min-replicas-to-write 1\nmin-replicas-max-lag {MIN_REPLICAS_MAX_LAG_SECONDS}\n"
-        );
-    }
+    // min-replicas-to-write depends on the Redis count, which must not be part of the Pod
+    // template (a scale would roll every Pod): redis-start.sh adds it from the mutable record,
+    // and the healer sets it live on the master when the count changes.
     if r.persistent {
         out.push_str("appendonly yes\n");
     } else {
@@ -499,8 +490,8 @@ pub fn redis_start_script(r: &Rendering) -> String {
     );
     let _ = write!(
         script,
-        r#"SINGLE_INSTANCE={single}
-RUNTIME_CONF="$RUNTIME_DIR/redis.conf"
+        r#"RUNTIME_CONF="$RUNTIME_DIR/redis.conf"
+BOOTSTRAP_DIR={bootstrap_dir}
 
 # Writes the effective config (the ConfigMap's plus this Pod's lines) and becomes redis-server.
 # $1: "master", or "host port" of the master to replicate.
@@ -515,6 +506,15 @@ start() {{
       echo "masterauth $quoted"
     fi
     if [ "$1" != master ]; then echo "replicaof $1"; fi
+    # An isolated master stops taking writes once no replica has acknowledged for the lag; one
+    # Redis alone has no replica to wait for. The count comes from the operator's record (read
+    # at start, so a scale changes no template); without one, replicas are required.
+    if [ "$(cat "$BOOTSTRAP_DIR/{replicas_key}" 2>/dev/null)" = 1 ]; then
+      echo "min-replicas-to-write 0"
+    else
+      echo "min-replicas-to-write 1"
+      echo "min-replicas-max-lag {max_lag}"
+    fi
   }} > "$RUNTIME_CONF.tmp" || exit 1
   mv "$RUNTIME_CONF.tmp" "$RUNTIME_CONF" || exit 1
   log "starting as ${{1}} (announcing $ANNOUNCE_HOST:$REDIS_PORT)"
@@ -547,10 +547,6 @@ known_replicas() {{
     case "$n" in ''|*[!0-9]*) ;; *) echo "$n" ;; esac
   done | sort -n | tail -n 1
 }}
-
-if [ "$SINGLE_INSTANCE" = yes ]; then
-  start master
-fi
 
 master=""
 round=0
@@ -609,7 +605,9 @@ done
 log "no failover after {failover_wait}s: waiting for the operator to choose a master"
 start "$WAITING_MASTER_HOST $REDIS_PORT"
 "#,
-        single = if r.single_instance { "yes" } else { "no" },
+        bootstrap_dir = sh_quote(&r.layout.bootstrap_dir),
+        replicas_key = BOOTSTRAP_REPLICAS_KEY,
+        max_lag = MIN_REPLICAS_MAX_LAG_SECONDS,
         password = ENV_PASSWORD,
         ask_rounds = ASK_SENTINEL_ROUNDS,
         failover_wait = FAILOVER_WAIT_SECONDS,
@@ -822,8 +820,6 @@ mod tests {
             "port 6379",
             "protected-mode no",
             "dir /data",
-            "min-replicas-to-write 1",
-            "min-replicas-max-lag 5",
             "appendonly no",
         ] {
             assert!(lines.contains(&expected), "{expected:?} in\n{conf}");
@@ -837,14 +833,54 @@ mod tests {
     }
 
     #[test]
-    fn a_single_instance_requires_no_replica_and_storage_turns_on_the_aof() {
+    fn the_redis_count_is_no_part_of_the_rendered_files_and_storage_turns_on_the_aof() {
+        let three = redis_config_data(&rendering("{replicas: 3}")).expect("renders");
+        let one = redis_config_data(&rendering("{replicas: 1}")).expect("renders");
+        assert_eq!(three, one, "a scale changes no file, so no template and no roll");
         let conf = redis_conf(&rendering("{replicas: 1, storage: {size: 1Gi}}")).expect("renders");
-        let lines = lines(&conf);
-        assert!(lines.contains(&"min-replicas-to-write 0"));
-        assert!(!conf.contains("min-replicas-max-lag"));
-        assert!(lines.contains(&"appendonly yes"));
-        let script = redis_start_script(&rendering("{replicas: 1}"));
-        assert!(script.contains("SINGLE_INSTANCE=yes"));
+        assert!(lines(&conf).contains(&"appendonly yes"));
+        assert!(
+            !conf.contains("min-replicas-to-write"),
+            "added at start from the record"
+        );
+    }
+
+    #[test]
+    fn writes_need_a_replica_unless_the_record_says_one_redis() {
+        let script = redis_start_script(&rendering("{}"));
+        let start = script.find("start() {").expect("defined");
+        let end = start + script[start..].find("\n}\n").expect("ends") + 3;
+        let effective = |record: Option<&str>| {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("redis.conf"), "port 6379\n").expect("conf");
+            if let Some(count) = record {
+                std::fs::write(dir.path().join(BOOTSTRAP_REPLICAS_KEY), count).expect("record");
+            }
+            let d = dir.path().display();
+            let program = format!(
+                "CONFIG_DIR='{d}'\nRUNTIME_DIR='{d}'\nBOOTSTRAP_DIR='{d}'\nRUNTIME_CONF='{d}/effective.conf'\nANNOUNCE_HOST=h\nREDIS_PORT=6379\n\
+                 log() {{ :; }}\nconf_quote() {{ printf '%s' \"$1\"; }}\n{}start master\n",
+                script[start..end].replace("exec redis-server \"$RUNTIME_CONF\"", ":")
+            );
+            let status = std::process::Command::new("/bin/sh")
+                .args(["-c", &program])
+                .status()
+                .expect("/bin/sh runs");
+            assert!(status.success());
+            std::fs::read_to_string(dir.path().join("effective.conf")).expect("written")
+        };
+        let one = effective(Some("1"));
+        assert!(
+            one.contains("min-replicas-to-write 0") && !one.contains("max-lag"),
+            "{one}"
+        );
+        for record in [Some("3"), None, Some("junk")] {
+            let conf = effective(record);
+            assert!(
+                conf.contains("min-replicas-to-write 1\nmin-replicas-max-lag 5"),
+                "{record:?}: {conf}"
+            );
+        }
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct Replication {
     pub offset: i64,
     /// A replica's `slave_priority` (0: Sentinel never promotes it).
     pub priority: Option<u32>,
+    /// A master's `min-replicas-to-write` is on (`INFO` then reports `min_slaves_good_slaves`).
+    pub requires_replicas: bool,
     pub connected_replicas: u32,
 }
 
@@ -109,6 +111,9 @@ pub struct Observation {
     /// Sentinel's `down-after-milliseconds` in force: a replica's link down for less than this
     /// is no evidence that its master is gone.
     pub down_after: std::time::Duration,
+    /// The Redis count the spec wants: the master requires a replica's acknowledgement exactly
+    /// when there are several.
+    pub desired_replicas: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +130,10 @@ pub enum Action {
     SentinelMonitor { sentinel: String, master: Endpoint },
     /// `SENTINEL RESET`: forget stale replicas and Sentinels, rediscover the live ones.
     SentinelReset { sentinel: String },
+    /// `CONFIG SET min-replicas-to-write` on the master: 1 (with the max lag) when the spec wants
+    /// several Redis, 0 for one alone. Read at start from the record too; this follows a scale
+    /// live, since the count is no part of the Pod template.
+    RequireReplicas { pod: String, required: bool },
     /// `CONFIG SET replica-priority` back to [`crate::config::REPLICA_PRIORITY`] on a replica a
     /// planned failover made unpromotable (left over if it was abandoned or the operator
     /// restarted in the middle).
@@ -414,6 +423,20 @@ fn decide_actions(observation: &Observation) -> Plan {
         }
     }
 
+    if let Some((_, replication)) = reachable.iter().find(|(p, _)| p.pod == master.pod) {
+        let want = observation.desired_replicas > 1;
+        // Turned on only once a replica is connected: until then it would refuse every write.
+        if replication.role == Role::Master
+            && replication.requires_replicas != want
+            && (!want || replication.connected_replicas > 0)
+        {
+            actions.push(Action::RequireReplicas {
+                pod: master.pod.clone(),
+                required: want,
+            });
+        }
+    }
+
     actions.extend(role_labels(observation, master));
 
     let mut sentinel_fixed = false;
@@ -585,8 +608,9 @@ pub fn next_roll_step(pods: &[PodState], master: Option<&str>) -> Step {
     }
     match pods.iter().find(|p| is_master(p) && !p.up_to_date) {
         None => Step::Done,
-        // A single instance has no one to hand over to.
-        Some(old) if pods.len() == 1 => Step::DeletePod(old.pod.clone()),
+        // Never rolled in place (without storage it would come back empty): the reconcile
+        // surges a second Pod to hand over to.
+        Some(_) if pods.len() == 1 => Step::WaitForReady,
         Some(old) => Step::Failover {
             from: old.pod.clone(),
             avoid: Vec::new(),
@@ -638,6 +662,7 @@ mod tests {
                 sync_in_progress: false,
                 offset,
                 priority: None,
+                requires_replicas: true,
                 connected_replicas: 2,
             }),
         }
@@ -657,6 +682,7 @@ mod tests {
                 sync_in_progress: false,
                 offset,
                 priority: Some(100),
+                requires_replicas: false,
                 connected_replicas: 0,
             }),
         }
@@ -703,6 +729,7 @@ mod tests {
             sentinels,
             quorum: 2,
             down_after: std::time::Duration::from_secs(4),
+            desired_replicas: 3,
         }
     }
 
@@ -1182,6 +1209,41 @@ mod tests {
     }
 
     #[test]
+    fn the_master_requires_a_replica_exactly_while_the_spec_wants_several() {
+        let mut observed = healthy();
+        observed.desired_replicas = 1;
+        assert_eq!(
+            decide(&observed).actions,
+            [Action::RequireReplicas {
+                pod: "cache-0".into(),
+                required: false
+            }],
+            "scaled to one: nobody left to acknowledge"
+        );
+        let mut scaled_up = observe(vec![master(0, 100)], vec![sentinel(0, Some(0))]);
+        if let Some(r) = scaled_up.redis[0].replication.as_mut() {
+            r.requires_replicas = false;
+            r.connected_replicas = 0;
+        }
+        scaled_up.desired_replicas = 3;
+        assert!(
+            !decide(&scaled_up)
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::RequireReplicas { .. })),
+            "no replica connected yet: requiring one would refuse every write"
+        );
+        if let Some(r) = scaled_up.redis[0].replication.as_mut() {
+            r.connected_replicas = 1;
+        }
+        assert!(decide(&scaled_up).actions.contains(&Action::RequireReplicas {
+            pod: "cache-0".into(),
+            required: true
+        }));
+        assert_eq!(decide(&healthy()).actions, [], "as wanted already");
+    }
+
+    #[test]
     fn nothing_reachable_means_waiting() {
         let observed = observe(vec![unreachable(0, "master")], vec![sentinel(0, Some(0))]);
         assert_eq!(decide(&observed).wait, Some(Wait::NothingReachable));
@@ -1225,7 +1287,8 @@ mod tests {
         assert_eq!(next_roll_step(&pods, Some("cache-0")), Step::Done);
         assert_eq!(
             next_roll_step(&[pod(0, false)], Some("cache-0")),
-            Step::DeletePod("cache-0".into())
+            Step::WaitForReady,
+            "a single Redis is never deleted to roll it: it waits for the surge Pod"
         );
     }
 

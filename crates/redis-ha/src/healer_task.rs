@@ -115,6 +115,7 @@ impl Healer {
             redis: &redis,
             sentinels: &sentinels,
             quorum: rha.spec.sentinel.effective_quorum(),
+            desired_replicas: u32::try_from(rha.spec.replicas).unwrap_or(1),
             password: password.as_deref(),
             timings: rendering.timings,
             timeouts: Timeouts::default(),
@@ -330,8 +331,13 @@ pub fn rollout_step(rha: &RedisHA, set: &StatefulSet, pods: &[Pod], master: Opti
         return Step::WaitForReady;
     }
     let desired = u32::try_from(rha.spec.replicas).unwrap_or(0);
+    // A scale-down moves the master before any roll, except onto a single kept Pod that is
+    // outdated: the surge Pod of a single Redis hands back only to the rolled Pod (handing back
+    // first, the roll would fail over to the surge Pod again, and so on).
+    let sole_kept_outdated = desired == 1 && states.iter().any(|p| p.ordinal == 0 && !p.up_to_date);
     match next_scale_down_step(&states, master, desired) {
         Step::Done => next_roll_step(&states, master),
+        Step::Failover { .. } if sole_kept_outdated => next_roll_step(&states, master),
         step => step,
     }
 }
@@ -386,6 +392,42 @@ mod tests {
             rollout_step(&rha(3), &set(3, 2, 2), &terminating, Some("cache-0")),
             Step::WaitForReady,
             "a terminating Pod is not ready, whatever its last probe said"
+        );
+    }
+
+    #[test]
+    fn a_single_redis_rolls_through_a_surge_pod_and_gets_it_back_rolled() {
+        // replicas: 1, template changed: the only Pod waits for the surge Pod.
+        assert_eq!(
+            rollout_step(&rha(1), &set(1, 2, 2), &[pod(0, "cache-old")], Some("cache-0")),
+            Step::WaitForReady
+        );
+        // The surge Pod (new template) is there: fail over to it.
+        let surged = [pod(0, "cache-old"), pod(1, "cache-new")];
+        assert_eq!(
+            rollout_step(&rha(1), &set(2, 3, 3), &surged, Some("cache-0")),
+            Step::Failover {
+                from: "cache-0".into(),
+                avoid: vec![]
+            }
+        );
+        // cache-1 is master: roll cache-0 before handing back to it.
+        assert_eq!(
+            rollout_step(&rha(1), &set(2, 3, 3), &surged, Some("cache-1")),
+            Step::DeletePod("cache-0".into())
+        );
+        let rolled = [pod(0, "cache-new"), pod(1, "cache-new")];
+        assert_eq!(
+            rollout_step(&rha(1), &set(2, 3, 3), &rolled, Some("cache-1")),
+            Step::Failover {
+                from: "cache-1".into(),
+                avoid: vec![]
+            },
+            "then hand back, so the set can shrink to one"
+        );
+        assert_eq!(
+            rollout_step(&rha(1), &set(2, 3, 3), &rolled, Some("cache-0")),
+            Step::Done
         );
     }
 

@@ -233,15 +233,26 @@ impl Reconciler for RedisHAReconciler {
             .as_ref()
             .and_then(|p| p.master.as_deref())
             .and_then(|pod| pod.strip_prefix(&format!("{name}-"))?.parse().ok());
-        let current_replicas = self
-            .stateful_sets
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .and_then(|set| set.spec.replicas);
+        let stored_redis = self.stateful_sets.get(&ObjectRef::new(&name).within(&namespace));
+        let current_replicas = stored_redis.as_ref().and_then(|set| set.spec.replicas);
+        let rolling = stored_redis.as_deref().is_some_and(build::roll_pending);
+        // The last master verified (for Sentinels that all restart at once) stays as recorded
+        // while none is known (a failover in progress).
+        let recorded = self
+            .config_maps
+            .get(&ObjectRef::new(&build::bootstrap_config_map_name(&name)).within(&namespace))
+            .and_then(|c| c.data.as_ref()?.get(crate::config::BOOTSTRAP_MASTER_KEY).cloned());
+        let verified_master = plan
+            .as_ref()
+            .and_then(|p| p.master.clone())
+            .or_else(|| rha.status.as_ref().and_then(|s| s.master.clone()))
+            .or(recorded);
         let inputs = Inputs {
             owner: &owner,
             cluster_domain: &self.shared.cluster_domain,
             auth_hash: auth_hash.as_deref(),
-            redis_replicas: build::redis_replicas(rha.spec.replicas, current_replicas, master_ordinal),
+            redis_replicas: build::redis_replicas(rha.spec.replicas, current_replicas, master_ordinal, rolling),
+            recorded_master: verified_master.as_deref(),
         };
         let desired = match build_children(&rha, inputs) {
             Ok(desired) => desired,
@@ -268,21 +279,7 @@ impl Reconciler for RedisHAReconciler {
                 return Err(self.refused(&rha, ctx, error).await);
             }
         }
-        // The last master verified, for Sentinels that all restart at once; kept as it is while
-        // no master is known (an operator that just started, a failover in progress).
-        let verified_master = plan
-            .as_ref()
-            .and_then(|p| p.master.clone())
-            .or_else(|| rha.status.as_ref().and_then(|s| s.master.clone()));
-        match verified_master {
-            Some(master) => {
-                let record = build::bootstrap_config_map(&name, &namespace, &master, &owner);
-                if let Err(error) = children.apply(&self.config_maps, record).await {
-                    return Err(self.refused(&rha, ctx, error).await);
-                }
-            }
-            None => children.keep::<ConfigMap>(build::bootstrap_config_map_name(&name)),
-        }
+
         for service in desired.services {
             if let Err(error) = children.apply(&self.services, service).await {
                 return Err(self.refused(&rha, ctx, error).await);

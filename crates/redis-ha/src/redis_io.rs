@@ -211,6 +211,7 @@ pub fn parse_info_replication(info: &str) -> Result<Replication, ParseError> {
             Role::Replica => number("slave_priority")?.and_then(|p| u32::try_from(p).ok()),
             Role::Master => None,
         },
+        requires_replicas: role == Role::Master && fields.contains_key("min_slaves_good_slaves"),
         connected_replicas: number("connected_slaves")?.unwrap_or(0).try_into().unwrap_or(0),
     })
 }
@@ -498,6 +499,8 @@ pub struct Cluster<'a> {
     pub redis: &'a [RedisMember],
     pub sentinels: &'a [SentinelMember],
     pub quorum: i32,
+    /// `spec.replicas`: the Redis count the spec wants.
+    pub desired_replicas: u32,
     pub password: Option<&'a str>,
     pub timings: SentinelTimings,
     pub timeouts: Timeouts,
@@ -535,6 +538,7 @@ pub async fn observe(cluster: Cluster<'_>) -> Observation {
         sentinels,
         quorum: usize::try_from(cluster.quorum).unwrap_or(1),
         down_after: Duration::from_millis(u64::from(cluster.timings.down_after_ms)),
+        desired_replicas: cluster.desired_replicas,
     }
 }
 
@@ -586,6 +590,14 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
                 cluster.password,
             )
             .await?
+        }
+        Action::RequireReplicas { pod, required } => {
+            let target = redis(pod).ok_or_else(|| unknown(pod))?;
+            if *required {
+                let lag = crate::config::MIN_REPLICAS_MAX_LAG_SECONDS.to_string();
+                config_set(target, "min-replicas-max-lag", &lag).await?;
+            }
+            config_set(target, "min-replicas-to-write", if *required { "1" } else { "0" }).await?;
         }
         Action::RestorePriority { pod } => {
             let target = redis(pod).ok_or_else(|| unknown(pod))?;
@@ -898,7 +910,7 @@ mod tests {
 
     const MASTER_INFO: &str = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\n\
         slave0:ip=127.0.0.1,port=7001,state=online,offset=4242,lag=0\r\n\
-        master_failover_state:no-failover\r\nmaster_replid:abc\r\nmaster_repl_offset:4242\r\n";
+        min_slaves_good_slaves:2\r\nmaster_failover_state:no-failover\r\nmaster_replid:abc\r\nmaster_repl_offset:4242\r\n";
     const REPLICA_INFO: &str = "# Replication\r\nrole:slave\r\nmaster_host:cache-0.cache-headless.apps.svc.cluster.local\r\n\
         master_port:6379\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n\
         master_link_down_since_seconds:7\r\nmaster_sync_in_progress:1\r\nslave_read_repl_offset:10\r\nslave_repl_offset:10\r\n\
@@ -938,6 +950,7 @@ mod tests {
                 sync_in_progress: false,
                 offset: 4242,
                 priority: None,
+                requires_replicas: true,
                 connected_replicas: 2,
             }
         );

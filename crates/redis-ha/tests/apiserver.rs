@@ -183,6 +183,7 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
             cluster_domain: "cluster.local",
             auth_hash: Some("0123456789abcdef"),
             redis_replicas: created.spec.replicas,
+            recorded_master: None,
         },
     )
     .expect("builds");

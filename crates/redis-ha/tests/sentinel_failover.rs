@@ -223,7 +223,6 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     let local = |port| Endpoint::new("127.0.0.1", port);
     let base = Rendering {
         master_set: MASTER_SET.into(),
-        single_instance: false,
         quorum: 2,
         auth: true,
         persistent: false,
@@ -317,6 +316,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         redis: &members,
         sentinels: &sentinels,
         quorum: 2,
+        desired_replicas: 3,
         password: Some(PASSWORD),
         timings: base.timings,
         timeouts: Timeouts::default(),

@@ -310,6 +310,7 @@ fn build(rha: &RedisHA) -> anyhow::Result<Children> {
         cluster_domain: CLUSTER_DOMAIN,
         auth_hash: None,
         redis_replicas: rha.spec.replicas,
+        recorded_master: None,
     };
     build_children(rha, inputs).context("building the children")
 }
