@@ -9,7 +9,11 @@
 //! Passes run every few seconds, at once when one of the RedisHA's Pods changes, and every
 //! quarter second while something is in motion, so a failover shows in the labels (and the
 //! master Service) within a pass of Sentinel promoting a replica.
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use capstan_runtime::{ChildCache, RefusedWrite, TaskContext, Trigger};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
@@ -26,8 +30,9 @@ use crate::{
     healer::{Action, Plan, Step, Wait, decide, next_roll_step, next_scale_down_step},
     members::{members, pod_states},
     redis_io::{self, Cluster, Performed, Timeouts},
-    shared::Shared,
+    shared::{Key, Shared},
 };
+use tokio::time::Instant;
 
 /// How often each RedisHA is observed when all is quiet.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(3);
@@ -52,35 +57,142 @@ pub struct Healer {
 pub enum HealError {
     #[error("leadership lost")]
     NotLeader(#[from] capstan_runtime::Error),
+    #[error("a healing pass panicked: {0}")]
+    Panicked(String),
+}
+
+/// One pass over one RedisHA: in motion or not, leadership lost, or out of time.
+type HealOutcome = Result<Result<bool, HealError>, tokio::time::error::Elapsed>;
+
+/// How many RedisHAs are healed at once.
+pub const MAX_CONCURRENT_HEALS: usize = 8;
+/// The longest one pass over one RedisHA may take (a planned failover waits up to 15 s for the
+/// Sentinels to see priorities, plus its bounded Redis calls).
+pub const HEAL_DEADLINE: Duration = Duration::from_secs(60);
+
+/// When each RedisHA is due for its next pass, and which are being healed now. Pure: the task
+/// feeds it the time.
+#[derive(Debug, Default)]
+struct HealSchedule {
+    due: HashMap<Key, Instant>,
+    fast_passes: HashMap<Key, u32>,
+    in_flight: HashSet<Key>,
+}
+
+impl HealSchedule {
+    /// New RedisHAs are due at once; deleted ones are forgotten.
+    fn sync<'a>(&mut self, live: impl Iterator<Item = &'a Key>, now: Instant) {
+        let live: HashSet<&Key> = live.collect();
+        self.due.retain(|key, _| live.contains(key));
+        self.fast_passes.retain(|key, _| live.contains(key));
+        for key in live {
+            self.due.entry(key.clone()).or_insert(now);
+        }
+    }
+
+    /// A Pod changed: every RedisHA is due now (its pass tells whether the change was its).
+    fn wake_all(&mut self, now: Instant) {
+        for due in self.due.values_mut() {
+            *due = (*due).min(now);
+        }
+    }
+
+    /// The RedisHAs due by `now` and not being healed, as many as fit beside those in flight;
+    /// they count as in flight from here.
+    fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Key> {
+        let room = limit.saturating_sub(self.in_flight.len());
+        let mut due: Vec<(&Key, &Instant)> = self
+            .due
+            .iter()
+            .filter(|(key, at)| **at <= now && !self.in_flight.contains(*key))
+            .collect();
+        due.sort_by_key(|(_, at)| **at);
+        let taken: Vec<Key> = due.into_iter().take(room).map(|(key, _)| key.clone()).collect();
+        self.in_flight.extend(taken.iter().cloned());
+        taken
+    }
+
+    /// A pass ended: next due after the fast interval while in motion (bounded), else the normal one.
+    fn finished(&mut self, key: &Key, in_motion: bool, now: Instant) {
+        self.in_flight.remove(key);
+        let fast = self.fast_passes.entry(key.clone()).or_default();
+        *fast = if in_motion { fast.saturating_add(1) } else { 0 };
+        let interval = if in_motion && *fast <= MAX_FAST_PASSES {
+            FAST_PASS_INTERVAL
+        } else {
+            PASS_INTERVAL
+        };
+        if let Some(due) = self.due.get_mut(key) {
+            *due = now + interval;
+        }
+    }
+
+    /// The earliest time a RedisHA not in flight is due; None while `limit` are in flight
+    /// (the next to end makes room), so a full schedule never spins on a time already past.
+    fn next_due(&self, limit: usize) -> Option<Instant> {
+        if self.in_flight.len() >= limit {
+            return None;
+        }
+        self.due
+            .iter()
+            .filter(|(key, _)| !self.in_flight.contains(*key))
+            .map(|(_, at)| *at)
+            .min()
+    }
 }
 
 impl Healer {
-    /// Runs passes until leadership is lost (the runtime then drops this task).
+    /// Heals every RedisHA on its own schedule until leadership is lost (the runtime then drops
+    /// this task): one whose Pods do not answer (3 s timeouts) or whose roll waits on a planned
+    /// failover never delays another's relabel after its failover. At most
+    /// [`MAX_CONCURRENT_HEALS`] run at once, each bounded by [`HEAL_DEADLINE`].
     pub async fn run(self, task: TaskContext) -> Result<(), HealError> {
-        let mut next = Duration::ZERO;
-        let mut fast_passes = 0u32;
+        let mut schedule = HealSchedule::default();
+        let mut running: tokio::task::JoinSet<(Key, HealOutcome)> = tokio::task::JoinSet::new();
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(next) => {}
-                () = self.shared.healer_woken() => tokio::time::sleep(WAKE_COALESCE).await,
-            }
             let redis_has = self.redis_has.state();
-            self.shared.retain(
-                &redis_has
-                    .iter()
-                    .filter_map(|r| Some((r.namespace()?, r.name_any())))
-                    .collect(),
-            );
-            let mut in_motion = false;
-            for rha in redis_has {
-                in_motion |= self.heal(&rha, &task).await?;
+            let live: HashMap<Key, Arc<RedisHA>> = redis_has
+                .iter()
+                .filter_map(|r| Some(((r.namespace()?, r.name_any()), r.clone())))
+                .collect();
+            self.shared.retain(&live.keys().cloned().collect());
+            let now = Instant::now();
+            schedule.sync(live.keys(), now);
+            for key in schedule.take_due(now, MAX_CONCURRENT_HEALS) {
+                let Some(rha) = live.get(&key).cloned() else {
+                    schedule.finished(&key, false, now);
+                    continue;
+                };
+                let (healer, task) = (self.clone(), task.clone());
+                running.spawn(async move {
+                    let healed = tokio::time::timeout(HEAL_DEADLINE, healer.heal(&rha, &task)).await;
+                    (key, healed)
+                });
             }
-            fast_passes = if in_motion { fast_passes.saturating_add(1) } else { 0 };
-            next = if in_motion && fast_passes <= MAX_FAST_PASSES {
-                FAST_PASS_INTERVAL
-            } else {
-                PASS_INTERVAL
-            };
+            let next_due = schedule.next_due(MAX_CONCURRENT_HEALS).unwrap_or(now + PASS_INTERVAL);
+            tokio::select! {
+                () = tokio::time::sleep_until(next_due) => {}
+                () = self.shared.healer_woken() => {
+                    tokio::time::sleep(WAKE_COALESCE).await;
+                    schedule.wake_all(Instant::now());
+                }
+                Some(joined) = running.join_next() => {
+                    let (key, healed) = match joined {
+                        Ok(done) => done,
+                        // A heal that panicked: the runtime restarts the whole task with backoff.
+                        Err(error) => return Err(HealError::Panicked(error.to_string())),
+                    };
+                    let in_motion = match healed {
+                        Ok(Ok(in_motion)) => in_motion,
+                        Ok(Err(lost)) => return Err(lost),
+                        Err(_) => {
+                            tracing::warn!(namespace = %key.0, redis_ha = %key.1, deadline = ?HEAL_DEADLINE, "a healing pass ran out of time");
+                            false
+                        }
+                    };
+                    schedule.finished(&key, in_motion, Instant::now());
+                }
+            }
         }
     }
 
@@ -392,6 +504,66 @@ mod tests {
             rollout_step(&rha(3), &set(3, 2, 2), &terminating, Some("cache-0")),
             Step::WaitForReady,
             "a terminating Pod is not ready, whatever its last probe said"
+        );
+    }
+
+    fn key(name: &str) -> Key {
+        ("apps".to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn a_slow_redis_ha_delays_no_other_and_concurrency_is_bounded() {
+        let start = Instant::now();
+        let mut schedule = HealSchedule::default();
+        let keys: Vec<Key> = ["a", "b", "c"].into_iter().map(key).collect();
+        schedule.sync(keys.iter(), start);
+        assert_eq!(schedule.take_due(start, 2).len(), 2, "at most two at once");
+        let rest = schedule.take_due(start, 2);
+        assert!(rest.is_empty(), "no room while two are in flight: {rest:?}");
+        assert_eq!(schedule.next_due(2), None, "full: wait for one to end, do not spin");
+        // One pass ends (in motion): that RedisHA is due again after the fast interval, and the
+        // third gets the free place although the other is still in flight (slow).
+        let mut first = keys.clone();
+        first.retain(|k| schedule.in_flight.contains(k));
+        let (slow, quick) = (first[0].clone(), first[1].clone());
+        schedule.finished(&quick, true, start);
+        let third = schedule.take_due(start, 2);
+        assert_eq!(third.len(), 1);
+        assert!(!third.contains(&slow) && !third.contains(&quick));
+        schedule.finished(&third[0], false, start);
+        let later = start + FAST_PASS_INTERVAL;
+        assert_eq!(
+            schedule.next_due(2),
+            Some(later),
+            "the quick one, fast; the slow one is in flight"
+        );
+        assert_eq!(schedule.take_due(later, 2), [quick.clone()]);
+        assert!(!schedule.take_due(later, 8).contains(&slow), "never twice at once");
+        // A Pod change makes all due now, a deleted RedisHA is forgotten.
+        schedule.wake_all(later);
+        schedule.sync(keys[..2].iter(), later);
+        assert!(!schedule.due.contains_key(&keys[2]));
+    }
+
+    #[test]
+    fn a_state_that_never_settles_falls_back_to_the_normal_interval() {
+        let start = Instant::now();
+        let mut schedule = HealSchedule::default();
+        let k = key("a");
+        schedule.sync([k.clone()].iter(), start);
+        for _ in 0..=MAX_FAST_PASSES {
+            schedule.take_due(start, 1);
+            schedule.finished(&k, true, start);
+        }
+        assert_eq!(schedule.next_due(1), Some(start + PASS_INTERVAL));
+        schedule.take_due(start + PASS_INTERVAL, 1);
+        schedule.finished(&k, false, start);
+        schedule.take_due(start, 1);
+        schedule.finished(&k, true, start);
+        assert_eq!(
+            schedule.next_due(1),
+            Some(start + FAST_PASS_INTERVAL),
+            "settling resets the count"
         );
     }
 
