@@ -13,7 +13,7 @@
 //! is catching up, never a vote against the newer one.
 use std::collections::BTreeMap;
 
-use crate::config::{Endpoint, WAITING_MASTER_HOST};
+use crate::config::{Endpoint, SentinelTimings, WAITING_MASTER_HOST};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -93,6 +93,9 @@ pub struct SentinelView {
     /// In TILT mode (`INFO sentinel`'s `sentinel_tilt`): after a stall of its own (a blocked
     /// event loop, a clock jump) a Sentinel takes no action for 30 s, failovers included.
     pub tilt: bool,
+    /// Its `down-after-milliseconds`, `failover-timeout` and `quorum` for the set, when it
+    /// reports them: anyone who can reach a Sentinel can `SENTINEL SET` them.
+    pub settings: Option<(SentinelTimings, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,9 +111,9 @@ pub struct Observation {
     pub sentinels: Vec<SentinelPod>,
     /// Sentinels that must agree (`spec.sentinel.quorum` in force).
     pub quorum: usize,
-    /// Sentinel's `down-after-milliseconds` in force: a replica's link down for less than this
-    /// is no evidence that its master is gone.
-    pub down_after: std::time::Duration,
+    /// Sentinel's timings as the operator renders them. A replica's link down for less than
+    /// down-after is no evidence that its master is gone; a Sentinel found with others gets them back.
+    pub timings: SentinelTimings,
     /// The Redis count the spec wants: the master requires a replica's acknowledgement exactly
     /// when there are several.
     pub desired_replicas: u32,
@@ -130,6 +133,9 @@ pub enum Action {
     SentinelMonitor { sentinel: String, master: Endpoint },
     /// `SENTINEL RESET`: forget stale replicas and Sentinels, rediscover the live ones.
     SentinelReset { sentinel: String },
+    /// `SENTINEL SET` the timings and quorum the operator renders on a Sentinel found with others
+    /// (a shorter down-after fails over on any stall; a longer one stretches every outage).
+    SentinelSettings { sentinel: String },
     /// `CONFIG SET min-replicas-to-write` on the master: 1 (with the max lag) when the spec wants
     /// several Redis, 0 for one alone. Read at start from the record too; this follows a scale
     /// live, since the count is no part of the Pod template.
@@ -450,6 +456,19 @@ fn decide_actions(observation: &Observation) -> Plan {
             });
         }
     }
+    let expected = (
+        observation.timings,
+        u32::try_from(observation.quorum).unwrap_or(u32::MAX),
+    );
+    for sentinel in &observation.sentinels {
+        let Some(view) = &sentinel.view else { continue };
+        let monitored_right = view.master.as_ref() == Some(&master.address);
+        if monitored_right && view.settings.is_some_and(|found| found != expected) {
+            actions.push(Action::SentinelSettings {
+                sentinel: sentinel.pod.clone(),
+            });
+        }
+    }
     // A Sentinel that knows more replicas or Sentinels than exist keeps stale entries (scaled
     // down Pods) forever; fewer is only discovery in progress. One reset per pass, and none while
     // other Sentinels are being fixed, so a quorum always remains able to fail over.
@@ -497,7 +516,7 @@ fn live_master_evidence(observation: &Observation) -> Option<String> {
         .map(|p| &p.address)
         .collect();
     let unseen = |address: &Endpoint| !seen.contains(&address);
-    let down_after = i64::try_from(observation.down_after.as_secs()).unwrap_or(i64::MAX);
+    let down_after = i64::from(observation.timings.down_after_ms / 1000);
     for pod in &observation.redis {
         let Some(replication) = &pod.replication else { continue };
         let Some(master) = replication.master.as_ref().filter(|m| unseen(m)) else {
@@ -719,6 +738,7 @@ mod tests {
                 known_sentinels: 2,
                 config_epoch: 0,
                 tilt: false,
+                settings: Some((SentinelTimings::default(), 2)),
             }),
         }
     }
@@ -728,7 +748,7 @@ mod tests {
             redis,
             sentinels,
             quorum: 2,
-            down_after: std::time::Duration::from_secs(4),
+            timings: SentinelTimings::default(),
             desired_replicas: 3,
         }
     }
@@ -1241,6 +1261,35 @@ mod tests {
             required: true
         }));
         assert_eq!(decide(&healthy()).actions, [], "as wanted already");
+    }
+
+    #[test]
+    fn a_sentinel_whose_timings_or_quorum_were_changed_gets_them_back() {
+        let mut observed = healthy();
+        if let Some(view) = observed.sentinels[1].view.as_mut() {
+            view.settings = Some((
+                SentinelTimings {
+                    down_after_ms: 100,
+                    ..SentinelTimings::default()
+                },
+                2,
+            ));
+        }
+        if let Some(view) = observed.sentinels[2].view.as_mut() {
+            view.settings = Some((SentinelTimings::default(), 1));
+        }
+        assert_eq!(
+            decide(&observed).actions,
+            [
+                Action::SentinelSettings {
+                    sentinel: "cache-sentinel-1".into()
+                },
+                Action::SentinelSettings {
+                    sentinel: "cache-sentinel-2".into()
+                },
+            ]
+        );
+        assert_eq!(decide(&healthy()).actions, [], "as rendered: nothing to do");
     }
 
     #[test]

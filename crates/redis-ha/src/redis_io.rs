@@ -242,6 +242,14 @@ pub fn parse_sentinel_view(master: &BTreeMap<String, String>, address: Option<En
         known_sentinels: count("num-other-sentinels"),
         config_epoch: master.get("config-epoch").and_then(|v| v.parse().ok()).unwrap_or(0),
         tilt: false,
+        settings: (|| {
+            let number = |key: &str| master.get(key)?.parse::<u32>().ok();
+            let timings = SentinelTimings {
+                down_after_ms: number("down-after-milliseconds")?,
+                failover_timeout_ms: number("failover-timeout")?,
+            };
+            Some((timings, number("quorum")?))
+        })(),
     }
 }
 
@@ -369,6 +377,7 @@ pub async fn sentinel_view(target: Target<'_>, master_set: &str) -> Result<Senti
             known_sentinels: 0,
             config_epoch: 0,
             tilt,
+            settings: None,
         });
     };
     let address = sentinel_master_address(target, master_set).await?;
@@ -537,7 +546,7 @@ pub async fn observe(cluster: Cluster<'_>) -> Observation {
         redis,
         sentinels,
         quorum: usize::try_from(cluster.quorum).unwrap_or(1),
-        down_after: Duration::from_millis(u64::from(cluster.timings.down_after_ms)),
+        timings: cluster.timings,
         desired_replicas: cluster.desired_replicas,
     }
 }
@@ -590,6 +599,14 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
                 cluster.password,
             )
             .await?
+        }
+        Action::SentinelSettings { sentinel: pod } => {
+            let options = [
+                ("down-after-milliseconds", cluster.timings.down_after_ms.to_string()),
+                ("failover-timeout", cluster.timings.failover_timeout_ms.to_string()),
+                ("quorum", cluster.quorum.to_string()),
+            ];
+            sentinel_set(sentinel(pod).ok_or_else(|| unknown(pod))?, cluster.master_set, &options).await?;
         }
         Action::RequireReplicas { pod, required } => {
             let target = redis(pod).ok_or_else(|| unknown(pod))?;
@@ -1008,6 +1025,19 @@ mod tests {
         );
         let view = parse_sentinel_view(&master, Some(Endpoint::new("h", 6379)));
         assert!(view.failover_in_progress);
+        assert_eq!(view.settings, None, "not reported: nothing to compare");
+        let mut with_settings = master.clone();
+        for (key, value) in [
+            ("down-after-milliseconds", "4000"),
+            ("failover-timeout", "20000"),
+            ("quorum", "2"),
+        ] {
+            with_settings.insert(key.into(), value.into());
+        }
+        assert_eq!(
+            parse_sentinel_view(&with_settings, None).settings,
+            Some((SentinelTimings::default(), 2))
+        );
         assert!(!view.master_down);
         assert_eq!((view.known_replicas, view.known_sentinels), (2, 2));
         let quiet = pairs(["flags", "master"].map(String::from).to_vec());
