@@ -571,12 +571,30 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         .await;
     let single: BTreeSet<String> = f.redis_pods().await.iter().filter_map(|p| p.uid()).collect();
     f.patch_spec(serde_json::json!({"config": {"maxmemory": "80mb"}})).await;
-    eventually("the single Redis rolled through a surge Pod", CONVERGE * 2, || async {
-        let pods = f.redis_pods().await;
-        let rolled = pods.len() == 1 && pods.iter().all(|p| p.uid().is_some_and(|uid| !single.contains(&uid)));
-        (rolled && f.check_converged(1).await.is_ok()).then_some(())
-    })
+    let surged = std::sync::atomic::AtomicBool::new(false);
+    eventually(
+        "the single Redis rolled through a surge Pod and got it back",
+        CONVERGE * 2,
+        || async {
+            let pods = f.redis_pods().await;
+            if pods.iter().any(|p| p.name_any() == format!("{NAME}-1")) {
+                surged.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            let rolled = matches!(&pods[..], [only] if only.name_any() == format!("{NAME}-0")
+            && only.uid().is_some_and(|uid| !single.contains(&uid)));
+            let back = f
+                .check_converged(1)
+                .await
+                .ok()
+                .filter(|c| c.master == format!("{NAME}-0"));
+            (rolled && back.is_some()).then_some(())
+        },
+    )
     .await;
+    assert!(
+        surged.load(std::sync::atomic::Ordering::SeqCst),
+        "a second Pod took over while the first was rolled"
+    );
     f.assert_no_acknowledged_write_lost(&probe.snapshot(), master_service, "a roll at one Redis")
         .await;
     f.patch_spec(serde_json::json!({"replicas": 3})).await;
