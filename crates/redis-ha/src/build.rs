@@ -930,6 +930,17 @@ spec:
         serde_yaml::from_str(yaml).expect("valid RedisHA YAML")
     }
 
+    /// What the reconcile supplies for [`SAMPLE`]: its password read, three Redis, no master yet.
+    fn sample_inputs(owner: &OwnerReference) -> Inputs<'_> {
+        Inputs {
+            owner,
+            cluster_domain: "cluster.local",
+            auth_hash: Some("h"),
+            redis_replicas: 3,
+            recorded_master: None,
+        }
+    }
+
     fn owner() -> OwnerReference {
         OwnerReference {
             api_version: "cache.capstan.dev/v1alpha1".into(),
@@ -1287,13 +1298,7 @@ spec:
     #[test]
     fn invalid_specs_are_refused_with_a_reason() {
         let owner = owner();
-        let inputs = Inputs {
-            owner: &owner,
-            cluster_domain: "cluster.local",
-            auth_hash: Some("h"),
-            redis_replicas: 3,
-            recorded_master: None,
-        };
+        let inputs = sample_inputs(&owner);
         let mut bad = rha(SAMPLE);
         bad.spec.replicas = 10;
         assert_eq!(build_children(&bad, inputs).err(), Some(SpecError::Replicas(10)));
@@ -1327,13 +1332,7 @@ spec:
     #[test]
     fn each_configuration_is_an_immutable_configmap_named_by_its_content() {
         let owner = owner();
-        let inputs = Inputs {
-            owner: &owner,
-            cluster_domain: "cluster.local",
-            auth_hash: Some("h"),
-            redis_replicas: 3,
-            recorded_master: None,
-        };
+        let inputs = sample_inputs(&owner);
         let before = build_children(&rha(SAMPLE), inputs).expect("builds");
         let mut changed = rha(SAMPLE);
         changed.spec.config.insert("maxmemory".into(), "96mb".into());
@@ -1367,13 +1366,7 @@ spec:
     #[test]
     fn an_older_configuration_stays_while_any_pod_may_mount_it() {
         let owner = owner();
-        let inputs = Inputs {
-            owner: &owner,
-            cluster_domain: "cluster.local",
-            auth_hash: Some("h"),
-            redis_replicas: 3,
-            recorded_master: None,
-        };
+        let inputs = sample_inputs(&owner);
         let current = build_children(&rha(SAMPLE), inputs).expect("builds").stateful_sets;
         let mut changed = rha(SAMPLE);
         changed.spec.config.insert("maxmemory".into(), "96mb".into());
@@ -1408,13 +1401,7 @@ spec:
     #[test]
     fn removing_auth_from_a_set_running_with_a_password_is_refused() {
         let owner = owner();
-        let inputs = Inputs {
-            owner: &owner,
-            cluster_domain: "cluster.local",
-            auth_hash: Some("h"),
-            redis_replicas: 3,
-            recorded_master: None,
-        };
+        let inputs = sample_inputs(&owner);
         let with_auth = rha(SAMPLE);
         let children = build_children(&with_auth, inputs).expect("builds");
         let running = children

@@ -190,8 +190,8 @@ impl Plan {
     }
 }
 
-/// The highest `config-epoch` any answering Sentinel reports.
-fn newest_epoch(observation: &Observation) -> u64 {
+/// The highest `config-epoch` any answering Sentinel reports: one more per failover.
+pub fn newest_epoch(observation: &Observation) -> u64 {
     observation
         .sentinels
         .iter()

@@ -166,17 +166,6 @@ async fn wait_for(
     }
 }
 
-/// The highest `config-epoch` an answering Sentinel reports: one more per failover.
-fn newest_epoch(observation: &Observation) -> u64 {
-    observation
-        .sentinels
-        .iter()
-        .filter_map(|s| s.view.as_ref())
-        .map(|v| v.config_epoch)
-        .max()
-        .unwrap_or(0)
-}
-
 fn master_of(observation: &Observation) -> Vec<&str> {
     observation
         .redis
@@ -369,15 +358,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     ));
 
     // A write acknowledged by a replica.
-    let client = |port: u16| {
-        let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_skip_set_lib_name()
-            .set_password(PASSWORD);
-        redis::Client::open(info.set_redis_settings(settings)).expect("client")
-    };
+    let client = |port: u16| redis_client(port, PASSWORD);
     let mut master = client(redis_ports[0])
         .get_multiplexed_async_connection()
         .await
@@ -438,7 +419,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // Restart safety: the master's process dies and its start script runs again at once, while
     // the Sentinels still name it. It must never answer as master; it has them fail over and joins
     // the new master as a replica.
-    let epoch_before = newest_epoch(&redis_io::observe(cluster).await);
+    let epoch_before = healer::newest_epoch(&redis_io::observe(cluster).await);
     let (process, script) = &redis_processes[new_index];
     let script = script.clone();
     processes.kill(*process);
@@ -487,7 +468,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     );
     // Handed over by the Sentinels on their own once they saw it down, or at its request when
     // they did not: one failover either way (a request racing theirs would be a second).
-    let epoch_after = newest_epoch(&redis_io::observe(cluster).await);
+    let epoch_after = healer::newest_epoch(&redis_io::observe(cluster).await);
     println!(
         "restart hand-over: config-epoch {epoch_before} -> {epoch_after}; asked: {}",
         restart_log.contains("SENTINEL FAILOVER itest via")
@@ -627,17 +608,8 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     let frozen = (0..members.len())
         .find(|i| *i != final_index && *i != new_index)
         .expect("a third Redis");
-    let epoch_before = newest_epoch(&redis_io::observe(rotated).await);
-    let rotated_client = |port: u16| {
-        let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_skip_set_lib_name()
-            .set_password(NEW_PASSWORD);
-        redis::Client::open(info.set_redis_settings(settings)).expect("client")
-    };
-    let mut writer = rotated_client(redis_ports[final_index])
+    let epoch_before = healer::newest_epoch(&redis_io::observe(rotated).await);
+    let mut writer = redis_client(redis_ports[final_index], NEW_PASSWORD)
         .get_multiplexed_async_connection()
         .await
         .expect("connect to the master");
@@ -693,7 +665,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     )
     .await;
     assert_eq!(
-        newest_epoch(&redis_io::observe(rotated).await),
+        healer::newest_epoch(&redis_io::observe(rotated).await),
         epoch_before,
         "Sentinel was never asked"
     );
@@ -767,6 +739,17 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     assert_eq!(promoted, Some(Role::Master), "the named master answers as master");
     assert!(handover < Duration::from_secs(20), "preStop bounded: {handover:?}");
     drop(processes);
+}
+
+/// A client of the Redis on 127.0.0.1:`port`, authenticating with `password`.
+fn redis_client(port: u16, password: &str) -> redis::Client {
+    let info = redis::IntoConnectionInfo::into_connection_info(("127.0.0.1", port)).expect("info");
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_skip_set_lib_name()
+        .set_password(password);
+    redis::Client::open(info.set_redis_settings(settings)).expect("client")
 }
 
 /// Carries out every Redis/Sentinel action of a plan (labels have no Pods here).
