@@ -452,3 +452,425 @@ async fn host_paths_are_refused() {
     let message = waiting_message(&client, &ns, "hostroot", "CreateContainerConfigError").await;
     assert!(message.contains("hostPath") && message.contains("refused"), "{message}");
 }
+
+const CAP_MKNOD: u64 = 1 << 27;
+const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capabilities_beyond_the_default_set_are_refused() {
+    if !prerequisites("capabilities_beyond_the_default_set_are_refused") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "caps").await.expect("namespace");
+    node().await;
+    for (pod, cap) in [
+        ("sys-admin", "SYS_ADMIN"),
+        ("all", "ALL"),
+        ("net-admin", "NET_ADMIN"),
+        ("mknod", "MKNOD"),
+    ] {
+        apply_yaml(
+            &client,
+            &ns,
+            &sleeper(
+                pod,
+                "",
+                &format!("    securityContext: {{capabilities: {{add: [{cap}]}}}}"),
+            ),
+        )
+        .await;
+    }
+    apply_yaml(
+        &client,
+        &ns,
+        &sleeper(
+            "bind-only",
+            "",
+            "    securityContext: {capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}}",
+        ),
+    )
+    .await;
+    apply_yaml(&client, &ns, &sleeper("default", "", "")).await;
+    for (pod, cap) in [
+        ("sys-admin", "SYS_ADMIN"),
+        ("all", "ALL"),
+        ("net-admin", "NET_ADMIN"),
+        ("mknod", "MKNOD"),
+    ] {
+        let message = waiting_message(&client, &ns, pod, "CreateContainerConfigError").await;
+        eprintln!("{pod}: {message}");
+        assert!(
+            message.contains(&format!("capability {cap} ")) && message.contains("--allow-privileged"),
+            "{message}"
+        );
+    }
+    // Positive control: an allowlisted capability is granted, and nothing else with it.
+    running(&client, &ns, "bind-only").await;
+    let status = exec_in(&ns, "bind-only", "main", &["cat", "/proc/self/status"])
+        .await
+        .expect("exec");
+    assert_eq!(capability(&status, "CapBnd"), CAP_NET_BIND_SERVICE, "{status}");
+    running(&client, &ns, "default").await;
+    let status = exec_in(&ns, "default", "main", &["cat", "/proc/self/status"])
+        .await
+        .expect("exec");
+    let bounding = capability(&status, "CapBnd");
+    assert!(
+        bounding & CAP_CHOWN != 0 && bounding & CAP_MKNOD == 0,
+        "CapBnd {bounding:x}"
+    );
+}
+
+/// A device node the test makes on the host, removed when the test ends (also on failure).
+struct Planted(std::path::PathBuf);
+
+impl Planted {
+    fn block(path: std::path::PathBuf, (major, minor): (u64, u64)) -> Planted {
+        let out = std::process::Command::new("mknod")
+            .args(["-m", "600"])
+            .arg(&path)
+            .args(["b", &major.to_string(), &minor.to_string()])
+            .output()
+            .expect("mknod");
+        assert!(out.status.success(), "mknod {}: {out:?}", path.display());
+        Planted(path)
+    }
+}
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The major and minor number of the block device holding the host's root file system.
+fn host_root_device() -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").expect("/").dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
+/// `dev:inode` of a path on the host.
+fn host_identity(path: &str) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).expect(path);
+    format!("{}:{}", m.dev(), m.ino())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_device_node_but_the_standard_ones_opens_in_a_pod() {
+    if !prerequisites("no_device_node_but_the_standard_ones_opens_in_a_pod") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "devices").await.expect("namespace");
+    let node = node().await;
+    let (major, minor) = host_root_device();
+    eprintln!("host root block device {major}:{minor}");
+    // Device nodes of the host's root disk where a Pod can reach them without making one: in the
+    // host's root file system (the Pod's lower layer) and in a claim's directory.
+    let in_root = Planted::block(format!("/var/tmp/capstan-disk-{ns}").into(), (major, minor));
+    let claim = node.state_dir().join("claims").join(&ns).join("planted");
+    std::fs::create_dir_all(&claim).expect("claim dir");
+    let _in_claim = Planted::block(claim.join("disk"), (major, minor));
+    apply_yaml(
+        &client,
+        &ns,
+        &sleeper(
+            "default",
+            "  volumes: [{name: data, persistentVolumeClaim: {claimName: planted}}, {name: scratch, emptyDir: {}}]",
+            "    volumeMounts: [{name: data, mountPath: /data}, {name: scratch, mountPath: /scratch}]",
+        ),
+    )
+    .await;
+    running(&client, &ns, "default").await;
+
+    // A default (uid 0) Pod cannot make a device node, in /dev (the one tmpfs that allows them)
+    // or anywhere else.
+    let made = exec_in(
+        &ns,
+        "default",
+        "main",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for at in /dev/hostdisk /tmp/hostdisk /scratch/hostdisk; do \
+                 mknod $at b {major} {minor} && echo made $at; done; echo end"
+            ),
+        ],
+    )
+    .await
+    .expect("exec");
+    eprintln!("mknod in the Pod: {made}");
+    assert!(!made.contains("made"), "{made}");
+    assert_eq!(made.matches("Operation not permitted").count(), 3, "{made}");
+
+    // The planted nodes are there, and open nothing.
+    let planted = in_root.0.display().to_string();
+    let read = exec_in(
+        &ns,
+        "default",
+        "main",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for n in {planted} /data/disk; do ls -l $n; head -c 512 $n > /dev/null && echo read $n; done; echo end"
+            ),
+        ],
+    )
+    .await
+    .expect("exec");
+    eprintln!("reading planted nodes: {read}");
+    assert_eq!(read.lines().filter(|l| l.starts_with('b')).count(), 2, "{read}");
+    assert!(!read.contains("read "), "{read}");
+    assert_eq!(read.matches("Permission denied").count(), 2, "{read}");
+
+    // The standard nodes work, and are the Pod's own (a chmod in the Pod cannot reach the host's
+    // /dev/null); so is the file masking /etc/shadow.
+    let own = exec_in(
+        &ns,
+        "default",
+        "main",
+        &[
+            "sh",
+            "-c",
+            "head -c 4 /dev/zero | wc -c; stat -c '%d:%i %t:%T' /dev/null /etc/shadow",
+        ],
+    )
+    .await
+    .expect("exec");
+    eprintln!(
+        "standard nodes: {own}; the host's /dev/null {}",
+        host_identity("/dev/null")
+    );
+    assert!(own.starts_with('4'), "{own}");
+    assert_eq!(own.matches(" 1:3").count(), 2, "{own}");
+    let host_null = host_identity("/dev/null");
+    assert!(own.split_whitespace().all(|t| t != host_null), "{own}");
+
+    // Nothing is executed from /dev/shm; a volume is executable although the node's state tmpfs
+    // behind it is not.
+    let exec = exec_in(
+        &ns,
+        "default",
+        "main",
+        &[
+            "sh",
+            "-c",
+            "cp /bin/true /dev/shm/t && /dev/shm/t && echo shm-ran; \
+             cp /bin/true /scratch/t && /scratch/t && echo volume-ran",
+        ],
+    )
+    .await
+    .expect("exec");
+    eprintln!("exec: {exec}");
+    assert!(
+        !exec.contains("shm-ran") && exec.contains("Permission denied"),
+        "{exec}"
+    );
+    assert!(exec.contains("volume-ran"), "{exec}");
+    let state = node.state_dir().to_string_lossy().into_owned();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let flags = mountinfo
+        .lines()
+        .find(|l| l.split_whitespace().nth(4) == Some(state.as_str()))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .unwrap_or_default();
+    eprintln!("state tmpfs {state}: {flags}");
+    assert!(
+        ["nosuid", "nodev", "noexec"]
+            .iter()
+            .all(|f| flags.split(',').any(|x| x == *f)),
+        "{flags}"
+    );
+}
+
+/// The mount options of `path` in a Pod's `/proc/self/mountinfo` (the last mount on it wins).
+fn mount_options(mountinfo: &str, path: &str) -> Option<String> {
+    mountinfo
+        .lines()
+        .rfind(|l| l.split_whitespace().nth(4) == Some(path))
+        .and_then(|l| l.split_whitespace().nth(5).map(str::to_owned))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernel_is_masked_and_read_only_in_proc_and_sys() {
+    if !prerequisites("the_kernel_is_masked_and_read_only_in_proc_and_sys") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "kernel").await.expect("namespace");
+    node().await;
+    apply_yaml(&client, &ns, &sleeper("default", "", "")).await;
+    running(&client, &ns, "default").await;
+    let run = |script: String| {
+        let ns = ns.clone();
+        async move {
+            exec_in(&ns, "default", "main", &["sh", "-c", &script])
+                .await
+                .expect("exec")
+        }
+    };
+
+    // core_pattern would run a helper of the Pod's choosing as root on the host. The value
+    // written is the host's own, so a missing guard changes nothing on this machine.
+    let core = run(
+        "p=$(cat /proc/sys/kernel/core_pattern); printf '%s\\n' \"$p\" > /proc/sys/kernel/core_pattern \
+         && echo written; cat /proc/sys/kernel/hostname"
+            .into(),
+    )
+    .await;
+    eprintln!("core_pattern: {core}");
+    assert!(
+        !core.contains("written") && core.contains("Read-only file system"),
+        "{core}"
+    );
+    assert!(
+        core.contains("default"),
+        "/proc/sys stays readable (the Pod's hostname): {core}"
+    );
+
+    // sysrq-trigger: opened for appending, nothing is ever written to it.
+    let sysrq = run(": >> /proc/sysrq-trigger && echo opened; echo end".into()).await;
+    eprintln!("sysrq-trigger: {sysrq}");
+    assert!(!sysrq.contains("opened"), "{sysrq}");
+    if std::path::Path::new("/proc/sysrq-trigger").exists() {
+        assert!(sysrq.contains("Read-only file system"), "{sysrq}");
+    } else {
+        eprintln!("/proc/sysrq-trigger is absent on this kernel: its read-only mount is not exercised here");
+    }
+
+    // kcore (the host's memory) is empty or absent; so are the other masked files the host has.
+    let masked = run(
+        "for f in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/latency_stats /proc/timer_stats; do \
+         [ -e $f ] && echo \"$f $(wc -c < $f)\"; done; echo dirs $(ls /proc/acpi /proc/scsi /proc/asound /sys/firmware 2>/dev/null | grep -v :); echo end"
+            .into(),
+    )
+    .await;
+    eprintln!("masked paths: {masked}");
+    let mut checked = 0;
+    for line in masked.lines() {
+        if let Some((file, size)) = line.split_once(' ').filter(|(f, _)| f.starts_with("/proc/")) {
+            assert_eq!(size.trim(), "0", "{file} is readable in the Pod: {masked}");
+            if std::fs::read(file).is_ok_and(|c| !c.is_empty()) {
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 1,
+        "no masked file with content on the host was checked: {masked}"
+    );
+    assert!(
+        masked.lines().any(|l| l.trim() == "dirs"),
+        "a masked directory has entries: {masked}"
+    );
+    assert!(
+        std::fs::read_dir("/sys/firmware").is_ok_and(|mut d| d.next().is_some()),
+        "the host's /sys/firmware has entries, so the empty one in the Pod is the mask"
+    );
+
+    // The kernel's tunables are read-only mounts, and so is /sys.
+    let mountinfo = run("cat /proc/self/mountinfo".into()).await;
+    for path in [
+        "/proc/sys",
+        "/proc/irq",
+        "/proc/bus",
+        "/proc/fs",
+        "/proc/sysrq-trigger",
+        "/sys",
+    ] {
+        if !std::path::Path::new(path).exists() {
+            eprintln!("{path} is absent on this kernel");
+            continue;
+        }
+        let options = mount_options(&mountinfo, path).unwrap_or_default();
+        eprintln!("{path}: {options}");
+        assert!(
+            options.split(',').next() == Some("ro"),
+            "{path} is not read-only: {options}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_the_node_cannot_honour_are_refused() {
+    if !prerequisites("settings_the_node_cannot_honour_are_refused") {
+        return;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, "unhonoured").await.expect("namespace");
+    node().await;
+    let refused = [
+        (
+            "sysctls",
+            sleeper(
+                "sysctls",
+                "  securityContext: {sysctls: [{name: kernel.shm_rmid_forced, value: \"1\"}]}",
+                "",
+            ),
+            "sysctls (kernel.shm_rmid_forced=1)",
+        ),
+        (
+            "selinux",
+            sleeper("selinux", "", "    securityContext: {seLinuxOptions: {type: spc_t}}"),
+            "seLinuxOptions",
+        ),
+        (
+            "apparmor",
+            sleeper("apparmor", "", "").replace(
+                "metadata: {name: apparmor}",
+                "metadata: {name: apparmor, annotations: \
+                 {container.apparmor.security.beta.kubernetes.io/main: runtime/default}}",
+            ),
+            "AppArmor profile runtime/default",
+        ),
+    ];
+    for (_, yaml, _) in &refused {
+        apply_yaml(&client, &ns, yaml).await;
+    }
+    for (pod, _, expected) in &refused {
+        let message = waiting_message(&client, &ns, pod, "CreateContainerConfigError").await;
+        eprintln!("{pod}: {message}");
+        assert!(message.contains(expected) && message.contains("refused"), "{message}");
+    }
+
+    // procMount is alpha (ProcMountType) on this apiserver, which drops the field unless the gate
+    // is on: the node refuses it when it arrives, else the Pod gets the masked /proc it would.
+    apply_yaml(
+        &client,
+        &ns,
+        &sleeper("unmasked", "", "    securityContext: {procMount: Unmasked}"),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let kept = pods
+        .get("unmasked")
+        .await
+        .expect("pod")
+        .spec
+        .and_then(|s| s.containers.into_iter().next())
+        .and_then(|c| c.security_context)
+        .and_then(|sc| sc.proc_mount);
+    if kept.as_deref() == Some("Unmasked") {
+        let message = waiting_message(&client, &ns, "unmasked", "CreateContainerConfigError").await;
+        eprintln!("unmasked: {message}");
+        assert!(message.contains("procMount \"Unmasked\""), "{message}");
+    } else {
+        eprintln!("the apiserver dropped procMount ({kept:?}): checking the Pod's /proc is masked");
+        running(&client, &ns, "unmasked").await;
+        let out = exec_in(&ns, "unmasked", "main", &["sh", "-c", "wc -c < /proc/timer_list"])
+            .await
+            .expect("exec");
+        assert_eq!(out.trim(), "0", "{out}");
+    }
+}
