@@ -134,10 +134,19 @@ pub struct Inputs<'a> {
 /// roll is pending (`rolling`, see [`roll_pending`]) a second Pod surges from the new template,
 /// takes over by a planned failover while the first is rolled, and hands back before the set
 /// shrinks to one again.
-pub fn redis_replicas(desired: i32, current: Option<i32>, master_ordinal: Option<u32>, rolling: bool) -> i32 {
+/// Pods that never ran (never got an IP: unschedulable, Pending) hold no data, so with them
+/// alone at the ordinals a scale-down removes (`removed_never_ran`) it is never held.
+pub fn redis_replicas(
+    desired: i32,
+    current: Option<i32>,
+    master_ordinal: Option<u32>,
+    rolling: bool,
+    removed_never_ran: bool,
+) -> i32 {
     let desired = if desired == 1 && rolling { 2 } else { desired };
     match master_ordinal {
         Some(ordinal) => desired.max(i32::try_from(ordinal).map_or(i32::MAX, |o| o.saturating_add(1))),
+        None if removed_never_ran => desired,
         None => desired.max(current.unwrap_or(desired)),
     }
 }
@@ -1435,20 +1444,27 @@ spec:
     #[test]
     fn a_scale_down_keeps_the_master_and_waits_for_it_to_be_known() {
         // Scaling up is never held.
-        assert_eq!(redis_replicas(5, Some(3), Some(0), false), 5);
-        assert_eq!(redis_replicas(5, Some(3), None, false), 5);
+        assert_eq!(redis_replicas(5, Some(3), Some(0), false, false), 5);
+        assert_eq!(redis_replicas(5, Some(3), None, false, false), 5);
         // Down from 5 to 3: held while the master is ordinal 4 or 3, free once it is below 3.
-        assert_eq!(redis_replicas(3, Some(5), Some(4), false), 5);
-        assert_eq!(redis_replicas(3, Some(5), Some(3), false), 4);
-        assert_eq!(redis_replicas(3, Some(5), Some(1), false), 3);
+        assert_eq!(redis_replicas(3, Some(5), Some(4), false, false), 5);
+        assert_eq!(redis_replicas(3, Some(5), Some(3), false, false), 4);
+        assert_eq!(redis_replicas(3, Some(5), Some(1), false, false), 3);
         // An operator that does not know the master yet never lowers the set.
-        assert_eq!(redis_replicas(3, Some(5), None, false), 5);
-        assert_eq!(redis_replicas(3, None, None, false), 3);
+        assert_eq!(redis_replicas(3, Some(5), None, false, false), 5);
+        assert_eq!(redis_replicas(3, None, None, false, false), 3);
         // Several Redis roll among themselves; one alone gets a surge Pod to hand over to.
-        assert_eq!(redis_replicas(3, Some(3), Some(0), true), 3);
-        assert_eq!(redis_replicas(1, Some(1), Some(0), true), 2);
+        assert_eq!(redis_replicas(3, Some(3), Some(0), true, false), 3);
+        assert_eq!(redis_replicas(1, Some(1), Some(0), true, false), 2);
         // Rolled, the surge Pod (the master by then) hands back before the set shrinks.
-        assert_eq!(redis_replicas(1, Some(2), Some(1), false), 2);
-        assert_eq!(redis_replicas(1, Some(2), Some(0), false), 1);
+        assert_eq!(redis_replicas(1, Some(2), Some(1), false, false), 2);
+        assert_eq!(redis_replicas(1, Some(2), Some(0), false, false), 1);
+        // Pods that never ran (Pending, unschedulable) hold no data: not held for them.
+        assert_eq!(redis_replicas(3, Some(5), None, false, true), 3);
+        assert_eq!(
+            redis_replicas(3, Some(5), Some(4), false, true),
+            5,
+            "a known master still moves first"
+        );
     }
 }

@@ -55,13 +55,13 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
     let trigger = w.trigger();
     let healer = healer_task::Healer {
         redis_has: w.store(),
-        pods: pod_store,
+        pods: pod_store.clone(),
         stateful_sets: stateful_sets.clone(),
         shared: shared.clone(),
         trigger,
     };
     w.background("redis-ha-healer", move |task| healer.clone().run(task));
-    RedisHAReconciler::new(stateful_sets, services, config_maps, budgets, shared)
+    RedisHAReconciler::new(stateful_sets, services, config_maps, budgets, pod_store, shared)
 }
 
 /// The RedisHA a Pod belongs to, from the labels its StatefulSet's template gives it.

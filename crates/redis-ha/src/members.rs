@@ -31,6 +31,23 @@ pub fn trim_pod(pod: &mut Pod) {
     });
 }
 
+/// Whether every Redis Pod of RedisHA `name` at an ordinal of `desired` or more never ran (it never
+/// got an IP: unschedulable, Pending), so a scale-down to `desired` removes no data.
+pub fn removed_pods_never_ran(name: &str, namespace: &str, pods: &[Pod], desired: i32) -> bool {
+    let prefix = format!("{name}-");
+    pods.iter()
+        .filter(|pod| pod.namespace().as_deref() == Some(namespace))
+        .filter(|pod| pod.labels().get(INSTANCE).map(String::as_str) == Some(name))
+        .filter(|pod| pod.labels().get(COMPONENT).map(String::as_str) == Some(COMPONENT_REDIS))
+        .filter(|pod| {
+            pod.name_any()
+                .strip_prefix(&prefix)
+                .and_then(|o| o.parse::<i32>().ok())
+                .is_some_and(|ordinal| ordinal >= desired)
+        })
+        .all(|pod| pod.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none())
+}
+
 /// Each Redis Pod's standing in a roll: up to date when created from the StatefulSet's
 /// `status.updateRevision` (with `OnDelete`, a template change leaves old Pods until deleted),
 /// ready by its `Ready` condition. Sorted by ordinal.
@@ -128,6 +145,32 @@ mod tests {
             "metadata:\n  name: {name}\n  labels: {{app.kubernetes.io/name: redis-ha, app.kubernetes.io/instance: {instance}, app.kubernetes.io/component: {component}{role}}}\n{status}\n"
         ))
         .expect("pod")
+    }
+
+    #[test]
+    fn a_scale_down_removes_data_unless_every_removed_pod_never_ran() {
+        let mut pods = vec![
+            pod("cache-0", "cache", "redis", Some("10.0.0.1"), None),
+            pod("cache-3", "cache", "redis", None, None),
+            pod("cache-4", "cache", "redis", None, None),
+            pod("other-4", "other", "redis", Some("10.0.0.9"), None),
+            pod("cache-sentinel-4", "cache", "sentinel", Some("10.0.0.8"), None),
+        ];
+        for pod in &mut pods {
+            pod.metadata.namespace = Some("apps".into());
+        }
+        assert!(removed_pods_never_ran("cache", "apps", &pods, 3), "3 and 4 are Pending");
+        assert!(!removed_pods_never_ran("cache", "apps", &pods, 0), "cache-0 ran");
+        pods[2] = pod("cache-4", "cache", "redis", Some("10.0.0.4"), None);
+        pods[2].metadata.namespace = Some("apps".into());
+        assert!(
+            !removed_pods_never_ran("cache", "apps", &pods, 3),
+            "cache-4 ran: it may hold data"
+        );
+        assert!(
+            removed_pods_never_ran("cache", "elsewhere", &pods, 3),
+            "nothing of it there"
+        );
     }
 
     #[test]

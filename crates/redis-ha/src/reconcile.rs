@@ -9,17 +9,21 @@ use capstan_runtime::{
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
-        core::v1::{ConfigMap, Secret, Service},
+        core::v1::{ConfigMap, Pod, Secret, Service},
         policy::v1::PodDisruptionBudget,
     },
     jiff::Timestamp,
 };
-use kube::{Api, Resource, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
 
 use crate::{
     RedisHA,
     build::{self, AuthError, Inputs, SpecError, build_children},
     config::sentinel_set,
+    members::removed_pods_never_ran,
     shared::Shared,
     status::{Blocked, Health, build_status},
 };
@@ -76,6 +80,8 @@ pub struct RedisHAReconciler {
     services: ChildCache<Service>,
     config_maps: ChildCache<ConfigMap>,
     budgets: BudgetCache,
+    /// The RedisHAs' Pods (trimmed), the healer's cache: whether a scale-down removes data.
+    pods: Store<Pod>,
     shared: Shared,
 }
 
@@ -108,6 +114,7 @@ impl RedisHAReconciler {
         services: ChildCache<Service>,
         config_maps: ChildCache<ConfigMap>,
         budgets: BudgetCache,
+        pods: Store<Pod>,
         shared: Shared,
     ) -> Self {
         Self {
@@ -115,6 +122,7 @@ impl RedisHAReconciler {
             services,
             config_maps,
             budgets,
+            pods,
             shared,
         }
     }
@@ -247,11 +255,23 @@ impl Reconciler for RedisHAReconciler {
             .and_then(|p| p.master.clone())
             .or_else(|| rha.status.as_ref().and_then(|s| s.master.clone()))
             .or(recorded);
+        let pods: Vec<Pod> = self.pods.state().iter().map(|p| p.as_ref().clone()).collect();
+        let removed_never_ran = removed_pods_never_ran(&name, &namespace, &pods, rha.spec.replicas);
+        let redis_replicas = build::redis_replicas(
+            rha.spec.replicas,
+            current_replicas,
+            master_ordinal,
+            rolling,
+            removed_never_ran,
+        );
+        // Held because no master is known yet and a Pod it would remove may hold data.
+        let scale_down_held =
+            (master_ordinal.is_none() && !rolling && redis_replicas > rha.spec.replicas).then_some(redis_replicas);
         let inputs = Inputs {
             owner: &owner,
             cluster_domain: &self.shared.cluster_domain,
             auth_hash: auth_hash.as_deref(),
-            redis_replicas: build::redis_replicas(rha.spec.replicas, current_replicas, master_ordinal, rolling),
+            redis_replicas,
             recorded_master: verified_master.as_deref(),
         };
         let desired = match build_children(&rha, inputs) {
@@ -313,6 +333,7 @@ impl Reconciler for RedisHAReconciler {
             sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),
             plan: plan.as_ref(),
             refused: refused.as_ref(),
+            scale_down_held,
         };
         self.write_status(&rha, ctx, Ok(health)).await?;
         // StatefulSet, Pod and healer-plan changes wake this; the auth Secret is only read, so a

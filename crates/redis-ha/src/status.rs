@@ -42,6 +42,9 @@ pub struct Health<'a> {
     pub plan: Option<&'a Plan>,
     /// A write of the healer's the apiserver keeps refusing (a roll's Pod deletion, a label).
     pub refused: Option<&'a RefusedWrite>,
+    /// The Redis count kept above `spec.replicas`: no master is known, and a Pod the
+    /// scale-down removes may hold data.
+    pub scale_down_held: Option<i32>,
 }
 
 fn failover_condition(rha: &RedisHA, plan: Option<&Plan>) -> DesiredCondition {
@@ -175,6 +178,16 @@ pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now
                         "MasterNotVisible",
                         format!("no master answers the operator, which waits: {evidence}"),
                     ),
+                    (None, None, _) if health.scale_down_held.is_some() => DesiredCondition::new(
+                        DEGRADED,
+                        true,
+                        "ScaleDownHeld",
+                        format!(
+                            "{} Redis kept, {} wanted: no master is known yet, and a Pod the scale-down removes may hold the newest data",
+                            health.scale_down_held.unwrap_or_default(),
+                            rha.spec.replicas
+                        ),
+                    ),
                     (None, None, _) => DesiredCondition::new(DEGRADED, false, "AsExpected", ""),
                 },
                 match failing_over {
@@ -233,6 +246,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: None,
+                scale_down_held: None,
             }),
             now(),
         );
@@ -262,6 +276,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: None,
+                scale_down_held: None,
             }),
             now(),
         );
@@ -287,6 +302,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: None,
+                scale_down_held: None,
             }),
             now(),
         );
@@ -313,6 +329,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: None,
+                scale_down_held: None,
             }),
             now(),
         );
@@ -344,6 +361,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: Some(&refused),
+                scale_down_held: None,
             }),
             now(),
         );
@@ -372,6 +390,7 @@ mod tests {
             sentinels_ready: 3,
             plan: Some(&plan),
             refused: None,
+            scale_down_held: None,
         };
         ready.status = Some(build_status(&ready, Ok(health), now()));
         assert!(is_true(&ready.status.as_ref().expect("status").conditions, READY));
@@ -389,6 +408,37 @@ mod tests {
             ("True", "Rejected")
         );
         assert!(degraded.message.contains("is invalid"), "{}", degraded.message);
+    }
+
+    #[test]
+    fn a_held_scale_down_says_why() {
+        let plan = Plan {
+            master: None,
+            actions: vec![],
+            wait: Some(Wait::NothingReachable),
+            warnings: vec![],
+            failover_blocker: None,
+        };
+        let health = |plan| Health {
+            redis_ready: 3,
+            sentinels_ready: 3,
+            plan,
+            refused: None,
+            scale_down_held: Some(5),
+        };
+        let status = build_status(&rha("{replicas: 3}"), Ok(health(None)), now());
+        let degraded = find(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ScaleDownHeld")
+        );
+        assert!(
+            degraded.message.starts_with("5 Redis kept, 3 wanted"),
+            "{}",
+            degraded.message
+        );
+        let status = build_status(&rha("{replicas: 3}"), Ok(health(Some(&plan))), now());
+        assert_eq!(find(&status, DEGRADED).reason, "NoMaster", "no master says more");
     }
 
     #[test]
@@ -414,6 +464,7 @@ mod tests {
             sentinels_ready: 3,
             plan,
             refused: None,
+            scale_down_held: None,
         };
         let status = build_status(&rha("{}"), Ok(health(Some(&learning))), now());
         let capable = find(&status, FAILOVER_CAPABLE);
@@ -448,6 +499,7 @@ mod tests {
                 sentinels_ready: 3,
                 plan: Some(&plan),
                 refused: None,
+                scale_down_held: None,
             }),
             now(),
         );

@@ -1,7 +1,8 @@
 //! The RedisHA controller against the real local apiserver and kube-controller-manager
 //! (capstan-testenv, v1.20; no kubelet, so Pods stay Pending): every child appears owned,
 //! labelled and as specified (PodDisruptionBudgets as policy/v1beta1, which this server serves
-//! instead of policy/v1), a scale is applied, deletion garbage-collects the children, and a missing
+//! instead of policy/v1), a scale is applied (down too, over Pods that never ran), deletion
+//! garbage-collects the children, and a missing
 //! auth Secret is reported as Degraded without a hot loop.
 use capstan_redis_ha::{RedisHA, build, crd};
 use capstan_runtime::{
@@ -220,6 +221,19 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
     .expect("scale to 5");
     eventually("the Redis StatefulSet has 5 replicas", WAIT, || async {
         (sets.get("cache").await.ok()?.spec.replicas == Some(5)).then_some(())
+    })
+    .await;
+    // Back to 3: no kubelet runs these Pods, so none ever ran (no IP, no data) and no master is
+    // known: the scale-down is not held for them.
+    rhas.patch(
+        "cache",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .expect("scale to 3");
+    eventually("the Redis StatefulSet is back at 3 replicas", WAIT, || async {
+        (sets.get("cache").await.ok()?.spec.replicas == Some(3)).then_some(())
     })
     .await;
 

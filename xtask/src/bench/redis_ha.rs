@@ -391,6 +391,7 @@ async fn floor_one(client: &Client, redis_has: &Api<RedisHA>, namespace: &str, i
         sentinels_ready: 0,
         plan: None,
         refused: None,
+        scale_down_held: None,
     };
     let status = build_status(&created, Ok(health), Timestamp::now());
     apply_status(redis_has, &created, None, &status).await?;
