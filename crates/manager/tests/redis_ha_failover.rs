@@ -846,3 +846,133 @@ async fn a_full_restart_with_storage_resumes_from_the_last_master_and_keeps_ever
         running.stop();
     }
 }
+
+/// The uid the partial-visibility test runs the manager under, so its packets alone are dropped.
+const CUT_OFF_UID: u32 = 47_110;
+/// How long the operator stays cut off (issue 24: 45 s, well over down-after and several passes).
+const PARTIAL_CUT_FOR: Duration = Duration::from_secs(45);
+const NFT_TABLE: &str = "capstan_operator_cut_off";
+
+/// Drops the operator's packets to the given Pod IPs (an nft output chain matching its uid), and
+/// removes the rule again on drop, also when the test panics.
+struct OperatorCutOff;
+
+impl OperatorCutOff {
+    fn to(ips: &[String]) -> OperatorCutOff {
+        let rules = format!(
+            "table inet {NFT_TABLE} {{\n  chain output {{\n    type filter hook output priority 0; policy accept;\n    meta skuid {CUT_OFF_UID} ip daddr {{ {} }} drop\n  }}\n}}\n",
+            ips.join(", ")
+        );
+        let mut nft = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("nft (Debian's nftables)");
+        std::io::Write::write_all(nft.stdin.as_mut().expect("stdin"), rules.as_bytes()).expect("write rules");
+        drop(nft.stdin.take());
+        assert!(nft.wait().expect("nft").success(), "nft refused:\n{rules}");
+        OperatorCutOff
+    }
+}
+
+impl Drop for OperatorCutOff {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", NFT_TABLE])
+            .status();
+    }
+}
+
+/// The operator alone (not the Pods, not the client) loses the master and two of the three
+/// Sentinels for 45 s while a `WAIT 1` client writes through `<name>-master`: the replicas still
+/// replicate from the master and the third Sentinel still sees it, so the operator must not
+/// promote anyone (a second master's writes are lost when the first is seen again). It waits with
+/// `Degraded`/`MasterNotVisible`, and afterwards the same master serves, no failover happened, and
+/// no acknowledged write is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_cut_off_from_the_master_and_two_sentinels_promotes_nobody() {
+    if !local_node_available("an_operator_cut_off_from_the_master_and_two_sentinels_promotes_nobody") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let cp = ControlPlane::shared();
+    let (f, _logs) = Fixture::create(cp, "rha-partial", serde_json::json!({})).await;
+    let manager_args = ["--namespace", f.ns.as_str(), "--controllers", "redis-ha"];
+    let manager = ManagerProcess::start_as(cp.kubeconfig_path(), &manager_args, Some(CUT_OFF_UID));
+    let before = f.converged("created", 3).await;
+    let master_service = f.master_service().await;
+    let probe = WriteProbe::start(
+        master_service,
+        Some(PASSWORD.to_owned()),
+        "partial",
+        Duration::from_millis(100),
+        5_000,
+    );
+    eventually("acknowledged writes", Duration::from_secs(60), || async {
+        (probe.snapshot().acknowledged.len() >= 10).then_some(())
+    })
+    .await;
+
+    let master_ip = f
+        .redis_pods()
+        .await
+        .iter()
+        .find(|p| p.name_any() == before.master)
+        .and_then(pod_ip)
+        .expect("the master's IP");
+    let mut sentinel_ips = f.sentinel_ips().await;
+    sentinel_ips.sort();
+    let mut cut = vec![master_ip];
+    cut.extend(sentinel_ips.iter().take(2).cloned());
+    let cut_off = OperatorCutOff::to(&cut);
+    let started = Instant::now();
+    eprintln!("operator (uid {CUT_OFF_UID}) cut off from {cut:?} for {PARTIAL_CUT_FOR:?}");
+    let mut saw_not_visible = None;
+    let mut seen_serving = 0;
+    while started.elapsed() < PARTIAL_CUT_FOR {
+        let masters: Vec<String> = futures::future::join_all(f.redis_pods().await.iter().map(|pod| async move {
+            let ip = pod_ip(pod)?;
+            let endpoint = Endpoint::new(ip, REDIS_PORT);
+            let replication = capstan_redis_ha::redis_io::info_replication(Target::new(
+                &endpoint,
+                Some(PASSWORD),
+                Timeouts::default(),
+            ))
+            .await
+            .ok()?;
+            (replication.role == capstan_redis_ha::healer::Role::Master).then(|| pod.name_any())
+        }))
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+        assert!(
+            masters.iter().all(|m| *m == before.master),
+            "a second master during the cut: {masters:?}"
+        );
+        seen_serving += usize::from(masters.contains(&before.master));
+        if saw_not_visible.is_none() {
+            let status = f.rhas.get(NAME).await.ok().and_then(|r| r.status).unwrap_or_default();
+            saw_not_visible = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded" && c.reason == "MasterNotVisible")
+                .map(|c| c.message.clone());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(cut_off);
+    assert!(
+        seen_serving >= 20,
+        "the master answered as master {seen_serving} times in 45 s"
+    );
+    let message = saw_not_visible.expect("the operator said it waits: Degraded/MasterNotVisible");
+    eprintln!("while cut off: {message}");
+    let after = f.converged("network back for the operator", 3).await;
+    assert_eq!(after.master, before.master, "nobody was promoted");
+    assert_eq!(after.epoch, before.epoch, "and the Sentinels did not fail over either");
+    let log = probe.stop().await;
+    f.assert_no_acknowledged_write_lost(&log, master_service, "operator cut off")
+        .await;
+    manager.stop();
+}

@@ -56,7 +56,24 @@ impl ManagerProcess {
         log: Log,
         bind_timeout: Duration,
     ) -> Result<ManagerProcess, Error> {
+        Self::start_as(binary, kubeconfig, args, log, bind_timeout, None)
+    }
+
+    /// [`Self::start`], running the manager under `uid` (and the same gid) when given: a fault
+    /// test can then cut the operator alone off the network by its uid (`meta skuid`).
+    pub fn start_as(
+        binary: &Path,
+        kubeconfig: &Path,
+        args: &[&str],
+        log: Log,
+        bind_timeout: Duration,
+        uid: Option<u32>,
+    ) -> Result<ManagerProcess, Error> {
         let mut command = Command::new(binary);
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
         command
             .args(["run", "--metrics-addr", "127.0.0.1:0", "--health-addr", "127.0.0.1:0"])
             .args(args)

@@ -14,12 +14,18 @@ pub struct ManagerProcess {
 
 impl ManagerProcess {
     pub fn start(kubeconfig: &Path, extra_args: &[&str]) -> ManagerProcess {
-        let inner = manager_process::ManagerProcess::start(
+        Self::start_as(kubeconfig, extra_args, None)
+    }
+
+    /// Under its own `uid`, so a test can cut the operator alone off the network.
+    pub fn start_as(kubeconfig: &Path, extra_args: &[&str], uid: Option<u32>) -> ManagerProcess {
+        let inner = manager_process::ManagerProcess::start_as(
             Path::new(env!("CARGO_BIN_EXE_capstan-manager")),
             kubeconfig,
             extra_args,
             manager_process::Log::Stderr,
             Duration::from_secs(30),
+            uid,
         )
         .expect("start capstan-manager");
         ManagerProcess {
