@@ -147,6 +147,8 @@ pub struct LocalNode {
     registry: Arc<Registry>,
     state_dir: PathBuf,
     node_names: Vec<String>,
+    /// The Pods' DNS server: the bridge's gateway address, port 53.
+    dns_server: std::net::SocketAddr,
     shutdown: watch::Sender<bool>,
     outcome: Arc<Mutex<Option<Result<(), Error>>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -187,6 +189,7 @@ impl LocalNode {
             registry,
             state_dir: settings.state_dir.clone(),
             node_names: settings.node_names.clone(),
+            dns_server: std::net::SocketAddr::from((settings.pod_cidr.gateway(), 53)),
             shutdown,
             outcome,
             thread: Mutex::new(Some(thread)),
@@ -239,6 +242,12 @@ impl LocalNode {
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> Option<PathBuf> {
         let path = registry::log_path(&self.state_dir, namespace, pod, container);
         path.exists().then_some(path)
+    }
+
+    /// Where the Pods' DNS answers (the bridge's gateway, reachable from the host): a test
+    /// resolves Pod FQDNs there the way a Pod does, e.g. the hostnames Sentinel announces.
+    pub fn dns_server(&self) -> std::net::SocketAddr {
+        self.dns_server
     }
 
     /// The Pod's network namespace (for `ip netns exec <name> …`).

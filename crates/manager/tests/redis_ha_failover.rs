@@ -1,6 +1,7 @@
 //! RedisHA failover end to end: the real `capstan-manager` binary, the local node running
-//! Debian's `redis-server` and `redis-sentinel` with the configuration the operator renders, and a
-//! client writing through the `<name>-master` Service every 100 ms with `WAIT 1`. One RedisHA
+//! Debian's `redis-server` and `redis-sentinel` with the configuration the operator renders, a
+//! client writing through the `<name>-master` Service every 100 ms with `WAIT 1`, and beside it a
+//! Sentinel-aware client (the master the Sentinels name, its FQDN resolved by the local node's DNS). One RedisHA
 //! (3 Redis, 3 Sentinels, a password) goes through each fault in turn, then a password rotation; after each, the master
 //! Service routes to the one master, `status.master` names it, the Sentinels agree, and every
 //! acknowledged write is still there. Outages are printed; the bound asserted is generous (these
@@ -16,7 +17,7 @@ use capstan_redis_ha::{
         Target, Timeouts, config_set, is_auth_refused, pause_writes, ping, sentinel_failover,
         sentinel_sees_priority_zero,
     },
-    write_probe::{ProbeLog, WriteProbe, count_existing},
+    write_probe::{ProbeLog, Route, WriteProbe, count_existing},
 };
 use capstan_runtime::testing::eventually;
 use capstan_testenv::{ControlPlane, local_node_available};
@@ -403,9 +404,33 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         Duration::from_millis(100),
         20_000,
     );
-    eventually("the first acknowledged writes", Duration::from_secs(60), || async {
-        (probe.snapshot().acknowledged.len() >= 10).then_some(())
-    })
+    // Beside it, a Sentinel-aware client: it asks the Sentinels for the master, resolves the
+    // FQDN they announce through the local node's DNS (as a Pod does) and writes there.
+    let mut sentinels: Vec<SocketAddr> = f
+        .sentinel_ips()
+        .await
+        .iter()
+        .filter_map(|ip| Some(SocketAddr::new(ip.parse().ok()?, SENTINEL_PORT)))
+        .collect();
+    sentinels.sort();
+    let aware = WriteProbe::start_on(
+        Route::Sentinels {
+            sentinels,
+            master_set: NAME.to_owned(),
+            dns: f.node.dns_server(),
+        },
+        Some(PASSWORD.to_owned()),
+        "sentinel-aware",
+        Duration::from_millis(100),
+        20_000,
+    );
+    eventually(
+        "the first acknowledged writes of both clients",
+        Duration::from_secs(60),
+        || async {
+            (probe.snapshot().acknowledged.len() >= 10 && aware.snapshot().acknowledged.len() >= 10).then_some(())
+        },
+    )
     .await;
     let mut outages = Vec::new();
 
@@ -421,6 +446,10 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     outages.push((
         "master Pod deleted",
         report_outage(&probe, "master Pod deleted", fault, routed).await,
+    ));
+    outages.push((
+        "master Pod deleted (Sentinel-aware client)",
+        report_outage(&aware, "master Pod deleted (Sentinel-aware client)", fault, routed).await,
     ));
     f.print_failover_events("master Pod deleted", &mark);
     let after = f.converged("master Pod deleted", 3).await;
@@ -443,6 +472,10 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         "master killed",
         report_outage(&probe, "master killed", fault, routed).await,
     ));
+    outages.push((
+        "master killed (Sentinel-aware client)",
+        report_outage(&aware, "master killed (Sentinel-aware client)", fault, routed).await,
+    ));
     f.print_failover_events("master killed", &mark);
     let after = f.converged("master killed", 3).await;
     assert_ne!(after.master, old, "the restarted Pod never serves as master again");
@@ -460,6 +493,10 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
     outages.push((
         "master cut off",
         report_outage(&probe, "master cut off", fault, routed).await,
+    ));
+    outages.push((
+        "master cut off (Sentinel-aware client)",
+        report_outage(&aware, "master cut off (Sentinel-aware client)", fault, routed).await,
     ));
     f.print_failover_events("master cut off", &mark);
     let refused = eventually(
@@ -517,12 +554,31 @@ async fn a_redis_ha_fails_over_on_each_fault_and_keeps_every_acknowledged_write(
         "master deleted, operator killed",
         report_outage(&probe, "master deleted, operator killed", fault, routed).await,
     ));
+    outages.push((
+        "master deleted, operator killed (Sentinel-aware client)",
+        report_outage(
+            &aware,
+            "master deleted, operator killed (Sentinel-aware client)",
+            fault,
+            routed,
+        )
+        .await,
+    ));
     let after = f.converged("operator restarted", 3).await;
     assert_ne!(after.master, old);
     f.print_failover_events("operator killed", &mark);
     assert_eq!(f.failovers_since(&mark), 1, "one failover, no second needless one");
     f.assert_no_acknowledged_write_lost(&probe.snapshot(), master_service, "operator killed")
         .await;
+    // The Sentinel Pods keep their IPs until the rotation below rolls them: the Sentinel-aware
+    // client's record ends here.
+    let aware_log = aware.stop().await;
+    f.assert_no_acknowledged_write_lost(
+        &aware_log,
+        master_service,
+        "Sentinel-aware client through the four faults",
+    )
+    .await;
 
     // 5. Scale 3 → 5 → 3 while the client writes: the master is never removed.
     f.patch_spec(serde_json::json!({"replicas": 5})).await;

@@ -58,6 +58,21 @@ impl ProbeLog {
     }
 }
 
+/// Where a probe sends its writes.
+#[derive(Debug, Clone)]
+pub enum Route {
+    /// One address: the `<name>-master` Service, which the operator's role labels steer.
+    Service(SocketAddr),
+    /// As a Sentinel-aware client does: ask the Sentinels for the master set's master (they
+    /// announce Pod FQDNs), resolve it through `dns` (the cluster's DNS, as a Pod does) and
+    /// connect there; ask again after every failed write.
+    Sentinels {
+        sentinels: Vec<SocketAddr>,
+        master_set: String,
+        dns: SocketAddr,
+    },
+}
+
 /// A running probe; [`WriteProbe::stop`] ends it.
 pub struct WriteProbe {
     log: Arc<Mutex<ProbeLog>>,
@@ -74,10 +89,21 @@ impl WriteProbe {
         interval: Duration,
         max_writes: u64,
     ) -> WriteProbe {
+        Self::start_on(Route::Service(address), password, prefix, interval, max_writes)
+    }
+
+    /// Writes `<prefix>:<n>` along `route` every `interval`, at most `max_writes` times.
+    pub fn start_on(
+        route: Route,
+        password: Option<String>,
+        prefix: &str,
+        interval: Duration,
+        max_writes: u64,
+    ) -> WriteProbe {
         let log = Arc::new(Mutex::new(ProbeLog::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(write_loop(
-            address,
+            route,
             password,
             prefix.to_owned(),
             interval,
@@ -146,8 +172,72 @@ async fn acknowledged_write(connection: &mut MultiplexedConnection, key: &str, n
         .unwrap_or_else(|_| Err(format!("no reply within {WRITE_TIMEOUT:?}")))
 }
 
+/// The master a Sentinel-aware client would write to now: the first Sentinel that names one,
+/// its announced host resolved through `dns`.
+async fn master_from_sentinels(
+    sentinels: &[SocketAddr],
+    master_set: &str,
+    dns: SocketAddr,
+) -> Result<SocketAddr, String> {
+    let mut last = "no Sentinel".to_owned();
+    for sentinel in sentinels {
+        let endpoint = crate::config::Endpoint::new(sentinel.ip().to_string(), sentinel.port());
+        let target = crate::redis_io::Target::sentinel(&endpoint, crate::redis_io::Timeouts::default());
+        match crate::redis_io::sentinel_master_address(target, master_set).await {
+            Ok(Some(master)) => {
+                let ip = resolve(&master.host, dns).await?;
+                return Ok(SocketAddr::new(ip, master.port));
+            }
+            Ok(None) => last = format!("{sentinel} names no master"),
+            Err(error) => last = error.to_string(),
+        }
+    }
+    Err(format!("asking the Sentinels: {last}"))
+}
+
+/// An A-record lookup of `host` at `dns`, bounded (an IP literal is its own answer).
+async fn resolve(host: &str, dns: SocketAddr) -> Result<std::net::IpAddr, String> {
+    use hickory_proto::{
+        op::{Message, Query},
+        rr::{Name, RecordType},
+    };
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let name = Name::from_ascii(format!("{}.", host.trim_end_matches('.'))).map_err(|e| e.to_string())?;
+    let mut query = Message::new();
+    query
+        .set_id(rand_id())
+        .set_recursion_desired(true)
+        .add_query(Query::query(name, RecordType::A));
+    let packet = query.to_vec().map_err(|e| e.to_string())?;
+    let lookup = async {
+        let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        socket.send_to(&packet, dns).await.map_err(|e| e.to_string())?;
+        let mut buffer = [0u8; 1500];
+        let (len, _) = socket.recv_from(&mut buffer).await.map_err(|e| e.to_string())?;
+        let answer = Message::from_vec(&buffer[..len]).map_err(|e| e.to_string())?;
+        answer
+            .answers()
+            .iter()
+            .find_map(|record| record.data().ip_addr())
+            .ok_or_else(|| format!("{host}: no address at {dns}"))
+    };
+    tokio::time::timeout(Duration::from_secs(1), lookup)
+        .await
+        .unwrap_or_else(|_| Err(format!("{host}: {dns} did not answer within 1 s")))
+}
+
+/// A query id that differs between lookups (no need for randomness: one lookup at a time).
+fn rand_id() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 async fn write_loop(
-    address: SocketAddr,
+    route: Route,
     password: Option<String>,
     prefix: String,
     interval: Duration,
@@ -166,13 +256,16 @@ async fn write_loop(
         let key = format!("{prefix}:{n}");
         let result = match connection.as_mut() {
             Some(connection) => acknowledged_write(connection, &key, n).await,
-            None => match connect(address, password.as_deref()).await {
-                Ok(mut fresh) => {
-                    let result = acknowledged_write(&mut fresh, &key, n).await;
-                    connection = Some(fresh);
-                    result
-                }
+            None => match route_to(&route).await {
                 Err(error) => Err(error),
+                Ok(address) => match connect(address, password.as_deref()).await {
+                    Ok(mut fresh) => {
+                        let result = acknowledged_write(&mut fresh, &key, n).await;
+                        connection = Some(fresh);
+                        result
+                    }
+                    Err(error) => Err(error),
+                },
             },
         };
         let mut log = lock(&log);
@@ -188,6 +281,17 @@ async fn write_loop(
                 log.last_error = Some(error);
             }
         }
+    }
+}
+
+async fn route_to(route: &Route) -> Result<SocketAddr, String> {
+    match route {
+        Route::Service(address) => Ok(*address),
+        Route::Sentinels {
+            sentinels,
+            master_set,
+            dns,
+        } => master_from_sentinels(sentinels, master_set, *dns).await,
     }
 }
 
