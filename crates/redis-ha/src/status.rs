@@ -226,6 +226,17 @@ mod tests {
         Timestamp::from_second(1_000).expect("time")
     }
 
+    /// The healer's plan when it waits, with no master.
+    fn waiting(wait: Wait) -> Plan {
+        Plan {
+            master: None,
+            actions: vec![],
+            wait: Some(wait),
+            warnings: vec![],
+            failover_blocker: None,
+        }
+    }
+
     fn plan(master: &str) -> Plan {
         Plan {
             master: Some(master.into()),
@@ -286,15 +297,9 @@ mod tests {
 
     #[test]
     fn a_failover_in_progress_shows_and_is_not_ready() {
-        let plan = Plan {
-            master: None,
-            actions: vec![],
-            wait: Some(Wait::SentinelsToFailOver {
-                named: Endpoint::new("cache-0.x", 6379),
-            }),
-            warnings: vec![],
-            failover_blocker: None,
-        };
+        let plan = waiting(Wait::SentinelsToFailOver {
+            named: Endpoint::new("cache-0.x", 6379),
+        });
         let status = build_status(
             &rha("{}"),
             Ok(Health {
@@ -313,15 +318,9 @@ mod tests {
 
     #[test]
     fn a_master_the_operator_cannot_see_is_degraded_with_what_it_saw() {
-        let plan = Plan {
-            master: None,
-            actions: vec![],
-            wait: Some(Wait::MasterNotVisible {
-                evidence: "cache-1 replicates from cache-0.x:6379, which the operator cannot reach".into(),
-            }),
-            warnings: vec![],
-            failover_blocker: None,
-        };
+        let plan = waiting(Wait::MasterNotVisible {
+            evidence: "cache-1 replicates from cache-0.x:6379, which the operator cannot reach".into(),
+        });
         let status = build_status(
             &rha("{}"),
             Ok(Health {
@@ -412,13 +411,7 @@ mod tests {
 
     #[test]
     fn a_held_scale_down_says_why() {
-        let plan = Plan {
-            master: None,
-            actions: vec![],
-            wait: Some(Wait::NothingReachable),
-            warnings: vec![],
-            failover_blocker: None,
-        };
+        let plan = waiting(Wait::NothingReachable);
         let health = |plan| Health {
             redis_ready: 3,
             sentinels_ready: 3,
