@@ -215,7 +215,7 @@ impl Fixture {
         let low: Vec<&str> = low.iter().map(String::as_str).collect();
         assert!(
             sentinel_sees_priority_zero(
-                Target::sentinel(&sentinel, Timeouts::default()),
+                Target::sentinel(&sentinel, Some(PASSWORD), Timeouts::default()),
                 NAME,
                 &low,
                 Duration::from_secs(30)
@@ -236,7 +236,9 @@ impl Fixture {
             .expect("CLIENT PAUSE");
         // Sentinel refuses (NOGOODSLAVE) until its INFO of the replicas is fresh: ask again.
         let asked = Instant::now();
-        while let Err(error) = sentinel_failover(Target::sentinel(&sentinel, Timeouts::default()), NAME).await {
+        while let Err(error) =
+            sentinel_failover(Target::sentinel(&sentinel, Some(PASSWORD), Timeouts::default()), NAME).await
+        {
             assert!(
                 asked.elapsed() < Duration::from_secs(30),
                 "SENTINEL FAILOVER refused for 30 s: {error}"

@@ -120,6 +120,9 @@ pub struct Inputs<'a> {
     pub cluster_domain: &'a str,
     /// [`auth_hash`] of the password, when `spec.auth` is set.
     pub auth_hash: Option<&'a str>,
+    /// The [`auth_hash`] the Sentinel Pods run with ([`sentinel_auth_hash`]): they follow a
+    /// password change only once every Redis Pod runs with it.
+    pub sentinel_auth_hash: Option<&'a str>,
     /// How many Redis Pods the StatefulSet keeps: `spec.replicas`, or more while a scale-down
     /// waits for the master to move ([`redis_replicas`]).
     pub redis_replicas: i32,
@@ -232,6 +235,37 @@ pub fn older_config_in_use(stored: &[&StatefulSet], desired: &[StatefulSet]) -> 
     stored
         .iter()
         .any(|set| roll_pending(set) || config_maps_mounted(set).iter().any(|m| !wanted.contains(m)))
+}
+
+/// The password the Sentinel Pods' template carries (by its [`auth_hash`]). A rolled Sentinel
+/// takes only the password it started with, and Redis Pods not rolled yet still send the
+/// previous one to the Sentinels (preStop handovers, start scripts): so the Sentinels, which
+/// the healer has made accept both meanwhile, roll to a new password (or to one at all) only
+/// once the Redis set runs it on every Pod.
+pub fn sentinel_auth_hash(
+    auth_hash: Option<&str>,
+    redis: Option<&StatefulSet>,
+    sentinel: Option<&StatefulSet>,
+) -> Option<String> {
+    let template_hash = |set: &StatefulSet| {
+        set.spec
+            .template
+            .metadata
+            .as_ref()?
+            .annotations
+            .as_ref()?
+            .get(AUTH_HASH_ANNOTATION)
+            .cloned()
+    };
+    let Some(sentinel) = sentinel else {
+        return auth_hash.map(str::to_owned);
+    };
+    match redis {
+        Some(redis) if template_hash(redis).as_deref() == auth_hash && !roll_pending(redis) => {
+            auth_hash.map(str::to_owned)
+        }
+        _ => template_hash(sentinel),
+    }
 }
 
 /// Whether a StatefulSet's Pods may not all run its newest template: its controller has not
@@ -826,8 +860,12 @@ pub fn sentinel_stateful_set(
         mount(RUNTIME_VOLUME, &layout.runtime_dir, false),
         mount(BOOTSTRAP_VOLUME, &layout.bootstrap_dir, true),
     ];
+    // Without a password yet (spec.auth just set, the Redis Pods not all rolled), none here.
+    let password = |var| env_password(rha, var).filter(|_| inputs.sentinel_auth_hash.is_some());
     let mut init_env = vec![env_pod_name()];
-    init_env.extend(env_password(rha, ENV_PASSWORD));
+    init_env.extend(password(ENV_PASSWORD));
+    let mut sentinel_env = vec![env_pod_name()];
+    sentinel_env.extend(password(ENV_REDISCLI_AUTH));
     let init = Container {
         name: SENTINEL_INIT_CONTAINER.into(),
         image: Some(rha.spec.image.clone()),
@@ -844,7 +882,7 @@ pub fn sentinel_stateful_set(
             "redis-sentinel".into(),
             format!("{}/{}", layout.runtime_dir, config::SENTINEL_CONF),
         ]),
-        env: Some(vec![env_pod_name()]),
+        env: Some(sentinel_env),
         ports: Some(vec![ContainerPort {
             name: Some("sentinel".into()),
             container_port: i32::from(SENTINEL_PORT),
@@ -875,7 +913,7 @@ pub fn sentinel_stateful_set(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(component_labels(name, COMPONENT_SENTINEL)),
-                    annotations: Some(template_annotations(config_hash, inputs.auth_hash)),
+                    annotations: Some(template_annotations(config_hash, inputs.sentinel_auth_hash)),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {
@@ -945,6 +983,7 @@ spec:
             owner,
             cluster_domain: "cluster.local",
             auth_hash: Some("h"),
+            sentinel_auth_hash: Some("h"),
             redis_replicas: 3,
             recorded_master: None,
         }
@@ -969,6 +1008,7 @@ spec:
                 owner: &owner,
                 cluster_domain: "cluster.local",
                 auth_hash: Some("abc123"),
+                sentinel_auth_hash: Some("abc123"),
                 redis_replicas: rha.spec.replicas,
                 recorded_master: None,
             },
@@ -1209,6 +1249,84 @@ spec:
             sentinel_pod.containers[0].command.as_deref(),
             Some(&["redis-sentinel".to_owned(), "/run/redis-ha/sentinel.conf".to_owned()][..])
         );
+        // The readiness probe runs in the Sentinel container and authenticates too.
+        let sentinel_env = sentinel_pod.containers[0].env.as_ref().expect("env");
+        assert!(sentinel_env.iter().any(|e| e.name == ENV_REDISCLI_AUTH));
+    }
+
+    /// A set whose Pod template carries `hash` and whose status says whether its roll is done.
+    fn running_set(name: &str, hash: Option<&str>, rolled: bool) -> StatefulSet {
+        let mut set = StatefulSet::default();
+        set.metadata.name = Some(name.to_owned());
+        set.metadata.generation = Some(2);
+        set.spec.template.metadata = Some(ObjectMeta {
+            annotations: Some(template_annotations("c", hash)),
+            ..Default::default()
+        });
+        set.status = Some(k8s_openapi::api::apps::v1::StatefulSetStatus {
+            observed_generation: Some(2),
+            replicas: 3,
+            updated_replicas: Some(if rolled { 3 } else { 1 }),
+            ..Default::default()
+        });
+        set
+    }
+
+    #[test]
+    fn the_sentinels_follow_a_password_change_once_every_redis_pod_runs_it() {
+        let sentinels_on = |hash| running_set("cache-sentinel", hash, true);
+        // First creation: nothing to wait for.
+        assert_eq!(sentinel_auth_hash(Some("new"), None, None).as_deref(), Some("new"));
+        // A rotation: held at the old password while the Redis Pods roll, then released.
+        let old_sentinels = sentinels_on(Some("old"));
+        let cases = [
+            (running_set("cache", Some("old"), true), Some("old")),
+            (running_set("cache", Some("new"), false), Some("old")),
+            (running_set("cache", Some("new"), true), Some("new")),
+        ];
+        for (redis, expected) in cases {
+            assert_eq!(
+                sentinel_auth_hash(Some("new"), Some(&redis), Some(&old_sentinels)).as_deref(),
+                expected
+            );
+        }
+        // spec.auth set on a running set: the Sentinels get no password before the Redis Pods.
+        let open = sentinels_on(None);
+        let rolling = running_set("cache", Some("new"), false);
+        assert_eq!(sentinel_auth_hash(Some("new"), Some(&rolling), Some(&open)), None);
+        let rha = rha(SAMPLE);
+        let owner = owner();
+        let held = Inputs {
+            sentinel_auth_hash: None,
+            ..sample_inputs(&owner)
+        };
+        let children = build_children(&rha, held).expect("builds");
+        let sentinel_pod = set(&children, "cache-sentinel")
+            .spec
+            .template
+            .spec
+            .clone()
+            .expect("pod");
+        let init = &sentinel_pod.init_containers.as_ref().expect("init")[0];
+        assert!(
+            !init.env.as_ref().expect("env").iter().any(|e| e.name == ENV_PASSWORD),
+            "no password for the Sentinels yet"
+        );
+        assert!(
+            set(&children, "cache")
+                .spec
+                .template
+                .spec
+                .as_ref()
+                .expect("pod")
+                .containers[0]
+                .env
+                .as_ref()
+                .expect("env")
+                .iter()
+                .any(|e| e.name == ENV_PASSWORD),
+            "the Redis Pods roll to the password first"
+        );
     }
 
     #[test]
@@ -1328,6 +1446,7 @@ spec:
         );
         let unread = Inputs {
             auth_hash: None,
+            sentinel_auth_hash: None,
             redis_replicas: 3,
             recorded_master: None,
             ..inputs
@@ -1426,6 +1545,7 @@ spec:
         assert_eq!(check_auth_kept(&without, None), Ok(()), "nothing runs yet");
         let no_auth_inputs = Inputs {
             auth_hash: None,
+            sentinel_auth_hash: None,
             ..inputs
         };
         let plain = build_children(&without, no_auth_inputs).expect("builds");

@@ -229,7 +229,10 @@ pub enum ConfigError {
     InvalidName(String),
     #[error("spec.config.{0}: the value must be non-empty and on one line")]
     InvalidValue(String),
-    #[error("the password must be non-empty and contain no line breaks or other control characters")]
+    #[error(
+        "the password must be non-empty, on one line, without spaces, quotes or backslashes \
+         (Sentinel writes it unquoted into its own config file and could not start again)"
+    )]
     InvalidPassword,
     #[error("spec.config.{name}: {why}")]
     BreaksFailover { name: String, why: &'static str },
@@ -317,10 +320,13 @@ pub fn check_extra_config(config: &BTreeMap<String, String>) -> Result<(), Confi
     Ok(())
 }
 
-/// A password the scripts can write into a config file: one line, no control characters.
+/// A password Redis and Sentinel can keep in their config files. Sentinel rewrites its file with
+/// `auth-pass` and `sentinel-pass` unquoted, so a space splits the line and a quote or backslash
+/// changes it: Sentinel would refuse its own file at the next start.
 pub fn check_password(password: &[u8]) -> Result<(), ConfigError> {
+    let unsafe_char = |c: char| c.is_control() || c.is_whitespace() || ['"', '\'', '\\'].contains(&c);
     match std::str::from_utf8(password) {
-        Ok(text) if !text.is_empty() && !text.chars().any(char::is_control) => Ok(()),
+        Ok(text) if !text.is_empty() && !text.chars().any(unsafe_char) => Ok(()),
         _ => Err(ConfigError::InvalidPassword),
     }
 }
@@ -411,8 +417,9 @@ SENTINELS={sentinels}
 log() {{ echo "capstan: $*" >&2; }}
 # Every call is bounded: a Sentinel or Redis that does not answer must not hang a Pod.
 redis_cli() {{ timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
-# Sentinels take no password; redis-cli would send REDISCLI_AUTH to them otherwise.
-sentinel_cli() {{ env -u {auth_env} timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
+# The Sentinels take the set's password ({auth_env}), as Redis does. One still without a password
+# (spec.auth just set) refuses the AUTH, and redis-cli then runs the command without it.
+sentinel_cli() {{ timeout 3 redis-cli "$@" 2>/dev/null | tr -d '\r'; }}
 # "config-epoch host port" of the master each answering Sentinel names, one line each.
 sentinel_answers() {{
   printf '%s\n' "$SENTINELS" | while read -r s_host s_port; do
@@ -744,7 +751,14 @@ umask 077
 sed -e "s|@ANNOUNCE_HOST@|$ANNOUNCE_HOST|" -e "s|@MASTER_HOST@|$1|" -e "s|@MASTER_PORT@|$2|" \
   "$CONFIG_DIR/sentinel.conf" > "$CONF.tmp" || exit 1
 if [ -n "${{{password}:-}}" ]; then
-  echo "sentinel auth-pass $MASTER_SET $(conf_quote "${password}")" >> "$CONF.tmp" || exit 1
+  # The password Redis takes, required of every client and peer Sentinel too: without it
+  # anyone who reaches the Pod could fail the set over or point the Sentinels elsewhere.
+  quoted=$(conf_quote "${password}")
+  {{
+    echo "sentinel auth-pass $MASTER_SET $quoted"
+    echo "requirepass $quoted"
+    echo "sentinel sentinel-pass $quoted"
+  }} >> "$CONF.tmp" || exit 1
 fi
 mv "$CONF.tmp" "$CONF"
 "#,
@@ -963,8 +977,15 @@ mod tests {
     }
 
     #[test]
-    fn passwords_must_be_one_line() {
-        assert_eq!(check_password(b"s3cret with \"quotes\""), Ok(()));
+    fn passwords_must_survive_sentinels_config_rewrite() {
+        assert_eq!(
+            check_password(b"s3cret-with_symbols!@#$%^&*()=+[]{}<>?/.,;:~`|"),
+            Ok(())
+        );
+        assert_eq!(check_password(b"with space"), Err(ConfigError::InvalidPassword));
+        assert_eq!(check_password(b"with\"quote"), Err(ConfigError::InvalidPassword));
+        assert_eq!(check_password(b"with'quote"), Err(ConfigError::InvalidPassword));
+        assert_eq!(check_password(b"back\\slash"), Err(ConfigError::InvalidPassword));
         assert_eq!(check_password(b"pw\n"), Err(ConfigError::InvalidPassword));
         assert_eq!(check_password(b""), Err(ConfigError::InvalidPassword));
         assert_eq!(check_password(&[0xff, 0xfe]), Err(ConfigError::InvalidPassword));
@@ -1026,6 +1047,13 @@ mod tests {
         let init = sentinel_init_script(&r);
         assert!(init.contains(r#"ANNOUNCE_HOST="${POD_NAME}.cache-sentinel-headless.apps.svc.cluster.local""#));
         assert!(init.contains("'cache-0.cache-headless.apps.svc.cluster.local 6379'"));
+        for line in ["requirepass $quoted", "sentinel sentinel-pass $quoted"] {
+            assert!(init.contains(line), "the Sentinel requires the password: {line}");
+        }
+        assert!(
+            !start.contains("env -u"),
+            "the scripts send the password to the Sentinels"
+        );
         let domain = Rendering::for_redis_ha(&rha("{}"), "cache", "apps", "corp.example");
         assert!(redis_start_script(&domain).contains("cache-headless.apps.svc.corp.example"));
     }

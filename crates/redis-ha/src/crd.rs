@@ -63,8 +63,10 @@ pub struct RedisHASpec {
     /// RedisHA is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
-    /// The Secret holding the password of Redis (`requirepass`, `masterauth`) and of Sentinel's
-    /// `auth-pass`. No password when absent.
+    /// The Secret holding the password that Redis and the Sentinels require of every client
+    /// (and of each other: `masterauth`, Sentinel's `auth-pass` and `sentinel-pass`). No password
+    /// when absent. Changing the Secret rotates it live; removing `auth` from a running set is
+    /// refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
     /// Compute resources of the Redis container.
@@ -121,7 +123,8 @@ pub struct AuthSpec {
     /// Name of a Secret in the RedisHA's namespace.
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: String,
-    /// Key of the password in that Secret.
+    /// Key of the password in that Secret. The password is one line without spaces, quotes or
+    /// backslashes (Sentinel keeps it unquoted in its config file).
     #[serde(default = "default_auth_key")]
     #[schemars(length(min = 1, max = 253))]
     pub key: String,

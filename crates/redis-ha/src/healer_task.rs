@@ -234,7 +234,7 @@ impl Healer {
         };
         let regarding = rha.object_ref(&());
         let previous_password = self.shared.previous_password(&key);
-        let observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
+        let mut observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
         let mut rotated = false;
         if let Some(previous) = &previous_password {
             // The order matters: every Redis accepts the new password, then the Sentinels switch
@@ -269,7 +269,37 @@ impl Healer {
                     ),
                 }
             }
+            let sentinels_adopted = task
+                .leadership
+                .while_leader(redis_io::adopt_sentinel_password(cluster, previous.as_deref()))
+                .await?;
+            let mut sentinels_refusing = false;
+            for (pod, outcome) in sentinels_adopted {
+                match outcome {
+                    Ok(()) => {
+                        rotated = true;
+                        task.events.normal(
+                            &regarding,
+                            "PasswordRotated",
+                            "RotatePassword",
+                            format!("Sentinel {pod} accepts the new password until it restarts with it"),
+                        );
+                    }
+                    Err(error) => {
+                        sentinels_refusing = true;
+                        tracing::warn!(
+                            %namespace, %pod, %error,
+                            "a Sentinel refuses the new password and the previous one did not work"
+                        );
+                    }
+                }
+            }
+            if rotated {
+                // What refused the new password a moment ago answers now: decide on that.
+                observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
+            }
             if refusing.is_empty()
+                && !sentinels_refusing
                 && self.shared.sentinels_need(&key, &password)
                 && task
                     .leadership

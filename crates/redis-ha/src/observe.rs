@@ -116,9 +116,12 @@ impl Observer {
         let mut highest = 0;
         for ip in self.sentinel_ips().await {
             let endpoint = Endpoint::new(ip, SENTINEL_PORT);
-            let master = sentinel_master(Target::sentinel(&endpoint, Timeouts::default()), &self.name)
-                .await
-                .ok()??;
+            let master = sentinel_master(
+                Target::sentinel(&endpoint, self.password.as_deref(), Timeouts::default()),
+                &self.name,
+            )
+            .await
+            .ok()??;
             highest = highest.max(master.get("config-epoch")?.parse().ok()?);
         }
         Some(highest)
@@ -181,10 +184,13 @@ impl Observer {
         }
         for ip in self.sentinel_ips().await {
             let endpoint = Endpoint::new(ip.clone(), SENTINEL_PORT);
-            let named = sentinel_master_address(Target::sentinel(&endpoint, Timeouts::default()), &self.name)
-                .await
-                .map_err(|e| e.to_string())?
-                .map(|m| m.host);
+            let named = sentinel_master_address(
+                Target::sentinel(&endpoint, self.password.as_deref(), Timeouts::default()),
+                &self.name,
+            )
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|m| m.host);
             if named.as_deref() != Some(self.fqdn(&master).as_str()) {
                 return Err(format!("Sentinel {ip} names {named:?}"));
             }

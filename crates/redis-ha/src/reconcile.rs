@@ -267,10 +267,19 @@ impl Reconciler for RedisHAReconciler {
         // Held because no master is known yet and a Pod it would remove may hold data.
         let scale_down_held =
             (master_ordinal.is_none() && !rolling && redis_replicas > rha.spec.replicas).then_some(redis_replicas);
+        let stored_sentinels = self
+            .stateful_sets
+            .get(&ObjectRef::new(&sentinel_set(&name)).within(&namespace));
+        let sentinel_auth_hash = build::sentinel_auth_hash(
+            auth_hash.as_deref(),
+            stored_redis.as_deref(),
+            stored_sentinels.as_deref(),
+        );
         let inputs = Inputs {
             owner: &owner,
             cluster_domain: &self.shared.cluster_domain,
             auth_hash: auth_hash.as_deref(),
+            sentinel_auth_hash: sentinel_auth_hash.as_deref(),
             redis_replicas,
             recorded_master: verified_master.as_deref(),
         };

@@ -54,12 +54,15 @@ pub enum IoError {
     },
 }
 
-/// Where to send a command, with the password Redis requires (Sentinels take none).
+/// Where to send a command, with the password Redis or Sentinel requires.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub endpoint: &'a Endpoint,
     pub password: Option<&'a str>,
     pub timeouts: Timeouts,
+    /// A Sentinel that has no password yet (one started before `spec.auth` was set, until its
+    /// Pod is rolled) refuses `AUTH`: for a Sentinel that refusal means "connect without".
+    sentinel: bool,
 }
 
 impl<'a> Target<'a> {
@@ -68,12 +71,16 @@ impl<'a> Target<'a> {
             endpoint,
             password,
             timeouts,
+            sentinel: false,
         }
     }
 
-    /// A Sentinel: no password.
-    pub fn sentinel(endpoint: &'a Endpoint, timeouts: Timeouts) -> Self {
-        Self::new(endpoint, None, timeouts)
+    /// A Sentinel, which requires the set's password when `spec.auth` is set.
+    pub fn sentinel(endpoint: &'a Endpoint, password: Option<&'a str>, timeouts: Timeouts) -> Self {
+        Self {
+            sentinel: true,
+            ..Self::new(endpoint, password, timeouts)
+        }
     }
 
     fn redis_error(&self, what: &'static str) -> impl FnOnce(redis::RedisError) -> IoError + '_ {
@@ -93,12 +100,21 @@ impl<'a> Target<'a> {
     }
 
     async fn connect(&self, what: &'static str) -> Result<MultiplexedConnection, IoError> {
+        match self.connect_with(what, self.password).await {
+            Err(error) if self.sentinel && self.password.is_some() && is_no_password_configured(&error) => {
+                self.connect_with(what, None).await
+            }
+            connected => connected,
+        }
+    }
+
+    async fn connect_with(&self, what: &'static str, password: Option<&str>) -> Result<MultiplexedConnection, IoError> {
         let mut info = (self.endpoint.host.clone(), self.endpoint.port)
             .into_connection_info()
             .map_err(self.redis_error(what))?;
         // Redis 7.0 has no CLIENT SETINFO; do not send it.
         let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
-        if let Some(password) = self.password {
+        if let Some(password) = password {
             settings = settings.set_password(password);
         }
         info = info.set_redis_settings(settings);
@@ -532,10 +548,13 @@ pub async fn observe(cluster: Cluster<'_>) -> Observation {
         }
     }));
     let sentinels = futures::future::join_all(cluster.sentinels.iter().map(|member| async move {
-        let view = sentinel_view(Target::sentinel(&member.connect, cluster.timeouts), cluster.master_set)
-            .await
-            .inspect_err(|error| tracing::debug!(pod = %member.pod, %error, "Sentinel unreachable"))
-            .ok();
+        let view = sentinel_view(
+            Target::sentinel(&member.connect, cluster.password, cluster.timeouts),
+            cluster.master_set,
+        )
+        .await
+        .inspect_err(|error| tracing::debug!(pod = %member.pod, %error, "Sentinel unreachable"))
+        .ok();
         SentinelPod {
             pod: member.pod.clone(),
             view,
@@ -575,7 +594,7 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
             .sentinels
             .iter()
             .find(|m| m.pod == pod)
-            .map(|m| Target::sentinel(&m.connect, cluster.timeouts))
+            .map(|m| Target::sentinel(&m.connect, cluster.password, cluster.timeouts))
     };
     let unknown = |pod: &str| IoError::UnknownMember(pod.to_owned());
     match action {
@@ -625,6 +644,12 @@ pub async fn perform(action: &Action, cluster: Cluster<'_>) -> Result<Performed,
         }
     }
     Ok(Performed::Done)
+}
+
+/// Whether `AUTH` was refused while connecting. The client library does not keep the reason;
+/// a server with no password configured refuses it too, and then takes commands without one.
+fn is_no_password_configured(error: &IoError) -> bool {
+    matches!(error, IoError::Redis { source, .. } if source.kind() == redis::ErrorKind::AuthenticationFailed)
 }
 
 /// Whether Redis refused the password (`WRONGPASS`, `NOAUTH`).
@@ -732,17 +757,61 @@ pub async fn adopt_password<'a>(
     done
 }
 
-/// Tells every Sentinel the current password for the master set (`SENTINEL SET … auth-pass`);
-/// true when all answered.
+/// For each Sentinel that refuses the current password but takes `previous`: makes it accept the
+/// current one as well (`ACL SETUSER default on >new`), so Redis Pods not rolled yet, which send
+/// the previous one, and rolled ones, which send the new one, both reach it. The previous one
+/// stops working when the Sentinel Pods roll, after the Redis Pods. Returns what was done per Pod.
+pub async fn adopt_sentinel_password<'a>(
+    cluster: Cluster<'a>,
+    previous: Option<&'a str>,
+) -> Vec<(String, Result<(), IoError>)> {
+    let Some(new) = cluster.password else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for member in cluster.sentinels {
+        match ping(Target::sentinel(&member.connect, Some(new), cluster.timeouts)).await {
+            Err(error) if is_auth_refused(&error) => {}
+            _ => continue,
+        }
+        let outcome: Result<(), IoError> = Target::sentinel(&member.connect, previous, cluster.timeouts)
+            .query(
+                "ACL SETUSER",
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg("default")
+                    .arg("on")
+                    .arg(format!(">{new}"))
+                    .clone(),
+            )
+            .await;
+        done.push((member.pod.clone(), outcome));
+    }
+    done
+}
+
+/// Tells every Sentinel the current password: for the master set (`SENTINEL SET … auth-pass`)
+/// and for its peers (`SENTINEL CONFIG SET sentinel-pass`, after which it reopens its links to
+/// them); true when all answered.
 pub async fn tell_sentinels_password(cluster: Cluster<'_>) -> bool {
     let password = cluster.password.unwrap_or_default().to_owned();
     let told = futures::future::join_all(cluster.sentinels.iter().map(|member| {
         let password = password.clone();
         async move {
-            sentinel_set(
-                Target::sentinel(&member.connect, cluster.timeouts),
-                cluster.master_set,
-                &[("auth-pass", password)],
+            let target = Target::sentinel(&member.connect, cluster.password, cluster.timeouts);
+            sentinel_set(target, cluster.master_set, &[("auth-pass", password.clone())]).await?;
+            if password.is_empty() {
+                return Ok(());
+            }
+            sentinel_ok(
+                target,
+                "SENTINEL CONFIG SET",
+                redis::cmd("SENTINEL")
+                    .arg("CONFIG")
+                    .arg("SET")
+                    .arg("sentinel-pass")
+                    .arg(&password)
+                    .clone(),
             )
             .await
         }
@@ -865,7 +934,7 @@ pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[Str
     let hosts: Vec<&str> = avoided.iter().map(|m| m.announced.host.as_str()).collect();
     let hosts = &hosts;
     let seen = futures::future::join_all(cluster.sentinels.iter().map(|m| async move {
-        let sentinel = Target::sentinel(&m.connect, cluster.timeouts);
+        let sentinel = Target::sentinel(&m.connect, cluster.password, cluster.timeouts);
         (hosts.is_empty()
             || sentinel_sees_priority_zero(sentinel, cluster.master_set, hosts, PRIORITY_SEEN_WITHIN).await)
             .then_some(m)
@@ -913,7 +982,12 @@ pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[Str
     }
     let mut last = None;
     for member in askable {
-        match sentinel_failover(Target::sentinel(&member.connect, cluster.timeouts), cluster.master_set).await {
+        match sentinel_failover(
+            Target::sentinel(&member.connect, cluster.password, cluster.timeouts),
+            cluster.master_set,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(error) => last = Some(error),
         }

@@ -173,16 +173,17 @@ async fn acknowledged_write(connection: &mut MultiplexedConnection, key: &str, n
 }
 
 /// The master a Sentinel-aware client would write to now: the first Sentinel that names one,
-/// its announced host resolved through `dns`.
+/// its announced host resolved through `dns`. The Sentinels take the set's password.
 async fn master_from_sentinels(
     sentinels: &[SocketAddr],
     master_set: &str,
     dns: SocketAddr,
+    password: Option<&str>,
 ) -> Result<SocketAddr, String> {
     let mut last = "no Sentinel".to_owned();
     for sentinel in sentinels {
         let endpoint = crate::config::Endpoint::new(sentinel.ip().to_string(), sentinel.port());
-        let target = crate::redis_io::Target::sentinel(&endpoint, crate::redis_io::Timeouts::default());
+        let target = crate::redis_io::Target::sentinel(&endpoint, password, crate::redis_io::Timeouts::default());
         match crate::redis_io::sentinel_master_address(target, master_set).await {
             Ok(Some(master)) => {
                 let ip = resolve(&master.host, dns).await?;
@@ -256,7 +257,7 @@ async fn write_loop(
         let key = format!("{prefix}:{n}");
         let result = match connection.as_mut() {
             Some(connection) => acknowledged_write(connection, &key, n).await,
-            None => match route_to(&route).await {
+            None => match route_to(&route, password.as_deref()).await {
                 Err(error) => Err(error),
                 Ok(address) => match connect(address, password.as_deref()).await {
                     Ok(mut fresh) => {
@@ -284,14 +285,14 @@ async fn write_loop(
     }
 }
 
-async fn route_to(route: &Route) -> Result<SocketAddr, String> {
+async fn route_to(route: &Route, password: Option<&str>) -> Result<SocketAddr, String> {
     match route {
         Route::Service(address) => Ok(*address),
         Route::Sentinels {
             sentinels,
             master_set,
             dns,
-        } => master_from_sentinels(sentinels, master_set, *dns).await,
+        } => master_from_sentinels(sentinels, master_set, *dns, password).await,
     }
 }
 

@@ -182,6 +182,7 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
             owner: &owner,
             cluster_domain: "cluster.local",
             auth_hash: Some("0123456789abcdef"),
+            sentinel_auth_hash: Some("0123456789abcdef"),
             redis_replicas: created.spec.replicas,
             recorded_master: None,
         },

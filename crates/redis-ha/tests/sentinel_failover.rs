@@ -20,7 +20,7 @@ use capstan_redis_ha::{
 
 const MASTER_SET: &str = "itest";
 /// With a space and quotes, so the scripts' quoting is exercised.
-const PASSWORD: &str = "s3cret \"quoted\" pass";
+const PASSWORD: &str = "s3cret-$ymbols!pass#1";
 
 /// Every process this test started; killed (SIGKILL) and reaped on drop, also on panic, when the
 /// logs are printed for diagnosis.
@@ -329,7 +329,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     );
 
     // The listing calls and an unknown master set, as Sentinel answers them.
-    let s0 = Target::sentinel(&sentinels[0].connect, Timeouts::default());
+    let s0 = Target::sentinel(&sentinels[0].connect, Some(PASSWORD), Timeouts::default());
     let replicas = redis_io::sentinel_replicas(s0, MASTER_SET)
         .await
         .expect("SENTINEL REPLICAS");
@@ -382,8 +382,11 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // Sentinel refuses (NOGOODSLAVE) until it has seen the replicas' INFO, which a loaded
     // machine may delay: ask again for a while.
     let asked = Instant::now();
-    while let Err(error) =
-        redis_io::sentinel_failover(Target::sentinel(&sentinels[1].connect, Timeouts::default()), MASTER_SET).await
+    while let Err(error) = redis_io::sentinel_failover(
+        Target::sentinel(&sentinels[1].connect, Some(PASSWORD), Timeouts::default()),
+        MASTER_SET,
+    )
+    .await
     {
         assert!(
             asked.elapsed() < Duration::from_secs(30),
@@ -525,7 +528,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         .announced
         .clone();
     redis_io::sentinel_remonitor(
-        Target::sentinel(&sentinels[2].connect, Timeouts::default()),
+        Target::sentinel(&sentinels[2].connect, Some(PASSWORD), Timeouts::default()),
         MASTER_SET,
         &wrong,
         2,
@@ -542,10 +545,12 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     };
     assert!(plan.actions.contains(&fix), "{plan:#?}");
     perform_all(&plan, cluster).await;
-    let named =
-        redis_io::sentinel_master_address(Target::sentinel(&sentinels[2].connect, Timeouts::default()), MASTER_SET)
-            .await
-            .expect("GET-MASTER-ADDR-BY-NAME");
+    let named = redis_io::sentinel_master_address(
+        Target::sentinel(&sentinels[2].connect, Some(PASSWORD), Timeouts::default()),
+        MASTER_SET,
+    )
+    .await
+    .expect("GET-MASTER-ADDR-BY-NAME");
     assert_eq!(named.as_ref(), Some(&final_address));
     wait_for(
         "healed: one master, Sentinels agree again",
@@ -560,16 +565,43 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // is answered -NOAUTH. Sentinel authenticates a link only when it opens it, so once a Redis
     // accepts the new password (`adopt_password`) its Sentinel links must be dropped; otherwise
     // each Sentinel logs +sdown for every healthy Redis after down-after (3 s here).
-    const NEW_PASSWORD: &str = "rotated \"password\"";
+    const NEW_PASSWORD: &str = "rotated-pa$$word";
     let rotated = Cluster {
         password: Some(NEW_PASSWORD),
         ..cluster
     };
     let sentinel_log = |i: usize| fs::read_to_string(temp.path().join(format!("sentinel-{i}.log"))).unwrap_or_default();
     let logged_before: Vec<usize> = (0..3).map(|i| sentinel_log(i).len()).collect();
+    // The Sentinels take the set's password from clients and peers alike: nothing without it.
+    let anonymous = redis_io::sentinel_failover(
+        Target::sentinel(&sentinels[0].connect, None, Timeouts::default()),
+        MASTER_SET,
+    )
+    .await;
+    assert!(
+        anonymous.as_ref().is_err_and(redis_io::is_auth_refused),
+        "SENTINEL FAILOVER without the password is refused: {anonymous:?}"
+    );
+    let adopted = redis_io::adopt_sentinel_password(rotated, Some(PASSWORD)).await;
+    assert!(
+        adopted.len() == 3 && adopted.iter().all(|(_, outcome)| outcome.is_ok()),
+        "each Sentinel refused the new password, then took it: {adopted:?}"
+    );
+    for password in [PASSWORD, NEW_PASSWORD] {
+        let answered = redis_io::ping(Target::sentinel(
+            &sentinels[0].connect,
+            Some(password),
+            Timeouts::default(),
+        ))
+        .await;
+        assert!(
+            answered.is_ok(),
+            "until it restarts a Sentinel takes both passwords: {answered:?}"
+        );
+    }
     assert!(
         redis_io::tell_sentinels_password(rotated).await,
-        "every Sentinel takes the new auth-pass"
+        "every Sentinel takes the new auth-pass and sentinel-pass"
     );
     // Sentinel reconnects within a tick (100 ms): its new links are refused from here on.
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -309,6 +309,7 @@ fn build(rha: &RedisHA) -> anyhow::Result<Children> {
         owner: &owner,
         cluster_domain: CLUSTER_DOMAIN,
         auth_hash: None,
+        sentinel_auth_hash: None,
         redis_replicas: rha.spec.replicas,
         recorded_master: None,
     };
