@@ -55,9 +55,10 @@ const PLANNED_PAUSE: Duration = Duration::from_secs(30);
 /// How long the master stays frozen: well over down-after, so the Sentinels fail over, and the
 /// stale master then wakes up believing it is still master.
 const MASTER_FROZEN_FOR: Duration = Duration::from_secs(12);
-/// How long a replica stays frozen during a roll's planned failover: over the operator's
-/// catch-up window, under down-after (the Sentinels must not judge it).
+/// How long a replica stays frozen during a roll's planned failover: at least over the
+/// operator's catch-up window, and until the failover attempt met it, within the second bound.
 const REPLICA_FROZEN_FOR: Duration = Duration::from_secs(3);
+const REPLICA_FROZEN_AT_MOST: Duration = Duration::from_secs(30);
 /// The uid the manager runs under, so its packets alone can be dropped.
 const CUT_OFF_UID: u32 = 47_110;
 /// How long the operator stays cut off: well over down-after and several of its passes.
@@ -302,6 +303,30 @@ impl Fixture {
         lines.next().map(str::to_owned)
     }
 
+    /// SIGSTOP or SIGCONT to a Pod's redis-server; a stop is checked to have taken (the
+    /// process stopped), so a row never runs against a Redis that was not frozen.
+    async fn signal_redis(&self, pod: &str, signal: i32) {
+        self.node
+            .kill_container(&self.ns, pod, "redis", signal)
+            .await
+            .unwrap_or_else(|e| panic!("signal {signal} to {pod}'s redis-server: {e}"));
+        if signal != SIGSTOP {
+            return;
+        }
+        let pid = self.node.container_pid(&self.ns, pod, "redis").expect("a pid");
+        let state = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()))
+        };
+        eventually(
+            &format!("{pod}'s redis-server (pid {pid}) stopped"),
+            Duration::from_secs(5),
+            || async { (state().as_deref() == Some("T")).then_some(()) },
+        )
+        .await;
+    }
+
     /// Where each Sentinel's log ends now (see [`Self::print_failover_events`]).
     fn sentinel_log_mark(&self) -> Vec<(std::path::PathBuf, usize)> {
         (0..3)
@@ -500,17 +525,18 @@ struct Row {
 struct FaultMatrix {
     clients: Vec<&'static str>,
     rows: Vec<Row>,
+    printed: bool,
 }
 
 impl FaultMatrix {
     fn table(&self) -> String {
         let mut out = format!("{:<38} {:>7}", "fault", "took");
         for client in &self.clients {
-            out.push_str(&format!(" | {:^28}", client));
+            out.push_str(&format!(" | {:^29}", client));
         }
         out.push_str(&format!("\n{:<38} {:>7}", "", ""));
         for _ in &self.clients {
-            out.push_str(&format!(" | {:>6} {:>5} {:>15}", "acked", "lost", "outage"));
+            out.push_str(&format!(" | {:>6} {:>5} {:>16}", "acked", "lost", "outage"));
         }
         for row in &self.rows {
             out.push_str(&format!("\n{:<38} {:>6.0}s", row.fault.name(), row.took.as_secs_f64()));
@@ -520,7 +546,7 @@ impl FaultMatrix {
                     Some(bound) => format!("{outage} (<= {}s)", bound.as_secs()),
                     None => format!("{outage} (n/a)"),
                 };
-                out.push_str(&format!(" | {:>6} {:>5} {:>15}", cell.acknowledged, cell.lost, outage));
+                out.push_str(&format!(" | {:>6} {:>5} {:>16}", cell.acknowledged, cell.lost, outage));
             }
         }
         out
@@ -550,6 +576,15 @@ impl FaultMatrix {
             }
         }
         violations
+    }
+}
+
+impl Drop for FaultMatrix {
+    fn drop(&mut self) {
+        // A row that failed ends the test: the rows before it still say what the clients saw.
+        if std::thread::panicking() && !self.printed {
+            eprintln!("\nThe fault matrix up to the failure:\n{}", self.table());
+        }
     }
 }
 
@@ -789,15 +824,9 @@ impl Run {
         let f = &self.f;
         let old = self.state.master.clone();
         let fault = Instant::now();
-        f.node
-            .kill_container(&f.ns, &old, "redis", SIGSTOP)
-            .await
-            .expect("SIGSTOP the master's redis-server");
+        f.signal_redis(&old, SIGSTOP).await;
         tokio::time::sleep(MASTER_FROZEN_FOR).await;
-        f.node
-            .kill_container(&f.ns, &old, "redis", SIGCONT)
-            .await
-            .expect("SIGCONT the master's redis-server");
+        f.signal_redis(&old, SIGCONT).await;
         eprintln!("the master thawed after {:?}", fault.elapsed());
         f.new_master_routed(&old).await;
         let after = f.converged("master thawed", 3).await;
@@ -894,10 +923,10 @@ impl Run {
 
     /// A spec change rolls the Pods (replicas first, one planned failover, the old master); once
     /// the roll reaches the master (the operator's next step is the failover, by its own
-    /// `rollout_step`), a replica is frozen for a few seconds, as a stalled node. The operator
-    /// cannot verify that replica has caught up and Sentinel might promote it from a stale
-    /// offset, so an attempt meanwhile is abandoned before Sentinel is asked; after the thaw the
-    /// roll fails over once and nothing is lost.
+    /// `rollout_step`), a replica is frozen, as a stalled node, until the failover attempt met
+    /// it. The operator cannot verify that replica has caught up and Sentinel might promote it
+    /// from a stale offset, so the attempt is abandoned before Sentinel is asked; after the thaw
+    /// the roll fails over once and nothing is lost.
     async fn replica_frozen_during_roll(&mut self, mark: &[(std::path::PathBuf, usize)]) -> Instant {
         let f = &self.f;
         let master = self.state.master.clone();
@@ -907,6 +936,8 @@ impl Run {
         f.patch_spec(serde_json::json!({"config": {"maxmemory": "88mb"}})).await;
         let frozen = eventually("the roll reaches the master", CONVERGE * 2, || async {
             let rha = f.rhas.get(NAME).await.ok()?;
+            // Once the failover happened, the step would still name the old master's Pod.
+            (rha.status.as_ref()?.master.as_deref() == Some(master.as_str())).then_some(())?;
             let set = sets.get(NAME).await.ok()?;
             let pods = f.redis_pods().await;
             match rollout_step(&rha, &set, &pods, Some(&master)) {
@@ -917,29 +948,36 @@ impl Run {
             }
         })
         .await;
-        f.node
-            .kill_container(&f.ns, &frozen, "redis", SIGSTOP)
-            .await
-            .expect("SIGSTOP a replica");
+        f.signal_redis(&frozen, SIGSTOP).await;
         let fault = Instant::now();
-        tokio::time::sleep(REPLICA_FROZEN_FOR).await;
-        f.node
-            .kill_container(&f.ns, &frozen, "redis", SIGCONT)
-            .await
-            .expect("SIGCONT the replica");
-        let failovers_while_frozen = f.failovers_since(mark);
-        let refused_while_frozen = f.events("PlannedFailoverFailed").await.len() - refused_before;
+        // The operator fails over only once the Sentinels know every replica, seconds after the
+        // step is due: the replica stays frozen until the attempt met it (abandoned, naming it)
+        // or went through, so the freeze spans the planned failover whatever the operator's pace.
+        let abandoned = format!("abandoned: {frozen}:");
+        let met = eventually(
+            &format!("the roll's planned failover met the frozen {frozen}"),
+            REPLICA_FROZEN_AT_MOST,
+            || async {
+                if fault.elapsed() < REPLICA_FROZEN_FOR {
+                    return None;
+                }
+                let refused = f.events("PlannedFailoverFailed").await;
+                if let Some(message) = refused.iter().skip(refused_before).find(|m| m.contains(&abandoned)) {
+                    return Some(format!("the attempt was abandoned: {message}"));
+                }
+                (f.failovers_since(mark) > 0).then(|| "the failover went through".to_owned())
+            },
+        )
+        .await;
+        f.signal_redis(&frozen, SIGCONT).await;
         eprintln!(
-            "{frozen} frozen {:?} when the roll reached {master}: {refused_while_frozen} planned failover attempt(s) abandoned meanwhile, {failovers_while_frozen} failover(s) done meanwhile",
+            "{frozen} frozen {:?} from when the roll reached {master}: {met}",
             fault.elapsed()
         );
         f.every_redis_pod_rolled(&before, 3).await;
         let after = f.converged("rolled past a frozen replica", 3).await;
         assert_ne!(after.master, master, "the roll moved the master off its outdated Pod");
         assert_eq!(f.failovers_since(mark), 1, "the roll fails over exactly once (planned)");
-        for message in f.events("PlannedFailoverFailed").await.iter().skip(refused_before) {
-            eprintln!("  abandoned: {message}");
-        }
         self.state = after;
         fault
     }
@@ -1286,10 +1324,7 @@ impl Run {
         )
         .await;
         let lagging = format!("{NAME}-0");
-        f.node
-            .kill_container(&f.ns, &lagging, "redis", SIGSTOP)
-            .await
-            .expect("SIGSTOP ordinal 0's redis-server");
+        f.signal_redis(&lagging, SIGSTOP).await;
         let frozen = Instant::now();
         eventually(
             "writes acknowledged while ordinal 0 is frozen",
@@ -1404,6 +1439,7 @@ async fn a_redis_ha_keeps_every_acknowledged_write_of_both_clients_through_the_f
         matrix: FaultMatrix {
             clients: vec!["master Service", "Sentinel-aware"],
             rows: Vec::new(),
+            printed: false,
         },
     };
     eventually(
@@ -1425,7 +1461,7 @@ async fn a_redis_ha_keeps_every_acknowledged_write_of_both_clients_through_the_f
     let Run {
         clients,
         manager,
-        matrix,
+        mut matrix,
         ..
     } = run;
     let mut total = Vec::new();
@@ -1453,6 +1489,7 @@ async fn a_redis_ha_keeps_every_acknowledged_write_of_both_clients_through_the_f
         matrix.table(),
         total.join("\n")
     );
+    matrix.printed = true;
     let violations = matrix.violations();
     assert!(violations.is_empty(), "broken promises:\n{}", violations.join("\n"));
     if let Some(running) = manager {
