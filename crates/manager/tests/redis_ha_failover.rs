@@ -21,7 +21,7 @@ use capstan_redis_ha::{
     observe::{Converged, Observer, pod_ip},
     redis_io::{
         Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
-        sentinel_sees_priority_zero,
+        sentinel_master, sentinel_monitor, sentinel_sees_priority_zero, sentinel_set,
     },
     write_probe::{ProbeLog, Route, WriteProbe, count_existing},
 };
@@ -87,11 +87,12 @@ enum Fault {
     ScaleToOneRollAndBack,
     RollWithImmutableConfig,
     PasswordRotation,
+    SentinelCommandsWithoutPassword,
     FullRestartWithStorage,
 }
 
 impl Fault {
-    const MATRIX: [Fault; 12] = [
+    const MATRIX: [Fault; 13] = [
         Fault::MasterPodDeleted,
         Fault::MasterKilled,
         Fault::MasterCutOff,
@@ -103,6 +104,7 @@ impl Fault {
         Fault::ScaleToOneRollAndBack,
         Fault::RollWithImmutableConfig,
         Fault::PasswordRotation,
+        Fault::SentinelCommandsWithoutPassword,
         Fault::FullRestartWithStorage,
     ];
 
@@ -119,6 +121,7 @@ impl Fault {
             Fault::ScaleToOneRollAndBack => "scale 3 -> 1, roll at 1, back to 3",
             Fault::RollWithImmutableConfig => "roll with immutable config",
             Fault::PasswordRotation => "password rotation",
+            Fault::SentinelCommandsWithoutPassword => "Sentinel commands without the password",
             Fault::FullRestartWithStorage => "full restart with storage",
         }
     }
@@ -687,6 +690,7 @@ impl Run {
             Fault::ScaleToOneRollAndBack => self.scale_to_one_roll_and_back().await,
             Fault::RollWithImmutableConfig => self.roll_with_immutable_config(&mark).await,
             Fault::PasswordRotation => self.password_rotation(&mark).await,
+            Fault::SentinelCommandsWithoutPassword => self.sentinel_commands_without_password(&mark).await,
             Fault::FullRestartWithStorage => self.full_restart_with_storage().await,
         };
         self.f.print_failover_events(name, &mark);
@@ -1280,7 +1284,7 @@ impl Run {
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let after = self.f.converged("password rotated", 3).await;
+        self.f.converged("password rotated", 3).await;
         // A recreated Sentinel's log starts after the switch, so this bounds the count rather
         // than pins it.
         assert!(
@@ -1296,6 +1300,81 @@ impl Run {
                 pod.name_any()
             );
         }
+        // The Sentinel Pods roll last, once every Redis Pod runs the new password: then no
+        // Sentinel takes the old one any more.
+        let started = Instant::now();
+        loop {
+            self.follow_sentinels().await;
+            let sentinels = self.f.sentinel_addresses().await;
+            let mut rotated = sentinels.len() == 3;
+            for address in &sentinels {
+                let endpoint = Endpoint::new(address.ip().to_string(), address.port());
+                let old = ping(Target::sentinel(&endpoint, Some(PASSWORD), Timeouts::default())).await;
+                let new = ping(self.f.sentinel_target(&endpoint)).await;
+                rotated &= old.as_ref().is_err_and(is_auth_refused) && new.is_ok();
+            }
+            if rotated {
+                eprintln!(
+                    "every Sentinel refuses the old password {:?} after the Redis Pods rolled",
+                    started.elapsed()
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < CONVERGE * 2,
+                "every Sentinel refuses the old password and takes the new one: not within {:?}",
+                CONVERGE * 2
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        self.state = self.f.converged("Sentinels rolled to the new password", 3).await;
+        fault
+    }
+
+    /// Anyone who reaches a Sentinel Pod without the password (or with the old one): refused
+    /// (NOAUTH / WRONGPASS) to fail the set over, change its timings or monitor an address of
+    /// their choosing; the set keeps its master, epoch and timings.
+    async fn sentinel_commands_without_password(&mut self, mark: &[(std::path::PathBuf, usize)]) -> Instant {
+        let fault = Instant::now();
+        let before = self.state.clone();
+        let decoy = Endpoint::new("10.255.255.1", REDIS_PORT);
+        let sentinels = self.f.sentinel_addresses().await;
+        assert_eq!(sentinels.len(), 3, "three Sentinels");
+        for address in &sentinels {
+            let endpoint = Endpoint::new(address.ip().to_string(), address.port());
+            for password in [None, Some(PASSWORD)] {
+                let rogue = Target::sentinel(&endpoint, password, Timeouts::default());
+                let failover = sentinel_failover(rogue, NAME).await;
+                let timings = sentinel_set(rogue, NAME, &[("down-after-milliseconds", "1".to_owned())]).await;
+                let monitor = sentinel_monitor(rogue, "rogue", &decoy, 1).await;
+                for (what, answer) in [("FAILOVER", failover), ("SET", timings), ("MONITOR", monitor)] {
+                    assert!(
+                        answer.as_ref().is_err_and(is_auth_refused),
+                        "{address}: SENTINEL {what} with password {password:?} is refused: {answer:?}"
+                    );
+                }
+            }
+            let master = sentinel_master(self.f.sentinel_target(&endpoint), NAME)
+                .await
+                .expect("SENTINEL MASTER with the password")
+                .expect("the set is monitored");
+            assert_eq!(
+                master.get("down-after-milliseconds").map(String::as_str),
+                Some("4000"),
+                "{address}: the timings are unchanged"
+            );
+            let rogue = sentinel_master(self.f.sentinel_target(&endpoint), "rogue")
+                .await
+                .expect("SENTINEL MASTER rogue");
+            assert!(rogue.is_none(), "{address}: no rogue master set: {rogue:?}");
+        }
+        let after = self.f.converged("after the refused Sentinel commands", 3).await;
+        assert_eq!(
+            (&after.master, after.epoch),
+            (&before.master, before.epoch),
+            "no failover"
+        );
+        assert_eq!(self.f.failovers_since(mark), 0, "no failover logged");
         self.state = after;
         fault
     }
