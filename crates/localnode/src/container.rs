@@ -1,24 +1,23 @@
 //! What a container runs and how it is started: the image table (which host binary stands in for
-//! an image, and what it adds to the Pod's root), the environment (`env`, `envFrom`, `$(VAR)` expansion) and the process itself, a host
+//! an image, and what it adds to the Pod's root), the environment (`env`, `envFrom`, `$(VAR)`
+//! expansion), the user, groups and confinement its Pod asks for, and the process itself, a host
 //! process placed into the Pod's namespaces and root by `nsenter`, with its user set by `setpriv`.
 
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     process::Stdio,
 };
 
-use k8s_openapi::{
-    ByteString,
-    api::core::v1::{ConfigMap, Container, EnvVar, Pod, Secret},
-};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::Client;
 use tokio::process::Command;
 
 use crate::{
+    pod_data,
     prerequisites::which,
-    sandbox::{RootDir, RootFile},
-    security::Confinement,
+    sandbox::{RootDir, RootFile, Sandbox},
+    security::{self, Confinement},
+    status::WaitingReason,
 };
 
 /// The official redis image's uid and gid (`redis`); the entrypoint drops to it from root.
@@ -245,37 +244,128 @@ pub fn expand(input: &str, env: &[(String, String)]) -> String {
     out
 }
 
-/// The value of a `fieldRef`/downward API path for this Pod.
-pub fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Option<String> {
-    let meta = &pod.metadata;
-    let spec = pod.spec.as_ref();
-    let map_entry = |map: Option<&BTreeMap<String, String>>, prefix: &str| {
-        let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
-        Some(map.and_then(|m| m.get(key)).cloned().unwrap_or_default())
-    };
-    match path {
-        "metadata.name" => meta.name.clone(),
-        "metadata.namespace" => meta.namespace.clone(),
-        "metadata.uid" => meta.uid.clone(),
-        "metadata.labels" => Some(format_map(meta.labels.as_ref())),
-        "metadata.annotations" => Some(format_map(meta.annotations.as_ref())),
-        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
-        "spec.serviceAccountName" => spec.and_then(|s| s.service_account_name.clone()),
-        "status.hostIP" | "status.hostIPs" => Some(host_ip.to_owned()),
-        "status.podIP" | "status.podIPs" => Some(pod_ip.to_owned()),
-        _ => map_entry(meta.labels.as_ref(), "metadata.labels['")
-            .or_else(|| map_entry(meta.annotations.as_ref(), "metadata.annotations['")),
-    }
+/// What [`prepare`] needs besides the container: its Pod, the Pod's sandbox and what the node
+/// decides.
+pub struct ContainerContext<'a> {
+    pub client: &'a Client,
+    pub pod: &'a Pod,
+    pub sandbox: &'a Sandbox,
+    /// The node's image table ([`crate::LocalNodeConfig::images`]).
+    pub images: &'a [(String, PathBuf)],
+    pub allow_privileged: bool,
+    pub hostname: String,
+    pub host_ip: String,
+    /// The `kubernetes` Service's address, once known, for KUBERNETES_SERVICE_HOST.
+    pub kubernetes_ip: Option<String>,
 }
 
-/// The downward API's `key="value"` lines, sorted by key.
-fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter().flatten().map(|(k, v)| format!("{k}={v:?}\n")).collect()
+/// The command and process settings of a container, or the Waiting reason and message.
+pub async fn prepare(
+    ctx: &ContainerContext<'_>,
+    c: &Container,
+) -> Result<(ProcessSpec, Vec<String>), (WaitingReason, String)> {
+    let image_ref = c.image.clone().unwrap_or_default();
+    let image = classify(&image_ref, ctx.images);
+    let spec = ctx.pod.spec.clone().unwrap_or_default();
+    let pod_sc = spec.security_context.clone().unwrap_or_default();
+    let sc = c.security_context.clone().unwrap_or_default();
+    let pod_ip = ctx.sandbox.network.ip.to_string();
+
+    let mut base = vec![
+        ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
+        ("HOSTNAME".to_owned(), ctx.hostname.clone()),
+    ];
+    if let Some(ip) = ctx.kubernetes_ip.clone() {
+        base.extend([
+            ("KUBERNETES_SERVICE_HOST".to_owned(), ip.clone()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
+            ("KUBERNETES_SERVICE_PORT_HTTPS".to_owned(), "443".to_owned()),
+            ("KUBERNETES_PORT".to_owned(), format!("tcp://{ip}:443")),
+            ("KUBERNETES_PORT_443_TCP".to_owned(), format!("tcp://{ip}:443")),
+            ("KUBERNETES_PORT_443_TCP_PROTO".to_owned(), "tcp".to_owned()),
+            ("KUBERNETES_PORT_443_TCP_PORT".to_owned(), "443".to_owned()),
+            ("KUBERNETES_PORT_443_TCP_ADDR".to_owned(), ip),
+        ]);
+    }
+    let env = environment(ctx.client, ctx.pod, c, base, &pod_ip, &ctx.host_ip)
+        .await
+        .map_err(|m| (WaitingReason::CreateContainerConfigError, m))?;
+    let command: Vec<String> = c.command.iter().flatten().map(|s| expand(s, &env)).collect();
+    let args: Vec<String> = c.args.iter().flatten().map(|s| expand(s, &env)).collect();
+    let resolved =
+        resolve(&image, &image_ref, &command, &args).map_err(|m| (WaitingReason::CreateContainerError, m))?;
+
+    let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    let uid = to_u32(sc.run_as_user.or(pod_sc.run_as_user))
+        .or(resolved.default_user.map(|u| u.0))
+        .unwrap_or(0);
+    let gid = to_u32(sc.run_as_group.or(pod_sc.run_as_group))
+        .or(resolved.default_user.map(|u| u.1))
+        .unwrap_or(0);
+    if sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true) && uid == 0 {
+        return Err((
+            WaitingReason::CreateContainerConfigError,
+            "container has runAsNonRoot and image will run as root".to_owned(),
+        ));
+    }
+    let apparmor_annotation = ctx
+        .pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(&format!("{}{}", security::APPARMOR_ANNOTATION_PREFIX, c.name)));
+    let confinement = security::confinement(
+        spec.security_context.as_ref(),
+        c.security_context.as_ref(),
+        apparmor_annotation.map(String::as_str),
+        ctx.allow_privileged,
+    )
+    .map_err(|r| (WaitingReason::CreateContainerConfigError, r.to_string()))?;
+    let private_tmp = !spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .any(|m| m.mount_path.trim_end_matches('/') == "/tmp");
+    let mut groups: Vec<u32> = pod_sc
+        .fs_group
+        .into_iter()
+        .chain(pod_sc.supplemental_groups.into_iter().flatten())
+        .filter_map(|g| u32::try_from(g).ok())
+        .collect();
+    groups.dedup();
+    let mut env = env;
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        env.push((
+            "HOME".to_owned(),
+            if uid == 0 { "/root".to_owned() } else { "/".to_owned() },
+        ));
+    }
+    let workdir = c
+        .working_dir
+        .clone()
+        .or(resolved.default_workdir)
+        .unwrap_or_else(|| "/".to_owned());
+    Ok((
+        ProcessSpec {
+            holder_pid: ctx.sandbox.holder_pid,
+            uid,
+            gid,
+            groups,
+            workdir,
+            env,
+            confinement,
+            private_tmp,
+            beside: None,
+        },
+        resolved.argv,
+    ))
 }
 
 /// The container's environment: the Kubernetes Service variables, then `envFrom`, then `env`,
 /// each with `$(VAR)` references to earlier entries expanded.
-pub async fn environment(
+async fn environment(
     client: &Client,
     pod: &Pod,
     container: &Container,
@@ -290,125 +380,20 @@ pub async fn environment(
         env.push((key, value));
     };
     for source in container.env_from.iter().flatten() {
-        let prefix = source.prefix.clone().unwrap_or_default();
-        if let Some(r) = &source.config_map_ref {
-            let optional = r.optional.unwrap_or(false);
-            if let Some(data) = config_map_data(client, &namespace, &r.name, optional).await? {
-                for (k, v) in data {
-                    set(&mut env, format!("{prefix}{k}"), v);
-                }
-            }
-        }
-        if let Some(r) = &source.secret_ref {
-            let optional = r.optional.unwrap_or(false);
-            if let Some(data) = secret_data(client, &namespace, &r.name, optional).await? {
-                for (k, v) in data {
-                    set(
-                        &mut env,
-                        format!("{prefix}{k}"),
-                        String::from_utf8_lossy(&v.0).into_owned(),
-                    );
-                }
-            }
+        for (key, value) in pod_data::env_from_source(client, &namespace, source).await? {
+            set(&mut env, key, value);
         }
     }
     for var in container.env.iter().flatten() {
-        if let Some(value) = env_var_value(client, pod, &namespace, var, &env, pod_ip, host_ip).await? {
+        let value = match &var.value_from {
+            None => Some(expand(var.value.as_deref().unwrap_or_default(), &env)),
+            Some(source) => pod_data::env_value_from(client, pod, &var.name, source, pod_ip, host_ip).await?,
+        };
+        if let Some(value) = value {
             set(&mut env, var.name.clone(), value);
         }
     }
     Ok(env)
-}
-
-async fn env_var_value(
-    client: &Client,
-    pod: &Pod,
-    namespace: &str,
-    var: &EnvVar,
-    env: &[(String, String)],
-    pod_ip: &str,
-    host_ip: &str,
-) -> Result<Option<String>, String> {
-    let Some(source) = &var.value_from else {
-        return Ok(Some(expand(var.value.as_deref().unwrap_or_default(), env)));
-    };
-    if let Some(field) = &source.field_ref {
-        return field_value(pod, &field.field_path, pod_ip, host_ip)
-            .map(Some)
-            .ok_or_else(|| format!("env {}: unsupported fieldRef {}", var.name, field.field_path));
-    }
-    if let Some(key) = &source.config_map_key_ref {
-        let optional = key.optional.unwrap_or(false);
-        let data = config_map_data(client, namespace, &key.name, optional).await?;
-        return match data.and_then(|d| d.get(&key.key).cloned()) {
-            Some(v) => Ok(Some(v)),
-            None if optional => Ok(None),
-            None => Err(format!(
-                "couldn't find key {} in ConfigMap {namespace}/{}",
-                key.key, key.name
-            )),
-        };
-    }
-    if let Some(key) = &source.secret_key_ref {
-        let optional = key.optional.unwrap_or(false);
-        let data = secret_data(client, namespace, &key.name, optional).await?;
-        return match data.and_then(|d| d.get(&key.key).cloned()) {
-            Some(v) => Ok(Some(String::from_utf8_lossy(&v.0).into_owned())),
-            None if optional => Ok(None),
-            None => Err(format!(
-                "couldn't find key {} in Secret {namespace}/{}",
-                key.key, key.name
-            )),
-        };
-    }
-    if let Some(resource) = &source.resource_field_ref {
-        // No resource accounting here: report the limit as unset, like a node without limits.
-        let _ = resource;
-        return Ok(Some("0".to_owned()));
-    }
-    Ok(None)
-}
-
-pub async fn config_map_data(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    optional: bool,
-) -> Result<Option<BTreeMap<String, String>>, String> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(cm)) => {
-            let mut data = cm.data.unwrap_or_default();
-            for (k, v) in cm.binary_data.unwrap_or_default() {
-                data.insert(k, String::from_utf8_lossy(&v.0).into_owned());
-            }
-            Ok(Some(data))
-        }
-        Ok(None) if optional => Ok(None),
-        Ok(None) => Err(format!("configmap {namespace}/{name} not found")),
-        Err(e) => Err(format!("reading configmap {namespace}/{name}: {e}")),
-    }
-}
-
-pub async fn secret_data(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    optional: bool,
-) -> Result<Option<BTreeMap<String, ByteString>>, String> {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(name).await {
-        Ok(Some(secret)) => {
-            let mut data = secret.data.unwrap_or_default();
-            for (k, v) in secret.string_data.unwrap_or_default() {
-                data.insert(k, ByteString(v.into_bytes()));
-            }
-            Ok(Some(data))
-        }
-        Ok(None) if optional => Ok(None),
-        Ok(None) => Err(format!("secret {namespace}/{name} not found")),
-        Err(e) => Err(format!("reading secret {namespace}/{name}: {e}")),
-    }
 }
 
 /// How to start a process inside a Pod: which sandbox, as whom, where, with what environment and

@@ -22,6 +22,7 @@ mod logs;
 mod network;
 mod node;
 mod pod;
+mod pod_data;
 mod prerequisites;
 mod probes;
 mod registry;

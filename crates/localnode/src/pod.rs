@@ -11,25 +11,22 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use kube::{
     Api,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, Preconditions},
 };
 use tokio::sync::{Notify, watch};
 
 use crate::{
-    container::{self, DEFAULT_PATH, ProcessSpec},
+    container::{self, ContainerContext},
     context::Ctx,
-    lock, logs,
+    lock,
     network::PodNetwork,
-    registry::{ContainerEntry, log_path},
-    resolv, sandbox,
+    resolv,
     sandbox::{RootDir, RootFile, Sandbox, SandboxSpec},
     security,
-    status::{Phase, PodState, Shared, State, Terminated, TerminatedReason, WaitingReason, now},
-    supervision::{BACKOFF_RESET, RestartPolicy, backoff_delay, container_checks, terminate},
+    status::{Phase, PodState, STATUS_DEBOUNCE, State, WaitingReason, write_status},
+    supervision::{self, BACKOFF_RESET, ContainerStart, RestartPolicy, Run, RunContext, backoff_delay},
     volumes,
 };
-
-const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// Why the Pod's processes are being stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +61,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
     let changed = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(None);
     let writer = tokio::spawn(write_status(
-        ctx.clone(),
+        ctx.client.clone(),
         namespace.clone(),
         name.clone(),
         state.clone(),
@@ -113,7 +110,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
         let result = tokio::select! {
             result = worker.start_sandbox() => result,
             stop = &mut wait_stop => {
-                finish(&ctx, &namespace, &name, &uid, stop, None, writer, &changed).await;
+                worker.finish(stop, None, writer).await;
                 return;
             }
         };
@@ -138,7 +135,7 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     stop = &mut wait_stop => {
-                        finish(&ctx, &namespace, &name, &uid, stop, None, writer, &changed).await;
+                        worker.finish(stop, None, writer).await;
                         return;
                     }
                 }
@@ -170,83 +167,46 @@ pub async fn run(ctx: Arc<Ctx>, pod: Pod, mut updates: watch::Receiver<Option<Po
             }
         }
     };
-    finish(&ctx, &namespace, &name, &uid, stop, Some(sandbox), writer, &changed).await;
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    ctx: &Ctx,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-    stop: Stop,
-    sandbox: Option<Sandbox>,
-    writer: tokio::task::JoinHandle<()>,
-    changed: &Notify,
-) {
-    if matches!(stop, Stop::Deleted(_)) {
-        // Let the last container states reach the API before the object goes.
-        changed.notify_one();
-        tokio::time::sleep(STATUS_DEBOUNCE * 3).await;
-    }
-    writer.abort();
-    if let Some(sandbox) = sandbox {
-        let ip = sandbox.network.ip;
-        sandbox.stop().await;
-        ctx.allocator.release(ip);
-    }
-    ctx.registry.remove(namespace, name, uid);
-    if matches!(stop, Stop::Deleted(_) | Stop::Shutdown(_)) {
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: Some(uid.to_owned()),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &params).await {
-            Ok(_) => tracing::info!(pod = %format!("{namespace}/{name}"), "Pod removed"),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            Err(e) => tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "cannot remove the Pod object"),
-        }
-    }
-}
-
-/// Writes the status whenever it changes, skipping writes that would change nothing.
-async fn write_status(ctx: Arc<Ctx>, namespace: String, name: String, state: Shared, changed: Arc<Notify>) {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut last = serde_json::Value::Null;
-    let mut retry = Duration::from_millis(500);
-    loop {
-        changed.notified().await;
-        tokio::time::sleep(STATUS_DEBOUNCE).await;
-        let status = lock(&state).status_patch();
-        if status == last {
-            continue;
-        }
-        let patch = serde_json::json!({ "status": status });
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                last = status;
-                retry = Duration::from_millis(500);
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => return,
-            Err(e) => {
-                tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, ?retry, "status write failed; retrying");
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(Duration::from_secs(30));
-                changed.notify_one();
-            }
-        }
-    }
+    worker.finish(stop, Some(sandbox), writer).await;
 }
 
 impl Worker {
+    /// Stops the status writer and the sandbox, forgets the Pod and, when it is being deleted or
+    /// the agent stops, removes the object.
+    async fn finish(&self, stop: Stop, sandbox: Option<Sandbox>, writer: tokio::task::JoinHandle<()>) {
+        let (ctx, namespace, name, uid) = (&self.ctx, &self.namespace, &self.name, &self.uid);
+        if matches!(stop, Stop::Deleted(_)) {
+            // Let the last container states reach the API before the object goes.
+            self.changed.notify_one();
+            tokio::time::sleep(STATUS_DEBOUNCE * 3).await;
+        }
+        writer.abort();
+        if let Some(sandbox) = sandbox {
+            let ip = sandbox.network.ip;
+            sandbox.stop().await;
+            ctx.allocator.release(ip);
+        }
+        ctx.registry.remove(namespace, name, uid);
+        if matches!(stop, Stop::Deleted(_) | Stop::Shutdown(_)) {
+            let api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+            let params = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.to_owned()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(name, &params).await {
+                Ok(_) => tracing::info!(pod = %format!("{namespace}/{name}"), "Pod removed"),
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "cannot remove the Pod object")
+                }
+            }
+        }
+    }
+
     fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
@@ -262,6 +222,36 @@ impl Worker {
             .collect::<String>()
             .trim_end_matches(['-', '.'])
             .to_owned()
+    }
+
+    fn container_context<'a>(&'a self, sandbox: &'a Sandbox) -> ContainerContext<'a> {
+        let settings = &self.ctx.settings;
+        ContainerContext {
+            client: &self.ctx.client,
+            pod: &self.pod,
+            sandbox,
+            images: &settings.images,
+            allow_privileged: settings.allow_privileged,
+            hostname: self.hostname(),
+            host_ip: settings.pod_cidr.gateway().to_string(),
+            kubernetes_ip: lock(&self.ctx.kubernetes_ip).clone(),
+        }
+    }
+
+    fn run_context<'a>(&'a self, sandbox: &Sandbox) -> RunContext<'a> {
+        let grace = self.spec().termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+        RunContext {
+            namespace: &self.namespace,
+            name: &self.name,
+            uid: &self.uid,
+            state_dir: &self.ctx.settings.state_dir,
+            log_max_bytes: self.ctx.settings.log_max_bytes,
+            registry: &self.ctx.registry,
+            state: &self.state,
+            changed: &self.changed,
+            pod_ip: sandbox.network.ip,
+            grace: Duration::from_secs(grace),
+        }
     }
 
     fn all_containers(&self) -> Vec<Container> {
@@ -445,8 +435,17 @@ impl Worker {
                 return Outcome::Stopped;
             }
             let started = Instant::now();
-            let result = match self.prepare(sandbox, c).await {
-                Ok((process, argv)) => self.run_once(sandbox, c, init, index, &process, &argv, &mut stop).await,
+            let result = match container::prepare(&self.container_context(sandbox), c).await {
+                Ok((process, argv)) => {
+                    let start = ContainerStart {
+                        container: c,
+                        init,
+                        index,
+                        process: &process,
+                        argv: &argv,
+                    };
+                    supervision::run_once(&self.run_context(sandbox), start, &mut stop).await
+                }
                 Err((reason, message)) => {
                     tracing::warn!(pod = %self.key(), container = %c.name, %reason, %message, "container cannot start");
                     lock(&self.state).container(init, index).state = State::Waiting {
@@ -504,275 +503,12 @@ impl Worker {
             }
         }
     }
-
-    /// The command and process settings of a container, or the Waiting reason and message.
-    async fn prepare(
-        &self,
-        sandbox: &Sandbox,
-        c: &Container,
-    ) -> Result<(ProcessSpec, Vec<String>), (WaitingReason, String)> {
-        let settings = &self.ctx.settings;
-        let image_ref = c.image.clone().unwrap_or_default();
-        let image = container::classify(&image_ref, &settings.images);
-        let spec = self.spec();
-        let pod_sc = spec.security_context.clone().unwrap_or_default();
-        let sc = c.security_context.clone().unwrap_or_default();
-        let pod_ip = sandbox.network.ip.to_string();
-        let host_ip = settings.pod_cidr.gateway().to_string();
-
-        let hostname = self.hostname();
-        let mut base = vec![
-            ("PATH".to_owned(), DEFAULT_PATH.to_owned()),
-            ("HOSTNAME".to_owned(), hostname),
-        ];
-        let kubernetes_ip = crate::lock(&self.ctx.kubernetes_ip).clone();
-        if let Some(ip) = kubernetes_ip {
-            base.extend([
-                ("KUBERNETES_SERVICE_HOST".to_owned(), ip.clone()),
-                ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
-                ("KUBERNETES_SERVICE_PORT_HTTPS".to_owned(), "443".to_owned()),
-                ("KUBERNETES_PORT".to_owned(), format!("tcp://{ip}:443")),
-                ("KUBERNETES_PORT_443_TCP".to_owned(), format!("tcp://{ip}:443")),
-                ("KUBERNETES_PORT_443_TCP_PROTO".to_owned(), "tcp".to_owned()),
-                ("KUBERNETES_PORT_443_TCP_PORT".to_owned(), "443".to_owned()),
-                ("KUBERNETES_PORT_443_TCP_ADDR".to_owned(), ip),
-            ]);
-        }
-        let env = container::environment(&self.ctx.client, &self.pod, c, base, &pod_ip, &host_ip)
-            .await
-            .map_err(|m| (WaitingReason::CreateContainerConfigError, m))?;
-        let command: Vec<String> = c.command.iter().flatten().map(|s| container::expand(s, &env)).collect();
-        let args: Vec<String> = c.args.iter().flatten().map(|s| container::expand(s, &env)).collect();
-        let resolved = container::resolve(&image, &image_ref, &command, &args)
-            .map_err(|m| (WaitingReason::CreateContainerError, m))?;
-
-        let to_u32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-        let uid = to_u32(sc.run_as_user.or(pod_sc.run_as_user))
-            .or(resolved.default_user.map(|u| u.0))
-            .unwrap_or(0);
-        let gid = to_u32(sc.run_as_group.or(pod_sc.run_as_group))
-            .or(resolved.default_user.map(|u| u.1))
-            .unwrap_or(0);
-        if sc.run_as_non_root.or(pod_sc.run_as_non_root) == Some(true) && uid == 0 {
-            return Err((
-                WaitingReason::CreateContainerConfigError,
-                "container has runAsNonRoot and image will run as root".to_owned(),
-            ));
-        }
-        let apparmor_annotation = self
-            .pod
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(&format!("{}{}", security::APPARMOR_ANNOTATION_PREFIX, c.name)));
-        let confinement = security::confinement(
-            spec.security_context.as_ref(),
-            c.security_context.as_ref(),
-            apparmor_annotation.map(String::as_str),
-            settings.allow_privileged,
-        )
-        .map_err(|r| (WaitingReason::CreateContainerConfigError, r.to_string()))?;
-        let private_tmp = !self
-            .all_containers()
-            .iter()
-            .flat_map(|c| c.volume_mounts.iter().flatten())
-            .any(|m| m.mount_path.trim_end_matches('/') == "/tmp");
-        let mut groups: Vec<u32> = pod_sc
-            .fs_group
-            .into_iter()
-            .chain(pod_sc.supplemental_groups.into_iter().flatten())
-            .filter_map(|g| u32::try_from(g).ok())
-            .collect();
-        groups.dedup();
-        let mut env = env;
-        if !env.iter().any(|(k, _)| k == "HOME") {
-            env.push((
-                "HOME".to_owned(),
-                if uid == 0 { "/root".to_owned() } else { "/".to_owned() },
-            ));
-        }
-        let workdir = c
-            .working_dir
-            .clone()
-            .or(resolved.default_workdir)
-            .unwrap_or_else(|| "/".to_owned());
-        Ok((
-            ProcessSpec {
-                holder_pid: sandbox.holder_pid,
-                uid,
-                gid,
-                groups,
-                workdir,
-                env,
-                confinement,
-                private_tmp,
-                beside: None,
-            },
-            resolved.argv,
-        ))
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn run_once(
-        &self,
-        sandbox: &Sandbox,
-        c: &Container,
-        init: bool,
-        index: usize,
-        process: &ProcessSpec,
-        argv: &[String],
-        stop: &mut watch::Receiver<Option<Duration>>,
-    ) -> Run {
-        let log = log_path(&self.ctx.settings.state_dir, &self.namespace, &self.name, &c.name);
-        let log_file = match logs::RotatingLog::open(&log, self.ctx.settings.log_max_bytes) {
-            Ok(file) => Arc::new(Mutex::new(file)),
-            Err(e) => {
-                lock(&self.state).container(init, index).state = State::Waiting {
-                    reason: WaitingReason::CreateContainerError,
-                    message: Some(format!("log file {}: {e}", log.display())),
-                };
-                self.changed.notify_one();
-                return Run::NotStarted;
-            }
-        };
-        let spawned = process
-            .command(argv)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) => {
-                lock(&self.state).container(init, index).state = State::Waiting {
-                    reason: WaitingReason::CreateContainerError,
-                    message: Some(format!("starting {argv:?}: {e}")),
-                };
-                self.changed.notify_one();
-                return Run::NotStarted;
-            }
-        };
-        if let Some(out) = child.stdout.take() {
-            tokio::spawn(logs::copy(out, log_file.clone()));
-        }
-        if let Some(err) = child.stderr.take() {
-            tokio::spawn(logs::copy(err, log_file));
-        }
-        // `nsenter` forks the container into the Pod's PID namespace: its child is the container.
-        let nsenter_pid = child.id().unwrap_or_default();
-        let pid = sandbox::child_of(nsenter_pid, Duration::from_secs(2))
-            .await
-            .unwrap_or(nsenter_pid);
-        let beside = process.beside(Some(pid));
-        let started_at = now();
-        tracing::info!(pod = %self.key(), container = %c.name, pid, argv = ?argv, "container started");
-        self.ctx
-            .registry
-            .update(&self.namespace, &self.name, &self.uid, |entry| {
-                entry.containers.insert(
-                    c.name.clone(),
-                    ContainerEntry {
-                        pid: Some(pid),
-                        process: process.clone(),
-                    },
-                );
-            });
-        {
-            let mut s = lock(&self.state);
-            let status = s.container(init, index);
-            status.instance += 1;
-            status.state = State::Running {
-                started_at: started_at.clone(),
-            };
-            status.started = false;
-            status.ready = false;
-        }
-        self.changed.notify_one();
-
-        // postStart, the startup probe, then readiness and liveness; a failure of any but
-        // readiness asks for the container to be killed.
-        let (kill_tx, mut kill_rx) = tokio::sync::mpsc::channel::<String>(1);
-        let checks = tokio::spawn(container_checks(
-            c.clone(),
-            init,
-            index,
-            sandbox.network.ip,
-            beside.clone(),
-            self.state.clone(),
-            self.changed.clone(),
-            kill_tx,
-        ));
-        let spec = self.spec();
-        let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64);
-        let pre_stop = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
-        let mut message = None;
-        let mut stopped = false;
-        let status = tokio::select! {
-            status = child.wait() => Ok(status),
-            Some(reason) = kill_rx.recv() => {
-                tracing::info!(pod = %self.key(), container = %c.name, %reason, "killing the container");
-                message = Some(reason);
-                Err(grace)
-            }
-            requested = stop.wait_for(Option::is_some) => {
-                stopped = true;
-                let grace = requested.ok().and_then(|r| *r).unwrap_or(grace);
-                Err(grace)
-            }
-        };
-        checks.abort();
-        let status = match status {
-            Err(grace) => {
-                let hook = pre_stop.map(|hook| (hook, c, sandbox.network.ip, &beside));
-                terminate(&mut child, pid, grace, hook, &self.key()).await
-            }
-            Ok(status) => status,
-        };
-        self.ctx
-            .registry
-            .update(&self.namespace, &self.name, &self.uid, |entry| {
-                if let Some(e) = entry.containers.get_mut(&c.name) {
-                    e.pid = None;
-                }
-            });
-        use std::os::unix::process::ExitStatusExt;
-        let (exit_code, signal) = match &status {
-            Ok(s) => match (s.code(), s.signal()) {
-                (Some(code), _) => (code, None),
-                (None, Some(sig)) => (128 + sig, Some(sig)),
-                (None, None) => (-1, None),
-            },
-            Err(_) => (-1, None),
-        };
-        let reason = TerminatedReason::of_exit_code(exit_code);
-        tracing::info!(pod = %self.key(), container = %c.name, exit_code, "container exited");
-        {
-            let mut s = lock(&self.state);
-            let status = s.container(init, index);
-            status.ready = false;
-            status.state = State::Terminated(Terminated {
-                exit_code,
-                signal,
-                reason,
-                message,
-                started_at,
-                finished_at: now(),
-            });
-        }
-        self.changed.notify_one();
-        if stopped { Run::Stopped } else { Run::Exited(exit_code) }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Succeeded,
     Failed,
-    Stopped,
-}
-
-enum Run {
-    Exited(i32),
-    NotStarted,
     Stopped,
 }
 

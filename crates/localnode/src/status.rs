@@ -1,9 +1,20 @@
-//! A Pod's runtime state as the kubelet reports it: container states, conditions and phase.
+//! A Pod's runtime state as the kubelet reports it: container states, conditions and phase, and
+//! the loop that writes it to the Pod's `status`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
 use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::lock;
+
+/// How long the status writer lets changes gather before it writes them as one.
+pub const STATUS_DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The state a Pod worker and its container tasks share.
 pub type Shared = std::sync::Arc<std::sync::Mutex<PodState>>;
@@ -303,5 +314,37 @@ impl PodState {
             status["message"] = json!(message);
         }
         status
+    }
+}
+
+/// Writes the status whenever it changes, skipping writes that would change nothing.
+pub async fn write_status(client: Client, namespace: String, name: String, state: Shared, changed: Arc<Notify>) {
+    let api: Api<Pod> = Api::namespaced(client, &namespace);
+    let mut last = serde_json::Value::Null;
+    let mut retry = Duration::from_millis(500);
+    loop {
+        changed.notified().await;
+        tokio::time::sleep(STATUS_DEBOUNCE).await;
+        let status = lock(&state).status_patch();
+        if status == last {
+            continue;
+        }
+        let patch = serde_json::json!({ "status": status });
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                last = status;
+                retry = Duration::from_millis(500);
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => return,
+            Err(e) => {
+                tracing::debug!(pod = %format!("{namespace}/{name}"), error = %e, ?retry, "status write failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(30));
+                changed.notify_one();
+            }
+        }
     }
 }

@@ -1,18 +1,26 @@
-//! Supervision of one running container: its restart policy and back-off, the checks that watch
-//! it (postStart, startup, readiness and liveness probes) and its termination (preStop, SIGTERM,
-//! the grace period, SIGKILL).
+//! Supervision of one container: its restart policy and back-off, one run of it from start to
+//! exit (its log, its pid in the registry, its status), the checks that watch it (postStart,
+//! startup, readiness and liveness probes) and its termination (preStop, SIGTERM, the grace
+//! period, SIGKILL).
 
 use std::{
     net::Ipv4Addr,
-    sync::Arc,
+    path::Path,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use nix::{sys::signal::Signal, unistd::Pid};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, watch};
 
-use crate::{container::ProcessSpec, lock, probes, status::Shared};
+use crate::{
+    container::ProcessSpec,
+    lock, logs, probes,
+    registry::{ContainerEntry, Registry, log_path},
+    sandbox,
+    status::{Shared, State, Terminated, TerminatedReason, WaitingReason, now},
+};
 
 /// The kubelet caps its back-off at five minutes and forgets it after ten of good running.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
@@ -110,19 +118,219 @@ pub async fn terminate(
     }
 }
 
-/// Everything that watches a running container: the postStart hook, then the startup probe, then
-/// readiness and liveness. Sets `started` and `ready`; sends why the container must be killed.
-#[allow(clippy::too_many_arguments)]
-pub async fn container_checks(
-    c: Container,
+/// How one run of a container ended.
+pub enum Run {
+    Exited(i32),
+    NotStarted,
+    Stopped,
+}
+
+/// What [`run_once`] needs of the container's Pod: where the container's log and pid go, the
+/// status it reports into, the Pod's address and its grace period.
+pub struct RunContext<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub state_dir: &'a Path,
+    pub log_max_bytes: u64,
+    pub registry: &'a Registry,
+    pub state: &'a Shared,
+    pub changed: &'a Arc<Notify>,
+    pub pod_ip: Ipv4Addr,
+    /// The Pod's `terminationGracePeriodSeconds`, for a container killed because a check failed.
+    pub grace: Duration,
+}
+
+impl RunContext<'_> {
+    fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+}
+
+/// One start of a container: which one (its list and its index there) and what it runs.
+pub struct ContainerStart<'a> {
+    pub container: &'a Container,
+    pub init: bool,
+    pub index: usize,
+    pub process: &'a ProcessSpec,
+    pub argv: &'a [String],
+}
+
+/// Starts the container, watches it until it exits, a check asks for it to be killed, or the Pod
+/// stops, and records each step in the registry and the Pod's status.
+pub async fn run_once(
+    ctx: &RunContext<'_>,
+    start: ContainerStart<'_>,
+    stop: &mut watch::Receiver<Option<Duration>>,
+) -> Run {
+    let ContainerStart {
+        container: c,
+        init,
+        index,
+        process,
+        argv,
+    } = start;
+    let log = log_path(ctx.state_dir, ctx.namespace, ctx.name, &c.name);
+    let log_file = match logs::RotatingLog::open(&log, ctx.log_max_bytes) {
+        Ok(file) => Arc::new(Mutex::new(file)),
+        Err(e) => {
+            lock(ctx.state).container(init, index).state = State::Waiting {
+                reason: WaitingReason::CreateContainerError,
+                message: Some(format!("log file {}: {e}", log.display())),
+            };
+            ctx.changed.notify_one();
+            return Run::NotStarted;
+        }
+    };
+    let spawned = process
+        .command(argv)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => {
+            lock(ctx.state).container(init, index).state = State::Waiting {
+                reason: WaitingReason::CreateContainerError,
+                message: Some(format!("starting {argv:?}: {e}")),
+            };
+            ctx.changed.notify_one();
+            return Run::NotStarted;
+        }
+    };
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(logs::copy(out, log_file.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(logs::copy(err, log_file));
+    }
+    // `nsenter` forks the container into the Pod's PID namespace: its child is the container.
+    let nsenter_pid = child.id().unwrap_or_default();
+    let pid = sandbox::child_of(nsenter_pid, Duration::from_secs(2))
+        .await
+        .unwrap_or(nsenter_pid);
+    let beside = process.beside(Some(pid));
+    let started_at = now();
+    tracing::info!(pod = %ctx.key(), container = %c.name, pid, argv = ?argv, "container started");
+    ctx.registry.update(ctx.namespace, ctx.name, ctx.uid, |entry| {
+        entry.containers.insert(
+            c.name.clone(),
+            ContainerEntry {
+                pid: Some(pid),
+                process: process.clone(),
+            },
+        );
+    });
+    {
+        let mut s = lock(ctx.state);
+        let status = s.container(init, index);
+        status.instance += 1;
+        status.state = State::Running {
+            started_at: started_at.clone(),
+        };
+        status.started = false;
+        status.ready = false;
+    }
+    ctx.changed.notify_one();
+
+    // postStart, the startup probe, then readiness and liveness; a failure of any but
+    // readiness asks for the container to be killed.
+    let (kill_tx, mut kill_rx) = mpsc::channel::<String>(1);
+    let checks = tokio::spawn(container_checks(CheckContext {
+        container: c.clone(),
+        init,
+        index,
+        pod_ip: ctx.pod_ip,
+        process: beside.clone(),
+        state: ctx.state.clone(),
+        changed: ctx.changed.clone(),
+        kill: kill_tx,
+    }));
+    let pre_stop = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone());
+    let mut message = None;
+    let mut stopped = false;
+    let status = tokio::select! {
+        status = child.wait() => Ok(status),
+        Some(reason) = kill_rx.recv() => {
+            tracing::info!(pod = %ctx.key(), container = %c.name, %reason, "killing the container");
+            message = Some(reason);
+            Err(ctx.grace)
+        }
+        requested = stop.wait_for(Option::is_some) => {
+            stopped = true;
+            let grace = requested.ok().and_then(|r| *r).unwrap_or(ctx.grace);
+            Err(grace)
+        }
+    };
+    checks.abort();
+    let status = match status {
+        Err(grace) => {
+            let hook = pre_stop.map(|hook| (hook, c, ctx.pod_ip, &beside));
+            terminate(&mut child, pid, grace, hook, &ctx.key()).await
+        }
+        Ok(status) => status,
+    };
+    ctx.registry.update(ctx.namespace, ctx.name, ctx.uid, |entry| {
+        if let Some(e) = entry.containers.get_mut(&c.name) {
+            e.pid = None;
+        }
+    });
+    use std::os::unix::process::ExitStatusExt;
+    let (exit_code, signal) = match &status {
+        Ok(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => (code, None),
+            (None, Some(sig)) => (128 + sig, Some(sig)),
+            (None, None) => (-1, None),
+        },
+        Err(_) => (-1, None),
+    };
+    let reason = TerminatedReason::of_exit_code(exit_code);
+    tracing::info!(pod = %ctx.key(), container = %c.name, exit_code, "container exited");
+    {
+        let mut s = lock(ctx.state);
+        let status = s.container(init, index);
+        status.ready = false;
+        status.state = State::Terminated(Terminated {
+            exit_code,
+            signal,
+            reason,
+            message,
+            started_at,
+            finished_at: now(),
+        });
+    }
+    ctx.changed.notify_one();
+    if stopped { Run::Stopped } else { Run::Exited(exit_code) }
+}
+
+/// What [`container_checks`] watches and reports into, owned: the checks run in a task of their
+/// own.
+struct CheckContext {
+    container: Container,
     init: bool,
     index: usize,
-    ip: Ipv4Addr,
+    pod_ip: Ipv4Addr,
+    /// The process settings for commands run beside the container (exec probes and hooks).
     process: ProcessSpec,
     state: Shared,
     changed: Arc<Notify>,
-    kill: tokio::sync::mpsc::Sender<String>,
-) {
+    /// Where the checks send why the container must be killed.
+    kill: mpsc::Sender<String>,
+}
+
+/// Everything that watches a running container: the postStart hook, then the startup probe, then
+/// readiness and liveness. Sets `started` and `ready`; sends why the container must be killed.
+async fn container_checks(checks: CheckContext) {
+    let CheckContext {
+        container: c,
+        init,
+        index,
+        pod_ip: ip,
+        process,
+        state,
+        changed,
+        kill,
+    } = checks;
     if let Some(hook) = c.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
         && let Err(e) = probes::run_hook(hook, &c, ip, &process).await
     {

@@ -8,13 +8,10 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use k8s_openapi::api::{
-    authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec},
-    core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, ServiceAccount, Volume},
-};
-use kube::{Api, Client, api::PostParams};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
+use kube::Client;
 
-use crate::container::{config_map_data, field_value, secret_data};
+use crate::pod_data;
 
 /// One bind mount into the Pod's root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +74,7 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
     } else if let Some(cm) = &volume.config_map {
         create(dir, 0o755)?;
         let optional = cm.optional.unwrap_or(false);
-        if let Some(data) = config_map_data(ctx.client, namespace, &cm.name, optional).await? {
+        if let Some(data) = pod_data::config_map_data(ctx.client, namespace, &cm.name, optional).await? {
             let data = data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
             write_keys(dir, &data, cm.items.as_deref(), cm.default_mode, optional)?;
         }
@@ -85,7 +82,7 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
         create(dir, 0o755)?;
         let name = secret.secret_name.clone().unwrap_or_default();
         let optional = secret.optional.unwrap_or(false);
-        if let Some(data) = secret_data(ctx.client, namespace, &name, optional).await? {
+        if let Some(data) = pod_data::secret_data(ctx.client, namespace, &name, optional).await? {
             let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
             write_keys(dir, &data, secret.items.as_deref(), secret.default_mode, optional)?;
         }
@@ -102,14 +99,14 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
                 let optional = cm.optional.unwrap_or(false);
-                if let Some(data) = config_map_data(ctx.client, namespace, &cm.name, optional).await? {
+                if let Some(data) = pod_data::config_map_data(ctx.client, namespace, &cm.name, optional).await? {
                     let data = data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
                     write_keys(dir, &data, cm.items.as_deref(), projected.default_mode, optional)?;
                 }
             }
             if let Some(secret) = &source.secret {
                 let optional = secret.optional.unwrap_or(false);
-                if let Some(data) = secret_data(ctx.client, namespace, &secret.name, optional).await? {
+                if let Some(data) = pod_data::secret_data(ctx.client, namespace, &secret.name, optional).await? {
                     let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
                     write_keys(dir, &data, secret.items.as_deref(), projected.default_mode, optional)?;
                 }
@@ -123,8 +120,14 @@ async fn prepare_one(ctx: &VolumeContext<'_>, namespace: &str, volume: &Volume, 
                 )?;
             }
             if let Some(token) = &source.service_account_token {
-                let jwt =
-                    service_account_token(ctx, namespace, token.audience.clone(), token.expiration_seconds).await?;
+                let jwt = pod_data::service_account_token(
+                    ctx.client,
+                    ctx.pod,
+                    namespace,
+                    token.audience.clone(),
+                    token.expiration_seconds,
+                )
+                .await?;
                 write_file(
                     dir,
                     &token.path,
@@ -214,50 +217,11 @@ fn write_downward(
     default_mode: Option<i32>,
 ) -> Result<(), String> {
     for item in items {
-        let value = match &item.field_ref {
-            Some(field) => field_value(ctx.pod, &field.field_path, ctx.pod_ip, ctx.host_ip)
-                .ok_or_else(|| format!("unsupported downward API field {}", field.field_path))?,
-            // Resource fields: no limits are enforced here.
-            None => "0".to_owned(),
-        };
+        let value = pod_data::downward_file_value(ctx.pod, item, ctx.pod_ip, ctx.host_ip)?;
         let mode = item.mode.or(default_mode).map_or(0o644, |m| m as u32);
         write_file(dir, &item.path, value.as_bytes(), mode)?;
     }
     Ok(())
-}
-
-async fn service_account_token(
-    ctx: &VolumeContext<'_>,
-    namespace: &str,
-    audience: Option<String>,
-    expiration: Option<i64>,
-) -> Result<String, String> {
-    let account = ctx
-        .pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.service_account_name.clone())
-        .unwrap_or_else(|| "default".to_owned());
-    let api: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), namespace);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            audiences: audience.map(|a| vec![a]),
-            expiration_seconds: Some(expiration.unwrap_or(3600)),
-            bound_object_ref: Some(BoundObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("Pod".into()),
-                name: ctx.pod.metadata.name.clone(),
-                uid: ctx.pod.metadata.uid.clone(),
-            }),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let answer = api
-        .create_token_request(&account, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("a token for ServiceAccount {namespace}/{account}: {e}"))?;
-    Ok(answer.status.and_then(|s| s.token).unwrap_or_default())
 }
 
 /// Writes `dir/relative` refusing paths that climb out of `dir`.
