@@ -14,6 +14,7 @@ mod manager;
 mod memcached;
 mod redis_ha;
 mod redis_ha_failover;
+mod redis_ha_isolation;
 mod report;
 mod track;
 
@@ -41,7 +42,13 @@ const OPTIMIZED_ENV: &str = "CAPSTAN_BENCH_OPTIMIZED";
 pub struct Scenario(pub &'static str);
 
 /// Scenarios besides the one named after each controller: (controller, scenario).
-const EXTRA_SCENARIOS: &[(&str, &str)] = &[("redis-ha", redis_ha_failover::SCENARIO)];
+const EXTRA_SCENARIOS: &[(&str, &str)] = &[
+    ("redis-ha", redis_ha_failover::SCENARIO),
+    ("redis-ha", redis_ha_isolation::SCENARIO),
+];
+
+/// The scenarios that start a local node, each on a control plane of its own.
+const LOCAL_NODE_SCENARIOS: [&str; 2] = [redis_ha_failover::SCENARIO, redis_ha_isolation::SCENARIO];
 
 impl Scenario {
     /// Every scenario, in the controller table's order, each controller's extras after it.
@@ -84,9 +91,10 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     samples: usize,
     /// Scenarios to run, comma-separated (default: all): a controller's name (foo, memcached,
-    /// redis-ha) or redis-ha-failover, which needs root and the local node (it starts one: run it
-    /// under `flock /tmp/capstan-localnode.lock`); by default it is skipped, with the reason, where
-    /// the local node cannot run.
+    /// redis-ha), redis-ha-failover or redis-ha-isolation (20 RedisHAs, 5 frozen and one rolling:
+    /// one's failover against the same alone), which need root and the local node (each starts one:
+    /// run them under `flock /tmp/capstan-localnode.lock`); by default they are skipped, with the
+    /// reason, where the local node cannot run.
     #[arg(long, value_delimiter = ',', value_parser = Scenario::parse)]
     scenarios: Vec<Scenario>,
     /// Runs of each fault in redis-ha-failover (issue 24 asks for 20: p50 and max per fault).
@@ -177,10 +185,10 @@ async fn run_scenarios(
     let selected = args.selected();
     for (i, scenario) in selected.iter().enumerate() {
         eprintln!("==> scenario {}", scenario.0);
-        // The failover scenario runs on a plane of its own.
+        // The local node's scenarios run on planes of their own.
         let measured_after = selected[i + 1..]
             .iter()
-            .any(|later| later.0 != redis_ha_failover::SCENARIO);
+            .any(|later| !LOCAL_NODE_SCENARIOS.contains(&later.0));
         let bench = Bench {
             measured_after,
             ..bench.clone()
@@ -189,7 +197,9 @@ async fn run_scenarios(
             "memcached" => memcached::run(&bench).await,
             "foo" => foo::run(&bench).await,
             "redis-ha" => redis_ha::run(&bench.with_at_most(redis_ha::MAX_N)).await,
-            redis_ha_failover::SCENARIO => failover_on_its_own_plane(&bench, asked).await,
+            redis_ha_failover::SCENARIO | redis_ha_isolation::SCENARIO => {
+                local_node_on_its_own_plane(&bench, *scenario, asked).await
+            }
             other => Err(anyhow::anyhow!(
                 "no bench is written for scenario {other}: add one in xtask/src/bench"
             )),
@@ -202,15 +212,23 @@ async fn run_scenarios(
     results
 }
 
-/// The failover scenario starts a local node, and a node runs every Pod of its control plane:
-/// the scenarios before it leave thousands of pending Pods (N Memcacheds, N RedisHAs), so it runs
-/// on a control plane of its own.
-async fn failover_on_its_own_plane(bench: &Bench<'_>, asked: bool) -> anyhow::Result<ScenarioResult> {
+/// The failover and isolation scenarios start a local node, and a node runs every Pod of its
+/// control plane: the scenarios before them leave thousands of pending Pods (N Memcacheds, N
+/// RedisHAs), so each runs on a control plane of its own.
+async fn local_node_on_its_own_plane(
+    bench: &Bench<'_>,
+    scenario: Scenario,
+    asked: bool,
+) -> anyhow::Result<ScenarioResult> {
     eprintln!("starting a control plane of its own (a local node runs every Pod of its plane)");
     let control_plane = start_own_plane().await?;
     let result = async {
         let own = bench.on(&control_plane, bench.n).await?;
-        redis_ha_failover::run(&own, asked).await
+        if scenario.0 == redis_ha_isolation::SCENARIO {
+            redis_ha_isolation::run(&own, asked).await
+        } else {
+            redis_ha_failover::run(&own, asked).await
+        }
     }
     .await;
     stop_own_plane(control_plane).await?;
@@ -417,6 +435,11 @@ mod tests {
             .position(|n| *n == "redis-ha")
             .expect("redis-ha is a scenario");
         assert_eq!(names.get(redis_ha + 1), Some(&redis_ha_failover::SCENARIO));
+        assert_eq!(names.get(redis_ha + 2), Some(&redis_ha_isolation::SCENARIO));
+        assert_eq!(
+            Scenario::parse("redis-ha-isolation"),
+            Ok(Scenario("redis-ha-isolation"))
+        );
         assert_eq!(Scenario::parse("redis-ha-failover"), Ok(Scenario("redis-ha-failover")));
         assert_eq!(Scenario::parse("foo"), Ok(Scenario("foo")));
         let unknown = Scenario::parse("redis-ha-flood").expect_err("not a scenario");
