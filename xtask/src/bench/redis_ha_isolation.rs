@@ -51,7 +51,7 @@ pub const REDIS_HAS: usize = 20;
 /// RedisHAs whose every redis-server is stopped during the loaded phase.
 const FROZEN: usize = 5;
 /// Measured kills per phase.
-pub const RUNS: usize = 3;
+pub const RUNS: usize = 5;
 /// RedisHAs created at once; the next batch waits until these converged (a 2-core host starting
 /// 30 real processes at a time).
 const BATCH: usize = 5;
@@ -163,6 +163,8 @@ struct Run {
     /// Whether the rolling RedisHA had an outdated Redis Pod at the kill, and when routed.
     rolling_at_kill: Option<bool>,
     rolling_when_routed: Option<bool>,
+    /// Frozen redis-servers stopped at the kill (None in the baseline).
+    stopped: Option<usize>,
     /// Frozen redis-servers found running again (restarted) and stopped again before the run.
     refrozen: usize,
 }
@@ -235,7 +237,7 @@ async fn phases(stage: &Stage<'_>) -> anyhow::Result<Measured> {
     let mut baseline = Vec::with_capacity(RUNS);
     for run in 1..=RUNS {
         let what = format!("baseline, {MEASURED} alone (run {run}/{RUNS})");
-        let measurement = kill_and_measure(stage, &measured, &probe, &state.master, &what).await?;
+        let measurement = kill_and_measure(stage, &measured, &probe, &state.master, false, &what).await?;
         state = converged(&measured, &what).await?;
         baseline.push(measurement);
     }
@@ -269,9 +271,10 @@ async fn phases(stage: &Stage<'_>) -> anyhow::Result<Measured> {
     let mut loaded = Vec::with_capacity(RUNS);
     for run in 1..=RUNS {
         let what = format!("loaded, {REDIS_HAS} RedisHAs (run {run}/{RUNS})");
-        let refrozen = keep_frozen(stage).await?;
+        let (stopped, refrozen) = keep_frozen(stage).await?;
         start_roll(stage, run).await?;
-        let mut measurement = kill_and_measure(stage, &measured, &probe, &state.master, &what).await?;
+        let mut measurement = kill_and_measure(stage, &measured, &probe, &state.master, true, &what).await?;
+        measurement.stopped = Some(stopped);
         measurement.refrozen = refrozen;
         state = converged(&measured, &what).await?;
         loaded.push(measurement);
@@ -296,12 +299,13 @@ async fn kill_and_measure(
     measured: &Observer,
     probe: &WriteProbe,
     old: &str,
+    loaded: bool,
     what: &str,
 ) -> anyhow::Result<Run> {
     acknowledged_after(probe, Instant::now(), 10, "writes acknowledged before the kill").await?;
     let sentinels = measured.sentinel_ips().await;
     let old_fqdn = measured.fqdn(old);
-    let rolling_at_kill = rolling(stage).await.ok();
+    let rolling_at_kill = if loaded { rolling(stage).await.ok() } else { None };
     let started = Instant::now();
     stage
         .node
@@ -329,7 +333,7 @@ async fn kill_and_measure(
         }
         tokio::time::sleep(ROUTED_POLL).await;
     };
-    let rolling_when_routed = rolling(stage).await.ok();
+    let rolling_when_routed = if loaded { rolling(stage).await.ok() } else { None };
     let log = acknowledged_after(probe, routed, 3, "writes acknowledged by the new master").await?;
     // The client's outage ends with its first acknowledged write once the new master is routed
     // (or earlier, when writes came back before the bench saw the routing).
@@ -342,6 +346,7 @@ async fn kill_and_measure(
         outage: log.longest_outage(started, back),
         rolling_at_kill,
         rolling_when_routed,
+        stopped: None,
         refrozen: 0,
     };
     eprintln!(
@@ -393,8 +398,9 @@ async fn freeze(stage: &Stage<'_>) -> anyhow::Result<()> {
 }
 
 /// Stops again any frozen redis-server that runs (one restarted, e.g. by its liveness probe once
-/// its listen backlog filled); returns how many.
-async fn keep_frozen(stage: &Stage<'_>) -> anyhow::Result<usize> {
+/// its listen backlog filled); returns how many are stopped now, and how many had to be again.
+async fn keep_frozen(stage: &Stage<'_>) -> anyhow::Result<(usize, usize)> {
+    let mut stopped = 0;
     let mut refrozen = 0;
     for name in frozen_names() {
         for pod in stage.observer(&name).redis_pods().await {
@@ -410,12 +416,13 @@ async fn keep_frozen(stage: &Stage<'_>) -> anyhow::Result<usize> {
                     .with_context(|| format!("SIGSTOP to {pod}'s redis-server"))?;
                 refrozen += 1;
             }
+            stopped += 1;
         }
     }
     if refrozen > 0 {
         eprintln!("{refrozen} frozen redis-server(s) ran again: SIGSTOPped them again");
     }
-    Ok(refrozen)
+    Ok((stopped, refrozen))
 }
 
 /// A process's state letter from `/proc/<pid>/stat` (`T`: stopped).
@@ -598,6 +605,12 @@ fn result(measured: &Measured) -> ScenarioResult {
         .iter()
         .filter(|r| r.rolling_at_kill == Some(true))
         .count();
+    let rolling_when_routed = measured
+        .loaded
+        .iter()
+        .filter(|r| r.rolling_when_routed == Some(true))
+        .count();
+    let stopped_at_each_kill = measured.loaded.iter().filter_map(|r| r.stopped).min().unwrap_or(0);
     let refrozen: usize = measured.loaded.iter().map(|r| r.refrozen).sum();
     rows.extend([
         Row::info(
@@ -605,9 +618,21 @@ fn result(measured: &Measured) -> ScenarioResult {
             measured.setup.as_secs_f64(),
             Unit::Seconds,
         ),
-        Row::info(
+        Row::at_least(
+            "frozen redis-servers stopped at each loaded kill (fewest)",
+            stopped_at_each_kill as f64,
+            (FROZEN * 3) as f64,
+            Unit::Count,
+        ),
+        Row::at_least(
             "loaded runs with the roll in progress at the kill",
             rolling_at_kill as f64,
+            RUNS as f64,
+            Unit::Count,
+        ),
+        Row::info(
+            "loaded runs with the roll still in progress when routed",
+            rolling_when_routed as f64,
             Unit::Count,
         ),
         Row::info(
@@ -657,6 +682,7 @@ fn result(measured: &Measured) -> ScenarioResult {
                     "outage_seconds": r.outage.as_secs_f64(),
                     "rolling_at_kill": r.rolling_at_kill,
                     "rolling_when_routed": r.rolling_when_routed,
+                    "frozen_stopped_at_kill": r.stopped,
                     "refrozen": r.refrozen,
                 })
             })
