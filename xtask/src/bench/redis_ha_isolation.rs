@@ -370,7 +370,7 @@ async fn kill_and_measure(
 async fn a_sentinel_names_another(sentinels: &[String], old_fqdn: &str) -> bool {
     let answers = futures::future::join_all(sentinels.iter().map(|ip| async move {
         let endpoint = Endpoint::new(ip.clone(), SENTINEL_PORT);
-        sentinel_master_address(Target::sentinel(&endpoint, SENTINEL_TIMEOUTS), MEASURED).await
+        sentinel_master_address(Target::sentinel(&endpoint, Some(PASSWORD), SENTINEL_TIMEOUTS), MEASURED).await
     }))
     .await;
     answers
