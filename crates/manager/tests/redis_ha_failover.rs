@@ -657,6 +657,28 @@ impl Run {
         }
     }
 
+    /// Waits until `done` holds while Pods roll, the Sentinel-aware client following the Sentinel
+    /// Pods recreated meanwhile.
+    async fn until_rolled<F>(&mut self, what: &str, done: F)
+    where
+        F: for<'a> Fn(&'a Fixture) -> futures::future::BoxFuture<'a, bool>,
+    {
+        let started = Instant::now();
+        loop {
+            self.follow_sentinels().await;
+            if done(&self.f).await {
+                eprintln!("{what}: after {:?}", started.elapsed());
+                return;
+            }
+            assert!(
+                started.elapsed() < CONVERGE * 2,
+                "{what}: not within {:?}",
+                CONVERGE * 2
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     /// Sentinel Pods recreated get new IPs, which the Sentinel-aware client must be given (as an
     /// application's configuration would be): a fresh probe then asks the Sentinels there.
     async fn follow_sentinels(&mut self) {
@@ -1270,20 +1292,14 @@ impl Run {
             let route = client.route.clone();
             client.restart(route, NEW_PASSWORD).await;
         }
-        let started = Instant::now();
-        loop {
-            self.follow_sentinels().await;
-            let pods = self.f.redis_pods().await;
-            if pods.len() == 3 && pods.iter().all(|p| p.uid().is_some_and(|uid| !before.contains(&uid))) {
-                break;
-            }
-            assert!(
-                started.elapsed() < CONVERGE * 2,
-                "every Redis Pod restarted with the new password: not within {:?}",
-                CONVERGE * 2
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        self.until_rolled("every Redis Pod restarted with the new password", |f| {
+            let before = before.clone();
+            Box::pin(async move {
+                let pods = f.redis_pods().await;
+                pods.len() == 3 && pods.iter().all(|p| p.uid().is_some_and(|uid| !before.contains(&uid)))
+            })
+        })
+        .await;
         self.f.converged("password rotated", 3).await;
         // A recreated Sentinel's log starts after the switch, so this bounds the count rather
         // than pins it.
@@ -1302,31 +1318,20 @@ impl Run {
         }
         // The Sentinel Pods roll last, once every Redis Pod runs the new password: then no
         // Sentinel takes the old one any more.
-        let started = Instant::now();
-        loop {
-            self.follow_sentinels().await;
-            let sentinels = self.f.sentinel_addresses().await;
-            let mut rotated = sentinels.len() == 3;
-            for address in &sentinels {
-                let endpoint = Endpoint::new(address.ip().to_string(), address.port());
-                let old = ping(Target::sentinel(&endpoint, Some(PASSWORD), Timeouts::default())).await;
-                let new = ping(self.f.sentinel_target(&endpoint)).await;
-                rotated &= old.as_ref().is_err_and(is_auth_refused) && new.is_ok();
-            }
-            if rotated {
-                eprintln!(
-                    "every Sentinel refuses the old password {:?} after the Redis Pods rolled",
-                    started.elapsed()
-                );
-                break;
-            }
-            assert!(
-                started.elapsed() < CONVERGE * 2,
-                "every Sentinel refuses the old password and takes the new one: not within {:?}",
-                CONVERGE * 2
-            );
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        self.until_rolled("every Sentinel refuses the old password and takes the new one", |f| {
+            Box::pin(async move {
+                let sentinels = f.sentinel_addresses().await;
+                let mut rotated = sentinels.len() == 3;
+                for address in &sentinels {
+                    let endpoint = Endpoint::new(address.ip().to_string(), address.port());
+                    let old = ping(Target::sentinel(&endpoint, Some(PASSWORD), Timeouts::default())).await;
+                    let new = ping(f.sentinel_target(&endpoint)).await;
+                    rotated &= old.as_ref().is_err_and(is_auth_refused) && new.is_ok();
+                }
+                rotated
+            })
+        })
+        .await;
         self.state = self.f.converged("Sentinels rolled to the new password", 3).await;
         fault
     }

@@ -671,7 +671,14 @@ pub async fn ping(target: Target<'_>) -> Result<(), IoError> {
 /// masterauth`), so old and new Pods replicate from each other while the Pods roll. Then the
 /// Sentinels' links to it are reopened ([`drop_sentinel_links`]).
 pub async fn accept_new_password(target: Target<'_>, new: &str, sentinel_hosts: &[&str]) -> Result<(), IoError> {
-    let _: () = target
+    accept_password_too(target, new).await?;
+    config_set(target, "masterauth", new).await?;
+    drop_sentinel_links(target, sentinel_hosts).await
+}
+
+/// `ACL SETUSER default on >new`: the default user takes `new` beside the passwords it has.
+async fn accept_password_too(target: Target<'_>, new: &str) -> Result<(), IoError> {
+    target
         .query(
             "ACL SETUSER",
             redis::cmd("ACL")
@@ -681,9 +688,7 @@ pub async fn accept_new_password(target: Target<'_>, new: &str, sentinel_hosts: 
                 .arg(format!(">{new}"))
                 .clone(),
         )
-        .await?;
-    config_set(target, "masterauth", new).await?;
-    drop_sentinel_links(target, sentinel_hosts).await
+        .await
 }
 
 /// Closes the Sentinels' connections to `target` so they reconnect and authenticate afresh.
@@ -774,17 +779,7 @@ pub async fn adopt_sentinel_password<'a>(
             Err(error) if is_auth_refused(&error) => {}
             _ => continue,
         }
-        let outcome: Result<(), IoError> = Target::sentinel(&member.connect, previous, cluster.timeouts)
-            .query(
-                "ACL SETUSER",
-                redis::cmd("ACL")
-                    .arg("SETUSER")
-                    .arg("default")
-                    .arg("on")
-                    .arg(format!(">{new}"))
-                    .clone(),
-            )
-            .await;
+        let outcome = accept_password_too(Target::sentinel(&member.connect, previous, cluster.timeouts), new).await;
         done.push((member.pod.clone(), outcome));
     }
     done

@@ -252,11 +252,11 @@ async fn inject(fault: Fault, node: &LocalNode, pods: &Api<Pod>, namespace: &str
     Ok(())
 }
 
-/// Waits until the RedisHA has converged with 3 Redis Pods.
-async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged> {
+/// Waits (at most `bound`) until the RedisHA has converged with 3 Redis Pods.
+pub(super) async fn converged_within(observer: &Observer, what: &str, bound: Duration) -> anyhow::Result<Converged> {
     let started = Instant::now();
     let mut missing = String::new();
-    while started.elapsed() < CONVERGE {
+    while started.elapsed() < bound {
         match observer.converged(3).await {
             Ok(converged) => {
                 eprintln!(
@@ -270,11 +270,20 @@ async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged>
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("{what}: not converged within {}s: {missing}", CONVERGE.as_secs())
+    bail!("{what}: not converged within {}s: {missing}", bound.as_secs())
+}
+
+async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged> {
+    converged_within(observer, what, CONVERGE).await
 }
 
 /// Waits until the probe has `count` acknowledged writes completed after `since`.
-async fn acknowledged_after(probe: &WriteProbe, since: Instant, count: usize, what: &str) -> anyhow::Result<ProbeLog> {
+pub(super) async fn acknowledged_after(
+    probe: &WriteProbe,
+    since: Instant,
+    count: usize,
+    what: &str,
+) -> anyhow::Result<ProbeLog> {
     poll_until(what, Duration::from_secs(60), Duration::from_millis(100), || async {
         let log = probe.snapshot();
         Ok((log.acknowledged_since(since) >= count).then_some(log))

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 
 use super::{
     Bench,
+    redis_ha_failover::acknowledged_after,
     report::{Row, ScenarioResult, Unit},
     start_manager,
     track::poll_until,
@@ -498,35 +499,8 @@ async fn rolling(stage: &Stage<'_>) -> anyhow::Result<bool> {
         .any(|pod| pod.labels().get("controller-revision-hash") != Some(&update_revision)))
 }
 
-/// Waits until the RedisHA has converged with 3 Redis Pods.
 async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged> {
-    let started = Instant::now();
-    let mut missing = String::new();
-    while started.elapsed() < CONVERGE {
-        match observer.converged(3).await {
-            Ok(converged) => {
-                eprintln!(
-                    "{what}: converged after {:.1}s (master {})",
-                    started.elapsed().as_secs_f64(),
-                    converged.master
-                );
-                return Ok(converged);
-            }
-            Err(now_missing) => missing = now_missing,
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    bail!("{what}: not converged within {}s: {missing}", CONVERGE.as_secs())
-}
-
-/// Waits until the probe has `count` acknowledged writes completed after `since`.
-async fn acknowledged_after(probe: &WriteProbe, since: Instant, count: usize, what: &str) -> anyhow::Result<ProbeLog> {
-    poll_until(what, Duration::from_secs(60), Duration::from_millis(100), || async {
-        let log = probe.snapshot();
-        Ok((log.acknowledged_since(since) >= count).then_some(log))
-    })
-    .await
-    .with_context(|| format!("last write error: {:?}", probe.snapshot().last_error))
+    super::redis_ha_failover::converged_within(observer, what, CONVERGE).await
 }
 
 /// The p50 (the middle one, as redis-ha-failover reports it) and the max of some durations.
