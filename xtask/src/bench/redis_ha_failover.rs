@@ -203,7 +203,16 @@ async fn faults(
                         .await
                         .with_context(|| format!("SIGCONT to {old}'s redis-server"))?;
                 }
-                Fault::PodDeleted | Fault::ProcessKilled => {}
+                // The kubelet's restart back-off doubles with each kill of the same container
+                // (up to 5 min; reset only after 10 min running), and the master takes turns
+                // between two Pods: twenty kills in a row would wait minutes for a restart. The
+                // killed Pod is recreated once its outage is measured (it is a replica by then).
+                Fault::ProcessKilled => {
+                    pods.delete(&old, &DeleteParams::default())
+                        .await
+                        .with_context(|| format!("recreating {old}, killed"))?;
+                }
+                Fault::PodDeleted => {}
             }
             state = converged(observer, &what).await?;
             eprintln!(
