@@ -347,16 +347,18 @@ impl Report {
         }
     }
 
+    /// Every target missed; a scenario that failed misses them all (it measured none).
     fn missed(&self) -> Vec<String> {
         self.scenarios
             .iter()
-            .filter_map(|(scenario, result)| Some((scenario, result.as_ref().ok()?)))
-            .flat_map(|(scenario, result)| {
-                result
+            .flat_map(|(scenario, result)| match result {
+                Ok(result) => result
                     .rows
                     .iter()
                     .filter(|row| row.pass == Some(false))
-                    .map(move |row| format!("{} {}", scenario_name(*scenario), row.metric))
+                    .map(|row| format!("{} {}", scenario_name(*scenario), row.metric))
+                    .collect::<Vec<_>>(),
+                Err(_) => vec![format!("{} (failed: nothing measured)", scenario_name(*scenario))],
             })
             .collect()
     }
@@ -432,6 +434,36 @@ mod tests {
         assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
         let one = Percentiles::of(&[Duration::from_millis(7)]);
         assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
+    }
+
+    #[test]
+    fn a_failed_scenario_misses_its_targets() {
+        let met = || ScenarioResult {
+            rows: vec![Row::at_most("outage", 1.0, 2.0, Unit::Seconds)],
+            details: json!({}),
+            notes: Vec::new(),
+            skipped: None,
+        };
+        let report = |failed: bool| Report {
+            finished: Timestamp::now(),
+            revision: String::new(),
+            machine: Machine::read(),
+            settings: json!({}),
+            took: Duration::ZERO,
+            scenarios: vec![
+                (Scenario("foo"), Ok(met())),
+                (
+                    Scenario("redis-ha-failover"),
+                    if failed {
+                        Err(anyhow::anyhow!("not converged"))
+                    } else {
+                        Ok(met())
+                    },
+                ),
+            ],
+        };
+        assert!(report(false).missed().is_empty());
+        assert_eq!(report(true).missed(), ["redis-ha-failover (failed: nothing measured)"]);
     }
 
     #[test]
