@@ -481,9 +481,13 @@ const FAILOVER_WAIT_SECONDS: u32 = 60;
 const OWN_FAILOVER_HALF_SECONDS: u32 = 4;
 const REASK_HALF_SECONDS: u32 = 4;
 /// How long the master's `preStop` pauses writes while Sentinel hands over (milliseconds), and
-/// how long it waits for the handover (half-seconds): both well inside the grace period.
+/// how long it waits for the handover: both well inside the grace period. Clients wait from the
+/// pause until the process stops after the handover, so the hook looks for the switch every
+/// 200 ms (each look asks every Sentinel); it asks again each second while they refuse.
 const PRESTOP_PAUSE_MS: u32 = 15_000;
-const PRESTOP_WAIT_HALF_SECONDS: u32 = 30;
+const PRESTOP_POLL_MS: u32 = 200;
+const PRESTOP_POLLS: u32 = PRESTOP_PAUSE_MS / PRESTOP_POLL_MS;
+const PRESTOP_REASK_POLLS: u32 = 1_000 / PRESTOP_POLL_MS;
 
 /// The Redis container's command. It never elects itself: it starts as a replica of the master
 /// the Sentinels name; if they name this Pod, it has them fail over first (unless there is nobody
@@ -673,7 +677,7 @@ requested=no
 request_failover && requested=yes
 waited=0
 while [ "$waited" -lt {wait} ]; do
-  sleep 0.5
+  sleep {poll}
   waited=$((waited + 1))
   master=$(sentinel_master)
   if [ -n "$master" ]; then
@@ -682,7 +686,7 @@ while [ "$waited" -lt {wait} ]; do
   fi
   # Refused (the Sentinels have not learnt a replica yet, or another failover runs): ask again
   # each second rather than leave it to the Sentinels' down-after once the process is gone.
-  if [ "$requested" = no ] && [ $((waited % 2)) -eq 0 ]; then
+  if [ "$requested" = no ] && [ $((waited % {reask})) -eq 0 ]; then
     request_failover && requested=yes
   fi
 done
@@ -690,7 +694,9 @@ log "the Sentinels did not fail over in time"
 exit 0
 "#,
         pause = PRESTOP_PAUSE_MS,
-        wait = PRESTOP_WAIT_HALF_SECONDS,
+        wait = PRESTOP_POLLS,
+        poll = format_args!("{}.{}", PRESTOP_POLL_MS / 1000, PRESTOP_POLL_MS % 1000 / 100),
+        reask = PRESTOP_REASK_POLLS,
     );
     script
 }
@@ -1210,6 +1216,17 @@ mod tests {
                 "{hostile:?} is not a Pod of this set"
             );
         }
+    }
+
+    #[test]
+    fn the_prestop_hook_looks_for_the_handover_often_and_within_the_pause() {
+        let script = redis_prestop_script(&rendering("{}"));
+        assert!(script.contains("CLIENT PAUSE 15000 WRITE"), "{script}");
+        assert!(
+            script.contains("while [ \"$waited\" -lt 75 ]; do\n  sleep 0.2\n"),
+            "{script}"
+        );
+        assert!(script.contains("$((waited % 5))"), "asks again each second: {script}");
     }
 
     #[test]
