@@ -126,7 +126,7 @@ impl Entries {
 mod tests {
     use super::*;
     use crate::FooSpec;
-    use capstan_runtime::informer::store_from;
+    use capstan_runtime::store_from;
     use kube::api::ObjectMeta;
 
     fn foo(ns: &str, name: &str, friend: &str) -> Foo {

@@ -1,6 +1,6 @@
 //! The capstan manager: every controller in one process, on one shared runtime.
 use anyhow::Context as _;
-use capstan_runtime::{ControllerEntry, Manager, RuntimeArgs, manager::BoundAddrs, telemetry};
+use capstan_runtime::{BoundAddrs, ControllerEntry, Manager, RuntimeArgs, client_from_environment, init_logging};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// The user agent of the manager's requests, so audit logs and apiserver metrics can single
@@ -75,8 +75,8 @@ pub fn crds_yaml() -> anyhow::Result<String> {
 /// Runs the selected controllers until SIGTERM/SIGINT. The bound admin addresses go to
 /// `on_bound`; an error (also a controller that stopped on its own) means exit non-zero.
 pub async fn run(args: RunArgs, on_bound: impl FnOnce(BoundAddrs)) -> anyhow::Result<()> {
-    telemetry::init(args.runtime.log_format);
-    let client = capstan_runtime::client::from_environment(USER_AGENT)
+    init_logging(args.runtime.log_format);
+    let client = client_from_environment(USER_AGENT)
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
     let mut manager = Manager::new(client, args.runtime.clone())

@@ -4,7 +4,7 @@ use capstan_manager::{Cli, Command, crds_yaml, run};
 
 /// The bound admin addresses, as one JSON line on stdout (logs go to stderr), so that whatever
 /// started the manager with port 0 learns them without parsing logs.
-fn print_bound(addrs: capstan_runtime::manager::BoundAddrs) {
+fn print_bound(addrs: capstan_runtime::BoundAddrs) {
     if let Ok(line) = serde_json::to_string(&serde_json::json!({ "bound": addrs })) {
         println!("{line}");
     }

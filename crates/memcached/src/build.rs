@@ -1,6 +1,6 @@
 //! Pure builders: the objects a Memcached owns (its Deployment and headless Service).
 use capstan_runtime::{
-    apply::controller_owner_ref,
+    controller_owner_ref,
     labels::{selector_labels, standard_labels},
 };
 use k8s_openapi::{

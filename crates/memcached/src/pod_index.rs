@@ -1,10 +1,7 @@
 //! The live memcached Pods of each Memcached, kept by the runtime's Pod informer in place of a
 //! cache of Pods, so a reconcile reads its Pods with one map lookup instead of scanning every Pod
 //! in scope.
-use capstan_runtime::{
-    MetadataIndex, labels,
-    meta_index::{key, split_keys},
-};
+use capstan_runtime::{MetadataIndex, key, labels, split_keys};
 use kube::api::ObjectMeta;
 use std::collections::{BTreeSet, HashMap};
 

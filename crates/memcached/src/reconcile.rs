@@ -1,5 +1,5 @@
 use capstan_runtime::{
-    Action, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, SharedIndex, apply::ApplyOutcome,
+    Action, ApplyOutcome, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, SharedIndex,
 };
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},

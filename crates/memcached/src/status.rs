@@ -1,9 +1,9 @@
 //! The status a Memcached should have, from what the caches hold: pure, so every case is a unit
 //! test. It never says `Ready` from a Deployment status that predates the spec it describes.
 use capstan_runtime::{
-    apply::needs_apply,
     conditions::{DesiredCondition, READY, merge_conditions},
     labels::selector_labels,
+    needs_apply,
 };
 use k8s_openapi::{
     api::apps::v1::{Deployment, DeploymentCondition},

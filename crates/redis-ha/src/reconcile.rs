@@ -3,8 +3,8 @@
 use std::{sync::Arc, time::Duration};
 
 use capstan_runtime::{
-    Action, ChildCache, Context, ReconcileError, Reconciler, Watches, apply::controller_owner_ref,
-    compat::PodDisruptionBudgetV1Beta1,
+    Action, ChildCache, Context, ReconcileError, Reconciler, Watches, compat::PodDisruptionBudgetV1Beta1,
+    controller_owner_ref,
 };
 use k8s_openapi::{
     api::{

@@ -9,13 +9,13 @@ use std::{fmt::Debug, sync::Arc};
 
 use crate::{
     Error,
-    apply::{self, ApplyOutcome},
     events::EventPublisher,
-    foreign::ForeignWatches,
     informer::Informable,
-    leadership::Leadership,
-    metrics::Metrics,
-    status_writes::{StatusKey, StatusWrites},
+    process::leadership::Leadership,
+    process::metrics::Metrics,
+    write::apply::{self, ApplyOutcome},
+    write::foreign::ForeignWatches,
+    write::status_writes::{StatusKey, StatusWrites},
 };
 
 pub struct Context {

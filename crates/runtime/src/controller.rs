@@ -22,14 +22,14 @@ use tracing::Instrument;
 
 use crate::{
     context::Context,
-    foreign::ForeignWatches,
     informer::Informable,
-    leadership::Leadership,
     lock,
-    metrics::Metrics,
-    shutdown::Shutdown,
+    process::leadership::Leadership,
+    process::metrics::Metrics,
+    process::shutdown::Shutdown,
     tasks::{BackgroundTask, panic_message},
     watches::WatchedParts,
+    write::foreign::ForeignWatches,
 };
 
 /// An error a reconcile can return: it names its own metric label and Event reason, and says

@@ -6,7 +6,9 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use std::{fmt::Display, future::Future, sync::Arc, time::Duration};
 
-use crate::{events::EventPublisher, leadership::Leadership, metrics::Metrics, shutdown::Shutdown};
+use crate::{
+    events::EventPublisher, process::leadership::Leadership, process::metrics::Metrics, process::shutdown::Shutdown,
+};
 
 /// A write the apiserver refused to a background task (403 Forbidden, 422 Invalid, …). A task
 /// never leaves such a refusal in its log only: [`TaskContext::refused`] publishes it as a Warning
@@ -106,10 +108,6 @@ impl BackgroundTask {
             name: name.into(),
             start,
         }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

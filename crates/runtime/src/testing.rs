@@ -4,7 +4,7 @@ use kube::Client;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::{Manager, RuntimeArgs, manager::BoundAddrs, shutdown::Shutdown};
+use crate::{Manager, RuntimeArgs, process::manager::BoundAddrs, process::shutdown::Shutdown};
 
 pub struct RunningManager {
     pub addrs: BoundAddrs,

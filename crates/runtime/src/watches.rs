@@ -25,9 +25,9 @@ use serde::Serialize;
 
 use crate::{
     ChildCache, RuntimeArgs, ServedApis,
+    informer::{IndexSubscription, MetadataIndex},
     informer::{Informable, Informers, Subscription},
     labels,
-    meta_index::{IndexSubscription, MetadataIndex},
     tasks::{BackgroundTask, TaskContext},
 };
 

@@ -3,14 +3,9 @@
 //! reference, foreign-object refusal with one GET, prune), the leader-checked delete, and how a
 //! controller treats panics, deadlines, permanent errors and a broken trigger.
 use capstan_runtime::{
-    Action, ChildCache, Context, Error, Informers, Leadership, ReconcileError, Reconciler,
-    apply::ApplyOutcome,
-    client,
-    events::EventPublisher,
-    metrics::Metrics,
-    readiness::Readiness,
+    Action, ApplyOutcome, ChildCache, Context, Error, ReconcileError, Reconciler,
+    parts::{EventPublisher, Informers, Leadership, Metrics, Readiness, client, managed_by_capstan},
     testing::{eventually, spawn_manager, spawn_manager_with, test_args},
-    watches::managed_by_capstan,
 };
 use capstan_testenv::{ControlPlane, audit};
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};

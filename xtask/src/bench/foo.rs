@@ -7,7 +7,7 @@ use std::{
 
 use anyhow::Context;
 use capstan_foo::{Foo, FooSpec, build_status};
-use capstan_runtime::apply::apply_status;
+use capstan_runtime::apply_status;
 use k8s_openapi::{
     api::core::v1::{Container, Pod, PodSpec},
     jiff::Timestamp,

@@ -6,7 +6,7 @@ use capstan_memcached::{
     DEFAULT_IMAGE, DEFAULT_MEMORY_MB, DEFAULT_PORT, Memcached, MemcachedSpec, Observed, build_deployment,
     build_headless_service, build_status,
 };
-use capstan_runtime::apply::{apply, apply_status};
+use capstan_runtime::{apply, apply_status};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},
     jiff::Timestamp,

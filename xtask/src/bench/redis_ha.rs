@@ -16,10 +16,7 @@ use capstan_redis_ha::{
     status::{Health, build_status},
 };
 use capstan_runtime::{
-    ServedApis,
-    apply::{apply, apply_status, controller_owner_ref},
-    compat::PodDisruptionBudgetV1Beta1,
-    labels,
+    ServedApis, apply, apply_status, compat::PodDisruptionBudgetV1Beta1, controller_owner_ref, labels,
 };
 use k8s_openapi::{
     NamespaceResourceScope,

@@ -20,7 +20,7 @@ use std::{
 };
 use tokio::{sync::mpsc, task::AbortHandle};
 
-use crate::{informer::WatchBackoff, leadership::Leadership, lock, metrics::Metrics};
+use crate::{informer::WatchBackoff, lock, process::leadership::Leadership, process::metrics::Metrics};
 
 /// `(namespace, name)` of an owner the controller reconciles.
 pub(crate) type OwnerKey = (String, String);

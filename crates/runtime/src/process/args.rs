@@ -2,8 +2,8 @@
 use std::{net::SocketAddr, time::Duration};
 
 use crate::{
-    lease::{self, LeaseConfig},
-    telemetry::LogFormat,
+    process::lease::{self, LeaseConfig},
+    process::telemetry::LogFormat,
 };
 
 #[derive(Debug, Clone, clap::Args)]

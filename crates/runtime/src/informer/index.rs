@@ -18,10 +18,8 @@ use std::{
 };
 use tokio::sync::{mpsc, watch};
 
-use crate::{
-    informer::{Informable, Subscribers, events, send},
-    lock,
-};
+use super::watch::{Informable, Subscribers, events, send};
+use crate::{lock, process::readiness::Gate};
 
 /// What a controller derives from the metadata of one kind's objects, kept by an informer in
 /// place of a cache (see [`Watches::index`](crate::Watches::index)).
@@ -86,11 +84,15 @@ impl<I: MetadataIndex> SharedIndex<I> {
 /// A controller's view of an indexed informer: the index, and a stream of changed objects'
 /// (trimmed) metadata.
 pub struct IndexSubscription<K: Informable, I> {
-    pub(crate) index: SharedIndex<I>,
-    pub(crate) changes: mpsc::Receiver<Arc<PartialObjectMeta<K>>>,
+    index: SharedIndex<I>,
+    changes: mpsc::Receiver<Arc<PartialObjectMeta<K>>>,
 }
 
 impl<K: Informable, I: MetadataIndex> IndexSubscription<K, I> {
+    pub(super) fn new(index: SharedIndex<I>, changes: mpsc::Receiver<Arc<PartialObjectMeta<K>>>) -> Self {
+        Self { index, changes }
+    }
+
     pub fn index(&self) -> SharedIndex<I> {
         self.index.clone()
     }
@@ -240,7 +242,7 @@ pub(crate) async fn drive_index<K: Informable, I: MetadataIndex>(
     trim: fn(&mut PartialObjectMeta<K>),
     index: SharedIndex<I>,
     subscribers: Subscribers<PartialObjectMeta<K>>,
-    gate: crate::readiness::Gate,
+    gate: Gate,
 ) {
     let mut feed = Feed::<K, I>::new(index);
     let mut events = std::pin::pin!(events(api, config, trim));

@@ -21,9 +21,9 @@ use std::{
 
 use crate::{
     ChildCache, Context, Error,
-    apply::{ApplyOutcome, controller_owner_ref},
     informer::Informable,
     labels,
+    write::apply::{ApplyOutcome, controller_owner_ref},
 };
 
 /// What [`Children::apply`] did, and the child as it was before.
@@ -186,7 +186,7 @@ impl Context {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::child_cache::child_cache_from;
+    use crate::informer::child_cache_from;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::api::ObjectMeta;
 

@@ -11,16 +11,18 @@ use std::{net::SocketAddr, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    Error, RuntimeArgs, admin, client,
+    Error, RuntimeArgs,
     controller::{self, ControllerDef, ErrorBackoff, Reconciler, RunSettings},
     events::EventPublisher,
     informer::Informers,
-    leadership::Leadership,
-    lease::LeaderElector,
-    metrics::Metrics,
-    readiness::Readiness,
+    process::admin,
+    process::client,
+    process::leadership::Leadership,
+    process::lease::LeaderElector,
+    process::metrics::Metrics,
+    process::readiness::Readiness,
+    process::shutdown::Shutdown,
     served::ServedApis,
-    shutdown::Shutdown,
     tasks::{self, BackgroundTask, TaskContext},
     watches::Watches,
 };

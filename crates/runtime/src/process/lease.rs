@@ -17,7 +17,7 @@ use kube::{
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-use crate::{Error, metrics::Metrics};
+use crate::{Error, process::metrics::Metrics};
 
 #[derive(Debug, Clone)]
 pub struct LeaseConfig {

@@ -39,16 +39,6 @@ where
     })
 }
 
-/// Whether `child` is controlled by the object with `owner_uid`.
-pub fn is_controlled_by(child: &impl Resource, owner_uid: &str) -> bool {
-    child
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid)
-}
-
 /// Stamps [`DESIRED_HASH_ANNOTATION`] into `desired` and returns it as JSON.
 pub fn stamp_desired_hash<K: Serialize>(desired: &K) -> Result<Value, Error> {
     let mut value = serde_json::to_value(desired).map_err(|source| Error::Serialize {

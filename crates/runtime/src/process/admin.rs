@@ -7,7 +7,7 @@ use hyper_util::rt::TokioIo;
 use std::{convert::Infallible, net::SocketAddr};
 use tokio::net::TcpListener;
 
-use crate::{Error, metrics::Metrics, readiness::Readiness, shutdown::Shutdown};
+use crate::{Error, process::metrics::Metrics, process::readiness::Readiness, process::shutdown::Shutdown};
 
 #[derive(Clone)]
 enum Endpoints {
