@@ -328,14 +328,7 @@ impl Reconciler for RedisHAReconciler {
                 return Err(self.refused(&rha, ctx, error).await);
             }
         }
-        children.prune(&self.config_maps).await.map_err(Error::Apply)?;
-        children.prune(&self.services).await.map_err(Error::Apply)?;
-        children.prune(&self.stateful_sets).await.map_err(Error::Apply)?;
-        match &self.budgets {
-            BudgetCache::V1(cache) => children.prune(cache).await,
-            BudgetCache::V1Beta1(cache) => children.prune(cache).await,
-        }
-        .map_err(Error::Apply)?;
+        children.prune_all().await.map_err(Error::Apply)?;
         let refused = self.shared.refusal(&key);
         let health = Health {
             redis_ready: self.ready_replicas(&namespace, &name),

@@ -14,6 +14,7 @@ use crate::{
     process::leadership::Leadership,
     process::metrics::Metrics,
     write::apply::{self, ApplyOutcome},
+    write::children::OwnedKind,
     write::foreign::ForeignWatches,
     write::status_writes::{StatusKey, StatusWrites},
 };
@@ -27,6 +28,8 @@ pub struct Context {
     /// Set by the controller that runs this context: refused children are watched so their
     /// owner is woken when the object in the way goes.
     foreign: Option<Arc<ForeignWatches>>,
+    /// The kinds the controller owns, for [`Children::prune_all`](crate::Children::prune_all).
+    owned: Vec<Arc<dyn OwnedKind>>,
     status_writes: StatusWrites,
 }
 
@@ -46,6 +49,7 @@ impl Context {
             events,
             metrics,
             foreign: None,
+            owned: Vec::new(),
             status_writes: StatusWrites::default(),
         }
     }
@@ -53,6 +57,15 @@ impl Context {
     pub(crate) fn with_foreign_watches(mut self, foreign: Arc<ForeignWatches>) -> Self {
         self.foreign = Some(foreign);
         self
+    }
+
+    pub(crate) fn with_owned_kinds(mut self, owned: Vec<Arc<dyn OwnedKind>>) -> Self {
+        self.owned = owned;
+        self
+    }
+
+    pub(crate) fn owned_kinds(&self) -> &[Arc<dyn OwnedKind>] {
+        &self.owned
     }
 
     pub(crate) fn foreign_watches(&self) -> Option<&Arc<ForeignWatches>> {

@@ -218,6 +218,7 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
         primary,
         triggers,
         tasks: _,
+        owned,
     } = def.watched;
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel();
     let foreign = ForeignWatches::new(
@@ -239,7 +240,8 @@ pub fn run<R: Reconciler>(def: ControllerDef<R>, settings: RunSettings) -> BoxFu
             settings.instance.clone(),
             settings.leadership.clone(),
         )
-        .with_foreign_watches(foreign.clone()),
+        .with_foreign_watches(foreign.clone())
+        .with_owned_kinds(owned),
         foreign,
         reconciler: def.reconciler,
         metrics: metrics.clone(),

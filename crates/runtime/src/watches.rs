@@ -29,6 +29,7 @@ use crate::{
     informer::{Informable, Informers, Subscription},
     labels,
     tasks::{BackgroundTask, TaskContext},
+    write::children::OwnedKind,
 };
 
 /// The triggers and caches of one controller of `K`, filled by its kind crate.
@@ -40,6 +41,7 @@ pub struct Watches<'a, K: Informable> {
     primary: BoxStream<'static, Arc<K>>,
     triggers: Vec<BoxStream<'static, ObjectRef<K>>>,
     tasks: Vec<BackgroundTask>,
+    owned: Vec<Arc<dyn OwnedKind>>,
 }
 
 /// The label selector of every child cache: only objects capstan manages.
@@ -58,6 +60,7 @@ impl<'a, K: Informable> Watches<'a, K> {
             informers,
             triggers: Vec::new(),
             tasks: Vec::new(),
+            owned: Vec::new(),
         }
     }
 
@@ -86,6 +89,7 @@ impl<'a, K: Informable> Watches<'a, K> {
         let (cache, changes) = self.informers.subscribe_children::<C>(managed_by_capstan());
         let changes = futures::stream::unfold(changes, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
         self.watches(changes, |child| controller_of::<K>(child.as_ref()));
+        self.owned.push(Arc::new(cache.clone()));
         cache
     }
 
@@ -160,6 +164,7 @@ impl<'a, K: Informable> Watches<'a, K> {
             primary: self.primary,
             triggers: self.triggers,
             tasks: self.tasks,
+            owned: self.owned,
         }
     }
 }
@@ -170,6 +175,7 @@ pub struct WatchedParts<K: Informable> {
     pub(crate) primary: BoxStream<'static, Arc<K>>,
     pub(crate) triggers: Vec<BoxStream<'static, ObjectRef<K>>>,
     pub(crate) tasks: Vec<BackgroundTask>,
+    pub(crate) owned: Vec<Arc<dyn OwnedKind>>,
 }
 
 /// Queues reconciles of `K` by reference; cheap to clone.

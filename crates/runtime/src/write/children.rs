@@ -9,7 +9,9 @@
 //!     children.apply(&self.services, service).await?;
 //! }
 //! children.prune(&self.services).await?; // Services this RedisHA no longer wants
+//! children.prune_all().await?; // or: every kind the controller owns
 //! ```
+use futures::future::BoxFuture;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Api, Resource, ResourceExt, api::ApiResource, runtime::reflector::ObjectRef};
 use serde::Serialize;
@@ -129,6 +131,24 @@ impl<'a> Children<'a> {
     where
         C: Informable + Serialize,
     {
+        self.prune_unwanted(cache).await
+    }
+
+    /// [`prune`](Self::prune) for every kind the controller owns (each
+    /// [`Watches::owns`](crate::Watches::owns), in the order it declared them), stopping at the
+    /// first failure. Returns the names pruned.
+    pub async fn prune_all(&mut self) -> Result<Vec<String>, Error> {
+        let mut pruned = Vec::new();
+        for owned in self.ctx.owned_kinds() {
+            pruned.extend(owned.prune(self).await?);
+        }
+        Ok(pruned)
+    }
+
+    async fn prune_unwanted<C>(&self, cache: &ChildCache<C>) -> Result<Vec<String>, Error>
+    where
+        C: Informable + Serialize,
+    {
         let keep = self.applied.get(&TypeId::of::<C>()).cloned().unwrap_or_default();
         let mut pruned = Vec::new();
         for child in unwanted(cache, &self.owner_ref, &self.namespace, &keep) {
@@ -139,6 +159,17 @@ impl<'a> Children<'a> {
             }
         }
         Ok(pruned)
+    }
+}
+
+/// A kind a controller owns, as [`Children::prune_all`] reaches it: the cache of its children.
+pub(crate) trait OwnedKind: Send + Sync {
+    fn prune<'c>(&'c self, children: &'c Children<'_>) -> BoxFuture<'c, Result<Vec<String>, Error>>;
+}
+
+impl<C: Informable + Serialize> OwnedKind for ChildCache<C> {
+    fn prune<'c>(&'c self, children: &'c Children<'_>) -> BoxFuture<'c, Result<Vec<String>, Error>> {
+        Box::pin(children.prune_unwanted(self))
     }
 }
 
