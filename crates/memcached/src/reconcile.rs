@@ -1,5 +1,5 @@
 use capstan_runtime::{
-    Action, ApplyOutcome, ChildApplied, ChildCache, Context, ReconcileError, Reconciler, SharedIndex,
+    Action, ApplyOutcome, ChildApplied, ChildCache, Context, ReconcileFailure, Reconciler, SharedIndex,
 };
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service},
@@ -14,41 +14,7 @@ use crate::{
     status::{Observed, build_status, changes_deployment_spec, own_part},
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid spec: {0}")]
-    InvalidSpec(#[from] SpecError),
-    #[error("applying an owned object: {0}")]
-    Apply(#[source] capstan_runtime::Error),
-    #[error("writing status: {0}")]
-    Status(#[source] capstan_runtime::Error),
-}
-
-impl ReconcileError for Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::InvalidSpec(_) => "invalid_spec",
-            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "resource_exists",
-            Error::Apply(e) | Error::Status(e) => e.metric_label(),
-        }
-    }
-
-    fn event_reason(&self) -> Option<&'static str> {
-        Some(match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "ResourceExists",
-            Error::Apply(e) if e.invalid_message().is_some() => "Rejected",
-            Error::Apply(_) | Error::Status(_) => "ReconcileFailed",
-        })
-    }
-
-    fn is_permanent(&self) -> bool {
-        match self {
-            Error::InvalidSpec(_) => true,
-            Error::Apply(e) | Error::Status(e) => e.is_permanent(),
-        }
-    }
-}
+pub type Error = ReconcileFailure<SpecError>;
 
 pub struct MemcachedReconciler {
     deployments: ChildCache<Deployment>,

@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use capstan_runtime::{
-    Action, ChildCache, Context, ReconcileError, Reconciler, Watches, compat::PodDisruptionBudgetV1Beta1,
+    Action, ChildCache, Context, ReconcileFailure, Reconciler, Watches, compat::PodDisruptionBudgetV1Beta1,
     controller_owner_ref,
 };
 use k8s_openapi::{
@@ -35,45 +35,7 @@ pub const SECRET_RETRY: Duration = Duration::from_secs(60);
 /// re-read that finds nothing changed writes nothing.
 pub const SECRET_RECHECK: Duration = Duration::from_secs(30);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("invalid spec: {0}")]
-    InvalidSpec(#[from] SpecError),
-    #[error("reading the auth Secret: {0}")]
-    ReadSecret(#[source] kube::Error),
-    #[error("applying an owned object: {0}")]
-    Apply(#[source] capstan_runtime::Error),
-    #[error("writing status: {0}")]
-    Status(#[source] capstan_runtime::Error),
-}
-
-impl ReconcileError for Error {
-    fn metric_label(&self) -> &'static str {
-        match self {
-            Error::InvalidSpec(_) => "invalid_spec",
-            Error::ReadSecret(_) => "api_error",
-            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "resource_exists",
-            Error::Apply(e) | Error::Status(e) => e.metric_label(),
-        }
-    }
-
-    fn event_reason(&self) -> Option<&'static str> {
-        Some(match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Apply(capstan_runtime::Error::ForeignChild { .. }) => "ResourceExists",
-            Error::Apply(e) if e.invalid_message().is_some() => "Rejected",
-            _ => "ReconcileFailed",
-        })
-    }
-
-    fn is_permanent(&self) -> bool {
-        match self {
-            Error::InvalidSpec(_) => true,
-            Error::ReadSecret(_) => false,
-            Error::Apply(e) | Error::Status(e) => e.is_permanent(),
-        }
-    }
-}
+pub type Error = ReconcileFailure<SpecError>;
 
 pub struct RedisHAReconciler {
     stateful_sets: ChildCache<StatefulSet>,
@@ -140,7 +102,10 @@ impl RedisHAReconciler {
         let secret = Api::<Secret>::namespaced(ctx.client().clone(), &namespace)
             .get_opt(&auth.secret_name)
             .await
-            .map_err(Error::ReadSecret)?;
+            .map_err(|source| Error::Read {
+                what: "the auth Secret",
+                source,
+            })?;
         let Some(secret) = secret else {
             return Ok(Err(AuthProblem::Missing(auth.secret_name.clone())));
         };

@@ -17,6 +17,7 @@ mod context;
 mod controller;
 mod error;
 mod events;
+mod failure;
 mod informer;
 pub mod labels;
 mod process;
@@ -30,6 +31,7 @@ mod write;
 pub use context::Context;
 pub use controller::{ReconcileError, Reconciler};
 pub use error::Error;
+pub use failure::ReconcileFailure;
 pub use informer::{ChildCache, IndexSubscription, MetadataIndex, Names, SharedIndex, Subscription, key, split_keys};
 #[cfg(any(test, feature = "testing"))]
 pub use informer::{child_cache_from, store_from};
