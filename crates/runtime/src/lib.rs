@@ -31,6 +31,7 @@ mod write;
 pub use context::Context;
 pub use controller::{ReconcileError, Reconciler};
 pub use error::Error;
+pub use events::EventPublisher;
 pub use failure::ReconcileFailure;
 pub use informer::{ChildCache, IndexSubscription, MetadataIndex, Names, SharedIndex, Subscription, key, split_keys};
 #[cfg(any(test, feature = "testing"))]
@@ -38,6 +39,7 @@ pub use informer::{child_cache_from, store_from};
 pub use process::{
     args::RuntimeArgs,
     client::from_environment as client_from_environment,
+    leadership::Leadership,
     manager::{BoundAddrs, ControllerEntry, Manager},
     shutdown::Shutdown,
     telemetry::{LogFormat, init as init_logging},
@@ -57,9 +59,8 @@ pub use write::{
 #[doc(hidden)]
 pub mod parts {
     pub use crate::{
-        events::EventPublisher,
         informer::Informers,
-        process::{client, leadership::Leadership, metrics::Metrics, readiness::Readiness},
+        process::{client, metrics::Metrics, readiness::Readiness},
         watches::managed_by_capstan,
     };
 }

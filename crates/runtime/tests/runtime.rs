@@ -3,8 +3,8 @@
 //! reference, foreign-object refusal with one GET, prune), the leader-checked delete, and how a
 //! controller treats panics, deadlines, permanent errors and a broken trigger.
 use capstan_runtime::{
-    Action, ApplyOutcome, ChildCache, Context, Error, ReconcileError, Reconciler,
-    parts::{EventPublisher, Informers, Leadership, Metrics, Readiness, client, managed_by_capstan},
+    Action, ApplyOutcome, ChildCache, Context, Error, EventPublisher, Leadership, ReconcileError, Reconciler,
+    parts::{Informers, Metrics, Readiness, client, managed_by_capstan},
     testing::{eventually, spawn_manager, spawn_manager_with, test_args},
 };
 use capstan_testenv::{ControlPlane, audit};
