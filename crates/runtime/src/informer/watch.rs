@@ -1,7 +1,10 @@
 //! The watch every informer runs, and what its subscribers are sent through.
 use futures::{Stream, StreamExt};
-use kube::runtime::{WatchStreamExt, utils::Backoff, watcher};
-use kube::{Api, Resource, core::NamespaceResourceScope};
+use kube::{
+    Api, Resource,
+    core::NamespaceResourceScope,
+    runtime::{WatchStreamExt, utils::Backoff, watcher},
+};
 use serde::de::DeserializeOwned;
 use std::{
     fmt::Debug,
@@ -26,6 +29,7 @@ impl<K> Informable for K where
 {
 }
 
+/// The senders of one informer's changes, one per subscriber.
 pub(crate) type Subscribers<K> = Arc<Mutex<Vec<mpsc::Sender<Arc<K>>>>>;
 
 /// The watch behind an informer: retried with [`WatchBackoff`], each object trimmed before anyone
