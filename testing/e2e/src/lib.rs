@@ -9,7 +9,7 @@ pub mod scenarios;
 
 use std::path::{Path, PathBuf};
 
-/// The workspace root (this crate lives in `crates/e2e`).
+/// The workspace root (this crate lives in `testing/e2e`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .ancestors()
