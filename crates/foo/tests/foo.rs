@@ -1,8 +1,7 @@
 //! The Foo controller against a real apiserver (capstan-testenv): each test runs its own manager
 //! scoped to its own namespace.
 use capstan_foo::{Foo, FooSpec};
-use capstan_runtime::testing::{RunningManager, eventually, spawn_manager};
-use capstan_testenv::{ControlPlane, audit};
+use capstan_testenv::{ControlPlane, RunningManager, audit, eventually, spawn_manager};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
     Api, Client, CustomResourceExt,

@@ -3,8 +3,7 @@
 //! never converge. Each test holds `FAULTS` because an apiserver outage affects every test sharing
 //! this binary's control plane.
 use capstan_memcached::Memcached;
-use capstan_runtime::testing::{eventually, http_get};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, eventually, http_get};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{

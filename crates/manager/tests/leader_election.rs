@@ -2,8 +2,7 @@
 //! time, takeover after SIGKILL within the lease duration plus a retry, and within a retry
 //! after a graceful SIGTERM (the leader releases the Lease).
 use capstan_memcached::Memcached;
-use capstan_runtime::testing::{eventually, http_get};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, eventually, http_get};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api,

@@ -2,8 +2,7 @@
 //! process, readiness after cache sync, metric names, and no writes on a no-op resync.
 use capstan_foo::{Foo, FooSpec};
 use capstan_memcached::Memcached;
-use capstan_runtime::testing::{eventually, http_get};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, eventually, http_get};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Container, Pod, PodSpec},

@@ -25,8 +25,7 @@ use capstan_redis_ha::{
     },
     write_probe::{ProbeLog, Route, WriteProbe, count_existing},
 };
-use capstan_runtime::testing::eventually;
-use capstan_testenv::{ControlPlane, local_node_available};
+use capstan_testenv::{ControlPlane, eventually, local_node_available};
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Event, Pod, Secret},

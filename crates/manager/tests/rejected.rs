@@ -2,8 +2,7 @@
 //! `Degraded=True` with the server's message, one Warning, and no further apply until its spec
 //! changes.
 use capstan_memcached::Memcached;
-use capstan_runtime::testing::{eventually, spawn_manager};
-use capstan_testenv::{ControlPlane, audit};
+use capstan_testenv::{ControlPlane, audit, eventually, spawn_manager};
 use kube::{
     Api, Client, CustomResourceExt,
     api::{Patch, PatchParams, PostParams},

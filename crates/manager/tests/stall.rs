@@ -4,8 +4,7 @@
 //! period (drain deadline, bounded Lease release). Its own test binary: stalling the shared
 //! apiserver would stall every other test of the binary.
 use capstan_memcached::Memcached;
-use capstan_runtime::testing::{eventually, http_get};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, eventually, http_get};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, api::PostParams};
 use std::{

@@ -7,8 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use capstan_runtime::testing::http_get;
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, http_get};
 
 /// Runs the manager with an empty system trust store and `kubeconfig` until /readyz answers 200;
 /// returns how long that took. Panics with the manager's exit if it gives up instead.

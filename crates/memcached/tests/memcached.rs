@@ -1,8 +1,7 @@
 //! The Memcached controller against a real apiserver and kube-controller-manager
 //! (capstan-testenv): Pods are created by the controller-manager and stay Pending (no kubelet).
 use capstan_memcached::{Memcached, MemcachedSpec};
-use capstan_runtime::testing::{RunningManager, eventually, http_get, spawn_manager};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::{ControlPlane, RunningManager, eventually, http_get, spawn_manager};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service, events::v1::Event},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,

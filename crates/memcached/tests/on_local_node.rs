@@ -2,11 +2,8 @@
 //! run memcached as real processes, so readiness, `Available` and `status.nodes` follow real Pods.
 //! Its own test binary: a local node runs every Pending Pod of the control plane it serves.
 use capstan_memcached::{AVAILABLE, DEGRADED, Memcached, PROGRESSING};
-use capstan_runtime::{
-    conditions::{READY, is_true},
-    testing::{eventually, spawn_manager},
-};
-use capstan_testenv::{ControlPlane, local_node_available};
+use capstan_runtime::conditions::{READY, is_true};
+use capstan_testenv::{ControlPlane, RunningManager, eventually, local_node_available, spawn_manager};
 use futures::StreamExt;
 use k8s_openapi::api::{apps::v1::Deployment, core::v1::Pod};
 use kube::{
@@ -119,7 +116,7 @@ async fn a_memcached_becomes_available_with_pods_that_answer_and_follows_a_delet
 }
 
 /// A namespace with the Memcached CRD, the local node and a manager running the controller.
-async fn on_local_node(prefix: &str) -> (kube::Client, String, capstan_runtime::testing::RunningManager) {
+async fn on_local_node(prefix: &str) -> (kube::Client, String, RunningManager) {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     cp.apply_crds(&client, &[capstan_memcached::crd()]).await.expect("CRD");

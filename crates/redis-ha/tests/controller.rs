@@ -5,11 +5,8 @@
 //! garbage-collects the children, and a missing
 //! auth Secret is reported as Degraded without a hot loop.
 use capstan_redis_ha::{RedisHA, build, crd};
-use capstan_runtime::{
-    compat::PodDisruptionBudgetV1Beta1,
-    testing::{RunningManager, eventually, http_get, spawn_manager},
-};
-use capstan_testenv::ControlPlane;
+use capstan_runtime::compat::PodDisruptionBudgetV1Beta1;
+use capstan_testenv::{ControlPlane, RunningManager, eventually, http_get, spawn_manager};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,

@@ -23,8 +23,6 @@ pub mod labels;
 mod process;
 mod served;
 mod tasks;
-#[cfg(feature = "testing")]
-pub mod testing;
 mod watches;
 mod write;
 

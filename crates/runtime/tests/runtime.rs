@@ -5,9 +5,8 @@
 use capstan_runtime::{
     Action, ApplyOutcome, ChildCache, Context, Error, EventPublisher, Leadership, ReconcileError, Reconciler,
     parts::{Informers, Metrics, Readiness, client, managed_by_capstan},
-    testing::{eventually, spawn_manager, spawn_manager_with, test_args},
 };
-use capstan_testenv::{ControlPlane, audit};
+use capstan_testenv::{ControlPlane, audit, eventually, spawn_manager, spawn_manager_with, test_args};
 use k8s_openapi::api::{core::v1::ConfigMap, events::v1::Event};
 use kube::{
     Api, Client, Resource, ResourceExt,

@@ -14,6 +14,8 @@
 //! Pods stay Pending unless a test opts in to [`ControlPlane::shared_local_node`], which runs them as
 //! real processes (`capstan-localnode`; needs root, see [`local_node_available`]).
 //!
+//! [`spawn_manager`] runs a manager in-process, scoped to a test's namespace.
+//!
 //! Binaries come from [`assets::locate`]; `cargo xtask envtest` provisions them. Set
 //! `CAPSTAN_TESTENV_KEEP=1` to keep a control plane's logs and kubeconfig after it stops.
 
@@ -24,12 +26,16 @@ mod certs;
 mod control_plane;
 mod error;
 mod eventually;
+mod http;
 mod local_node;
 pub mod manager_process;
 pub mod process;
 mod random;
+mod running_manager;
 
 pub use control_plane::{ControlPlane, Options};
 pub use error::Error;
 pub use eventually::{Attempt, eventually};
+pub use http::http_get;
 pub use local_node::local_node_available;
+pub use running_manager::{RunningManager, spawn_manager, spawn_manager_with, test_args};

@@ -8,8 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use capstan_runtime::testing::http_get;
-use capstan_testenv::manager_process;
+use capstan_testenv::{http_get, manager_process};
 
 const ADMIN_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -2,7 +2,7 @@
 //! (capstan-testenv's [`manager_process`](capstan_testenv::manager_process)), and the apiserver's
 //! audit log read by user agent.
 #![allow(dead_code)]
-use capstan_testenv::{audit, manager_process};
+use capstan_testenv::{audit, http_get, manager_process};
 use std::{net::SocketAddr, path::Path, time::Duration};
 
 /// A `capstan-manager run` child process.
@@ -67,7 +67,7 @@ impl ManagerProcess {
     /// The value of a metric line starting with `series` (e.g. `name{labels}`), summed over
     /// every line that matches the prefix.
     pub async fn metric(&self, series: &str) -> f64 {
-        let Ok((_, body)) = capstan_runtime::testing::http_get(self.metrics, "/metrics").await else {
+        let Ok((_, body)) = http_get(self.metrics, "/metrics").await else {
             return f64::NAN;
         };
         body.lines()

@@ -4,12 +4,14 @@ use kube::Client;
 use std::{net::SocketAddr, time::Duration};
 use tokio::{sync::oneshot, task::JoinHandle};
 
-use crate::{Manager, RuntimeArgs, process::manager::BoundAddrs, process::shutdown::Shutdown};
+use capstan_runtime::{BoundAddrs, Error, Manager, RuntimeArgs, Shutdown};
+
+use crate::http_get;
 
 pub struct RunningManager {
     pub addrs: BoundAddrs,
     shutdown: Shutdown,
-    task: JoinHandle<Result<(), crate::Error>>,
+    task: JoinHandle<Result<(), Error>>,
 }
 
 /// Starts a manager watching only `namespace`, with the controllers `add` registers, and admin
@@ -18,7 +20,7 @@ pub async fn spawn_manager(
     client: Client,
     namespace: &str,
     add: impl FnOnce(&mut Manager),
-) -> Result<RunningManager, crate::Error> {
+) -> Result<RunningManager, Error> {
     spawn_manager_with(client, test_args(namespace), add).await
 }
 
@@ -37,7 +39,7 @@ pub async fn spawn_manager_with(
     client: Client,
     args: RuntimeArgs,
     add: impl FnOnce(&mut Manager),
-) -> Result<RunningManager, crate::Error> {
+) -> Result<RunningManager, Error> {
     let mut manager = Manager::new(client, args).await?;
     add(&mut manager);
     let shutdown = manager.shutdown();
@@ -51,9 +53,9 @@ pub async fn spawn_manager_with(
         Err(_) => {
             return Err(task
                 .await
-                .map_err(|e| crate::Error::Config(e.to_string()))?
+                .map_err(|e| Error::Config(e.to_string()))?
                 .err()
-                .unwrap_or(crate::Error::Config("manager stopped before binding".into())));
+                .unwrap_or(Error::Config("manager stopped before binding".into())));
         }
     };
     Ok(RunningManager { addrs, shutdown, task })
@@ -66,7 +68,7 @@ impl RunningManager {
     }
 
     /// Waits (bounded) for a manager that stops on its own, and returns how it ended.
-    pub async fn join(self, timeout: Duration) -> Option<Result<(), crate::Error>> {
+    pub async fn join(self, timeout: Duration) -> Option<Result<(), Error>> {
         match tokio::time::timeout(timeout, self.task).await {
             Ok(Ok(result)) => Some(result),
             _ => None,
@@ -85,47 +87,11 @@ impl RunningManager {
     }
 
     /// Drains and waits (bounded) for the manager to stop.
-    pub async fn stop(self) -> Result<(), crate::Error> {
+    pub async fn stop(self) -> Result<(), Error> {
         self.shutdown.trigger();
         match tokio::time::timeout(Duration::from_secs(30), self.task).await {
-            Ok(joined) => joined.map_err(|e| crate::Error::Config(e.to_string()))?,
-            Err(_) => Err(crate::Error::Config(
-                "manager did not stop within 30 s of shutdown".into(),
-            )),
+            Ok(joined) => joined.map_err(|e| Error::Config(e.to_string()))?,
+            Err(_) => Err(Error::Config("manager did not stop within 30 s of shutdown".into())),
         }
     }
-}
-
-/// The one `eventually` of capstan's tests lives in capstan-testenv.
-pub use capstan_testenv::eventually;
-
-/// A plain HTTP/1.0 GET against a loopback admin endpoint: (status code, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let target = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
-    } else {
-        addr
-    };
-    let mut stream = tokio::net::TcpStream::connect(target).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not an HTTP response: {response:.80}"),
-            )
-        })?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }
