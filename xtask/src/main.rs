@@ -8,6 +8,8 @@ mod e2e;
 mod envtest;
 mod image;
 mod prerequisites;
+#[cfg(test)]
+mod shipped_graph;
 mod test;
 
 use std::process::ExitCode;
@@ -43,7 +45,7 @@ enum Task {
     /// context) and run the shared end-to-end scenarios; `--dry-run` prints the steps.
     E2e(e2e::Args),
     /// Measure the manager at scale against the floor (the same requests from one client) and
-    /// show the targets of issue 7 next to the measured values; JSON lands in target/bench/.
+    /// show the bench's targets next to the measured values; JSON lands in target/bench/.
     Bench(bench::Args),
 }
 
