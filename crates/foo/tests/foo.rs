@@ -1,36 +1,17 @@
 //! The Foo controller against a real apiserver (capstan-testenv): each test runs its own manager
 //! scoped to its own namespace.
-use capstan_foo::{Foo, FooSpec};
-use capstan_testenv::{ControlPlane, RunningManager, audit, eventually, spawn_manager};
+use capstan_foo::{CONTROLLER, Foo, FooSpec};
+use capstan_testenv::{ControlPlane, ControllerTest, RunningManager, audit, eventually};
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::{
-    Api, Client, CustomResourceExt,
+    Api, CustomResourceExt,
     api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
 };
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-async fn setup(prefix: &str) -> (Client, String, RunningManager) {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &[Foo::crd()])
-        .await
-        .expect("install the Foo CRD");
-    let ns = cp.namespace(&client, prefix).await.expect("test namespace");
-    // The manager's own user agent, so the audit log tells its requests from the test's.
-    let mut config = cp.kube_config();
-    config.headers.push((
-        http::header::USER_AGENT,
-        http::HeaderValue::from_str(&manager_agent(&ns)).expect("user agent"),
-    ));
-    let manager_client = Client::try_from(config).expect("manager client");
-    let manager = spawn_manager(manager_client, &ns, |m| m.add(capstan_foo::controller))
-        .await
-        .expect("manager starts");
-    (client, ns, manager)
-}
-
+/// The manager's own user agent, so the audit log tells its requests from the test's.
 fn manager_agent(ns: &str) -> String {
     format!("capstan-foo-test/{ns}")
 }
@@ -96,7 +77,8 @@ async fn wait_happy(foos: &Api<Foo>, name: &str, want: bool) {
 
 #[tokio::test]
 async fn happiness_follows_the_friend_pod_being_created_and_deleted() {
-    let (client, ns, manager) = setup("foo-flip").await;
+    let ControllerTest { client, ns, manager } =
+        ControllerTest::start_with_user_agent(CONTROLLER, "foo-flip", manager_agent).await;
     let foos = Api::<Foo>::namespaced(client.clone(), &ns);
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
 
@@ -139,7 +121,8 @@ async fn happiness_follows_the_friend_pod_being_created_and_deleted() {
 
 #[tokio::test]
 async fn two_foos_naming_the_same_pod_both_follow_it_and_others_do_not() {
-    let (client, ns, manager) = setup("foo-shared").await;
+    let ControllerTest { client, ns, manager } =
+        ControllerTest::start_with_user_agent(CONTROLLER, "foo-shared", manager_agent).await;
     let foos = Api::<Foo>::namespaced(client.clone(), &ns);
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     for (name, friend) in [("foo-a", "jill"), ("foo-b", "jill"), ("foo-c", "joe")] {
@@ -193,7 +176,8 @@ async fn two_foos_naming_the_same_pod_both_follow_it_and_others_do_not() {
 
 #[tokio::test]
 async fn renaming_the_friend_re_evaluates_happiness() {
-    let (client, ns, manager) = setup("foo-rename").await;
+    let ControllerTest { client, ns, manager } =
+        ControllerTest::start_with_user_agent(CONTROLLER, "foo-rename", manager_agent).await;
     let foos = Api::<Foo>::namespaced(client.clone(), &ns);
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     pods.create(&PostParams::default(), &pod("jack"))

@@ -3,7 +3,7 @@
 //! never converge. Each test holds `FAULTS` because an apiserver outage affects every test sharing
 //! this binary's control plane.
 use capstan_memcached::Memcached;
-use capstan_testenv::{ControlPlane, eventually, http_get};
+use capstan_testenv::{ControlPlane, eventually, http_get, namespace_with_crds};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
@@ -30,12 +30,10 @@ fn memcached(name: &str, size: i32) -> Memcached {
     .expect("memcached")
 }
 
+/// Every controller's CRDs and a fresh namespace; the manager runs as a process.
 async fn setup(prefix: &str) -> (&'static ControlPlane, Client, String) {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &capstan_manager::crds()).await.expect("CRDs");
-    let ns = cp.namespace(&client, prefix).await.expect("namespace");
-    (cp, client, ns)
+    let (client, ns) = namespace_with_crds(capstan_manager::CONTROLLERS, prefix).await;
+    (ControlPlane::shared(), client, ns)
 }
 
 async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {

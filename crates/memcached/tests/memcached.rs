@@ -1,32 +1,19 @@
 //! The Memcached controller against a real apiserver and kube-controller-manager
 //! (capstan-testenv): Pods are created by the controller-manager and stay Pending (no kubelet).
-use capstan_memcached::{Memcached, MemcachedSpec};
-use capstan_testenv::{ControlPlane, RunningManager, eventually, http_get, spawn_manager};
+use capstan_memcached::{CONTROLLER, Memcached, MemcachedSpec};
+use capstan_testenv::{ControlPlane, ControllerTest, RunningManager, eventually, http_get};
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::Service, events::v1::Event},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::Condition,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn setup(prefix: &str) -> (Client, String, RunningManager) {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &[capstan_memcached::crd()])
-        .await
-        .expect("install the Memcached CRD");
-    let ns = cp.namespace(&client, prefix).await.expect("test namespace");
-    let manager = spawn_manager(client.clone(), &ns, |m| m.add(capstan_memcached::controller))
-        .await
-        .expect("manager starts");
-    (client, ns, manager)
-}
 
 fn memcached(name: &str, size: i32) -> Memcached {
     serde_json::from_value(serde_json::json!({
@@ -44,7 +31,7 @@ async fn replicas(deployments: &Api<Deployment>, name: &str) -> Option<i32> {
 
 /// A Memcached `cache` of size 1 in a fresh namespace, once its Deployment exists.
 async fn cache_with_its_deployment(prefix: &str) -> (Api<Memcached>, Api<Deployment>, RunningManager) {
-    let (client, ns, manager) = setup(prefix).await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, prefix).await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client, &ns);
     memcacheds
@@ -64,7 +51,7 @@ async fn nodes(memcacheds: &Api<Memcached>, name: &str) -> Option<Vec<String>> {
 
 #[tokio::test]
 async fn size_drives_an_owned_deployment_and_status_nodes_follow_its_pods() {
-    let (client, ns, manager) = setup("mc-scale").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-scale").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
 
@@ -141,7 +128,7 @@ async fn size_drives_an_owned_deployment_and_status_nodes_follow_its_pods() {
 
 #[tokio::test]
 async fn hand_edits_of_the_deployment_are_reverted() {
-    let (client, ns, manager) = setup("mc-drift").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-drift").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     memcacheds
@@ -241,7 +228,7 @@ async fn a_foreground_deletion_finishes_without_the_deployment_being_applied_aga
 
 #[tokio::test]
 async fn an_unowned_deployment_of_the_same_name_is_left_alone_without_a_hot_loop() {
-    let (client, ns, manager) = setup("mc-conflict").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-conflict").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     let foreign: Deployment = serde_json::from_value(serde_json::json!({
@@ -480,7 +467,7 @@ async fn the_schema_refuses_long_names_images_with_spaces_and_malformed_quantiti
 
 #[tokio::test]
 async fn a_negative_quantity_is_reported_as_degraded_and_nothing_is_applied() {
-    let (client, ns, manager) = setup("mc-negative").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-negative").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     // Well formed, so the schema lets it through; a container refuses negative resources.
     memcacheds
@@ -510,7 +497,7 @@ async fn a_negative_quantity_is_reported_as_degraded_and_nothing_is_applied() {
 
 #[tokio::test]
 async fn the_scale_subresource_drives_size_and_reports_a_selector() {
-    let (client, ns, manager) = setup("mc-scale-sub").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-scale-sub").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     memcacheds
@@ -565,7 +552,7 @@ async fn the_scale_subresource_drives_size_and_reports_a_selector() {
 
 #[tokio::test]
 async fn pending_pods_are_progressing_and_size_zero_is_ready_as_scaled_to_zero() {
-    let (client, ns, manager) = setup("mc-zero").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-zero").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
     memcacheds
@@ -610,7 +597,7 @@ async fn pending_pods_are_progressing_and_size_zero_is_ready_as_scaled_to_zero()
 
 #[tokio::test]
 async fn conditions_of_other_field_managers_are_left_to_them() {
-    let (client, ns, manager) = setup("mc-foreign").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-foreign").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     memcacheds
         .create(&PostParams::default(), &memcached("cache", 0))
@@ -682,7 +669,7 @@ async fn conditions_of_other_field_managers_are_left_to_them() {
 
 #[tokio::test]
 async fn the_headless_service_is_owned_and_recreated_when_deleted() {
-    let (client, ns, manager) = setup("mc-service").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-service").await;
     let memcacheds = Api::<Memcached>::namespaced(client.clone(), &ns);
     let services = Api::<Service>::namespaced(client.clone(), &ns);
     let created = memcacheds
@@ -740,7 +727,7 @@ fn name_watches(audit_log: &std::path::Path, mark: u64, ns: &str, name: &str) ->
 
 #[tokio::test]
 async fn deleting_the_foreign_deployment_in_the_way_lets_the_memcached_create_its_own() {
-    let (client, ns, manager) = setup("mc-freed").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "mc-freed").await;
     let audit_log = ControlPlane::shared().audit_log_path().expect("audit log").to_owned();
     let mark = capstan_testenv::audit::mark(&audit_log);
     const WATCHES: &str = r#"capstan_foreign_child_watches{controller="memcached"}"#;

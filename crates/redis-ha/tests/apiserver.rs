@@ -6,12 +6,12 @@
 use std::time::{Duration, Instant};
 
 use capstan_redis_ha::{
-    RedisHA,
+    CONTROLLER, RedisHA,
     build::{self, COMPONENT_REDIS, COMPONENT_SENTINEL, Inputs},
     crd,
 };
 use capstan_runtime::{ServedApis, compat::PodDisruptionBudgetV1Beta1};
-use capstan_testenv::ControlPlane;
+use capstan_testenv::namespace_with_crds;
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
     core::v1::{ConfigMap, Pod, Service},
@@ -24,16 +24,6 @@ use kube::{
 use serde_json::json;
 
 const FIELD_MANAGER: &str = "capstan";
-
-async fn setup(prefix: &str) -> (Client, String) {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &[crd::crd()])
-        .await
-        .expect("install the RedisHA CRD");
-    let ns = cp.namespace(&client, prefix).await.expect("test namespace");
-    (client, ns)
-}
 
 fn redis_ha(value: serde_json::Value) -> RedisHA {
     serde_json::from_value(value).expect("a RedisHA")
@@ -75,7 +65,7 @@ where
 
 #[tokio::test]
 async fn the_schema_defaults_and_refuses_bad_specs() {
-    let (client, ns) = setup("rha-schema").await;
+    let (client, ns) = namespace_with_crds(&[CONTROLLER], "rha-schema").await;
     let body = |name: &str, spec: serde_json::Value| json!({"apiVersion": "cache.capstan.dev/v1alpha1", "kind": "RedisHA", "metadata": {"name": name}, "spec": spec});
 
     let created = create_raw(&client, &ns, body("minimal", json!({"auth": {"secretName": "s"}})))
@@ -161,7 +151,7 @@ async fn the_schema_defaults_and_refuses_bad_specs() {
 
 #[tokio::test]
 async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
-    let (client, ns) = setup("rha-objects").await;
+    let (client, ns) = namespace_with_crds(&[CONTROLLER], "rha-objects").await;
     let redis_has: Api<RedisHA> = Api::namespaced(client.clone(), &ns);
     let created = redis_has
         .create(

@@ -4,9 +4,9 @@
 //! instead of policy/v1), a scale is applied (down too, over Pods that never ran), deletion
 //! garbage-collects the children, and a missing
 //! auth Secret is reported as Degraded without a hot loop.
-use capstan_redis_ha::{RedisHA, build, crd};
+use capstan_redis_ha::{CONTROLLER, RedisHA, build};
 use capstan_runtime::compat::PodDisruptionBudgetV1Beta1;
-use capstan_testenv::{ControlPlane, RunningManager, eventually, http_get, spawn_manager};
+use capstan_testenv::{ControllerTest, RunningManager, eventually, http_get};
 use k8s_openapi::{
     api::{
         apps::v1::StatefulSet,
@@ -25,19 +25,6 @@ use std::{
 };
 
 const WAIT: Duration = Duration::from_secs(60);
-
-async fn setup(prefix: &str) -> (Client, String, RunningManager) {
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    cp.apply_crds(&client, &[crd::crd()])
-        .await
-        .expect("install the RedisHA CRD");
-    let ns = cp.namespace(&client, prefix).await.expect("test namespace");
-    let manager = spawn_manager(client.clone(), &ns, |m| m.add(capstan_redis_ha::controller))
-        .await
-        .expect("manager starts");
-    (client, ns, manager)
-}
 
 fn redis_ha(name: &str, replicas: i32, secret: &str) -> RedisHA {
     serde_json::from_value(serde_json::json!({
@@ -94,7 +81,7 @@ async fn reconciles(manager: &RunningManager) -> f64 {
 
 #[tokio::test]
 async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them() {
-    let (client, ns, manager) = setup("rha-children").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "rha-children").await;
     create_secret(&client, &ns, "cache-auth").await;
     let rhas = Api::<RedisHA>::namespaced(client.clone(), &ns);
     let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
@@ -253,7 +240,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
 
 #[tokio::test]
 async fn a_missing_auth_secret_is_degraded_with_an_event_and_no_hot_loop() {
-    let (client, ns, manager) = setup("rha-nosecret").await;
+    let ControllerTest { client, ns, manager } = ControllerTest::start(CONTROLLER, "rha-nosecret").await;
     let rhas = Api::<RedisHA>::namespaced(client.clone(), &ns);
     let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
     rhas.create(&PostParams::default(), &redis_ha("lost", 3, "not-there"))

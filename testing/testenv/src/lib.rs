@@ -24,6 +24,7 @@ pub mod assets;
 pub mod audit;
 mod certs;
 mod control_plane;
+mod controller_test;
 mod error;
 mod eventually;
 mod http;
@@ -34,6 +35,7 @@ mod random;
 mod running_manager;
 
 pub use control_plane::{ControlPlane, Options};
+pub use controller_test::{ControllerTest, namespace_with_crds};
 pub use error::Error;
 pub use eventually::{Attempt, eventually};
 pub use http::http_get;
