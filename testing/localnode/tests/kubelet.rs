@@ -1,6 +1,6 @@
-//! Issue 12, points 2–4: lifecycle hooks with the grace period, startup and httpGet probes, DNS
-//! policy, `cut_network`, local rejects for unserved Services, and the agent's refusals (a second
-//! agent, another agent's host objects, an apiserver off loopback, no named kubeconfig).
+//! Lifecycle hooks with the grace period, startup and httpGet probes, DNS policy, `cut_network`,
+//! local rejects for unserved Services, and the agent's refusals (a second agent, another agent's
+//! host objects, an apiserver off loopback, no named kubeconfig).
 
 mod support;
 
@@ -38,13 +38,11 @@ async fn wait_gone(pods: &Api<Pod>, pod: &str, started: Instant, timeout: Durati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pre_stop_runs_before_sigterm_within_the_grace_period() {
-    if !prerequisites("pre_stop_runs_before_sigterm_within_the_grace_period") {
+    let Some(NodeTest { client, ns, node }) =
+        on_local_node("pre_stop_runs_before_sigterm_within_the_grace_period", "prestop").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "prestop").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -119,13 +117,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_start_runs_and_its_failure_restarts_the_container() {
-    if !prerequisites("post_start_runs_and_its_failure_restarts_the_container") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("post_start_runs_and_its_failure_restarts_the_container", "poststart").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "poststart").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -186,13 +182,14 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_startup_probe_holds_back_readiness_and_restarts_on_failure() {
-    if !prerequisites("a_startup_probe_holds_back_readiness_and_restarts_on_failure") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node(
+        "a_startup_probe_holds_back_readiness_and_restarts_on_failure",
+        "startup",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "startup").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -271,13 +268,14 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restricted_pod_with_http_probes_runs_like_the_operator_chart() {
-    if !prerequisites("a_restricted_pod_with_http_probes_runs_like_the_operator_chart") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node(
+        "a_restricted_pod_with_http_probes_runs_like_the_operator_chart",
+        "restricted",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "restricted").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -355,13 +353,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_policy_and_config_shape_resolv_conf() {
-    if !prerequisites("dns_policy_and_config_shape_resolv_conf") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node("dns_policy_and_config_shape_resolv_conf", "dns").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "dns").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -416,13 +411,10 @@ async fn connects(address: &str, within: Duration) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_network_isolates_a_pod_until_restored() {
-    if !prerequisites("cut_network_isolates_a_pod_until_restored") {
+    let Some(NodeTest { client, ns, node }) = on_local_node("cut_network_isolates_a_pod_until_restored", "cut").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "cut").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -475,13 +467,11 @@ async fn cut_network_isolates_a_pod_until_restored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unserved_service_is_rejected_on_the_machine() {
-    if !prerequisites("an_unserved_service_is_rejected_on_the_machine") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("an_unserved_service_is_rejected_on_the_machine", "unserved").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "unserved").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -520,13 +510,11 @@ async fn an_unserved_service_is_rejected_on_the_machine() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_agent_is_refused_and_touches_nothing() {
-    if !prerequisites("a_second_agent_is_refused_and_touches_nothing") {
+    let Some(NodeTest { client, ns, node }) =
+        on_local_node("a_second_agent_is_refused_and_touches_nothing", "second").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "second").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(
         &client,
         &ns,

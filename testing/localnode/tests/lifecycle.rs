@@ -1,11 +1,10 @@
-//! Done-when 4: init containers hand data to containers, readiness gates endpoints, crashing
-//! containers restart with growing back-off.
+//! Init containers hand data to containers, readiness gates endpoints, crashing containers restart
+//! with growing back-off.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use capstan_testenv::ControlPlane;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::Api;
 use support::*;
@@ -14,13 +13,11 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_init_containers_output_is_visible_to_the_main_container() {
-    if !prerequisites("an_init_containers_output_is_visible_to_the_main_container") {
+    let Some(NodeTest { client, ns, node }) =
+        on_local_node("an_init_containers_output_is_visible_to_the_main_container", "init").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "init").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -77,13 +74,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_readiness_probe_keeps_a_pod_out_of_endpoints() {
-    if !prerequisites("a_failing_readiness_probe_keeps_a_pod_out_of_endpoints") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("a_failing_readiness_probe_keeps_a_pod_out_of_endpoints", "readiness").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "readiness").await.expect("namespace");
-    node().await;
+    };
     let pod = |name: &str, probe_port: u16| {
         format!(
             r#"
@@ -159,13 +154,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_container_restarts_with_growing_back_off() {
-    if !prerequisites("a_crashing_container_restarts_with_growing_back_off") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("a_crashing_container_restarts_with_growing_back_off", "crash").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "crash").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,

@@ -1,11 +1,10 @@
-//! Done-when 1 and 3: memcached Pods run for real, answer on their Pod IPs, are replaced with new
-//! addresses, and sit behind a ClusterIP Service reachable from the host and from a Pod.
+//! Memcached Pods run for real, answer on their Pod IPs, are replaced with new addresses, and sit
+//! behind a ClusterIP Service reachable from the host and from a Pod.
 
 mod support;
 
 use std::time::Duration;
 
-use capstan_testenv::ControlPlane;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Endpoints, Pod, Service},
@@ -42,13 +41,14 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod() {
-    if !prerequisites("a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node(
+        "a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod",
+        "memcached",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "memcached").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(&client, &ns, &deployment("memcached", 3)).await;
 
     let pods = eventually("3 Running Ready memcached Pods", TIMEOUT, || async {
@@ -123,13 +123,14 @@ async fn a_memcached_deployment_runs_answers_and_replaces_a_deleted_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints() {
-    if !prerequisites("a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node(
+        "a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints",
+        "service",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "service").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(&client, &ns, &deployment("cache", 2)).await;
     apply_yaml(
         &client,
@@ -244,13 +245,14 @@ async fn a_cluster_ip_service_answers_from_host_and_pod_and_follows_endpoints() 
 /// holds no nftables rules at all; and a Service change costs one `nft` process, not one per Pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_reach_services_through_the_hosts_table_and_a_change_costs_one_nft_process() {
-    if !prerequisites("pods_reach_services_through_the_hosts_table_and_a_change_costs_one_nft_process") {
+    let Some(NodeTest { client, ns, node }) = on_local_node(
+        "pods_reach_services_through_the_hosts_table_and_a_change_costs_one_nft_process",
+        "hairpin",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "hairpin").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(&client, &ns, &deployment("a", 1)).await;
     apply_yaml(&client, &ns, &deployment("b", 1)).await;
     // More Pods than the table costs processes: a copy per Pod would show in the count below.

@@ -1,10 +1,9 @@
-//! Done-when 2: the classic master/replica StatefulSet replicates, found through DNS.
+//! The classic master/replica StatefulSet replicates, found through DNS.
 
 mod support;
 
 use std::time::Duration;
 
-use capstan_testenv::ControlPlane;
 use support::*;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -47,13 +46,11 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_replica_statefulset_replicates_through_cluster_dns() {
-    if !prerequisites("a_master_replica_statefulset_replicates_through_cluster_dns") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("a_master_replica_statefulset_replicates_through_cluster_dns", "redis").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "redis").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(&client, &ns, MANIFESTS).await;
     let pods = eventually("3 Running Ready redis Pods", TIMEOUT, || async {
         let pods = ready_pods(&client, &ns, "app=redis").await;

@@ -1,5 +1,5 @@
-//! Done-when 6: starting and stopping the node repeatedly, with a Pod running each time, leaves no
-//! interface, network namespace, nftables table, mount or process behind.
+//! Starting and stopping the node repeatedly, with a Pod running each time, leaves no interface,
+//! network namespace, nftables table, mount or process behind.
 
 mod support;
 
@@ -22,12 +22,10 @@ fn our_mounts(state_dir: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_starts_and_stops_leave_nothing_behind() {
-    if !prerequisites("five_starts_and_stops_leave_nothing_behind") {
+    let Some((client, ns)) = namespace_for_own_node("five_starts_and_stops_leave_nothing_behind", "restart").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "restart").await.expect("namespace");
+    };
     apply_yaml(
         &client,
         &ns,

@@ -1,12 +1,11 @@
-//! Issue 12, point 1: the host is never at a Pod's mercy. Each guard meets a hostile Pod spec and
-//! the test asserts the refusal (a Waiting reason and message) or the confinement seen from inside
-//! the Pod, with a positive control where a silent no-op would pass too.
+//! The host is never at a Pod's mercy. Each guard meets a hostile Pod spec and the test asserts the
+//! refusal (a Waiting reason and message) or the confinement seen from inside the Pod, with a
+//! positive control where a silent no-op would pass too.
 
 mod support;
 
 use std::time::Duration;
 
-use capstan_testenv::ControlPlane;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use support::*;
@@ -66,13 +65,10 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_names_that_climb_out_are_refused() {
-    if !prerequisites("claim_names_that_climb_out_are_refused") {
+    let Some(NodeTest { client, ns, node }) = on_local_node("claim_names_that_climb_out_are_refused", "claims").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "claims").await.expect("namespace");
-    let node = node().await;
+    };
     for (pod, claim) in [("dotdot", "../../etc"), ("absolute", "/etc")] {
         apply_yaml(
             &client,
@@ -108,13 +104,11 @@ async fn claim_names_that_climb_out_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sub_path_through_a_planted_symlink_is_refused() {
-    if !prerequisites("a_sub_path_through_a_planted_symlink_is_refused") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("a_sub_path_through_a_planted_symlink_is_refused", "subpath").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "subpath").await.expect("namespace");
-    node().await;
+    };
     // The first Pod plants symlinks in a claim that outlives it: one to the host's root, one inside.
     apply_yaml(
         &client,
@@ -168,13 +162,11 @@ async fn a_sub_path_through_a_planted_symlink_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mount_paths_and_working_dirs_stay_inside_the_pod() {
-    if !prerequisites("mount_paths_and_working_dirs_stay_inside_the_pod") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("mount_paths_and_working_dirs_stay_inside_the_pod", "paths").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "paths").await.expect("namespace");
-    node().await;
+    };
     // The sandbox's own names (where the host's root hangs while the Pod is assembled) are refused.
     apply_yaml(
         &client,
@@ -223,13 +215,10 @@ async fn mount_paths_and_working_dirs_stay_inside_the_pod() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_readable_by_the_pod_only() {
-    if !prerequisites("secrets_are_readable_by_the_pod_only") {
+    let Some(NodeTest { client, ns, node }) = on_local_node("secrets_are_readable_by_the_pod_only", "secrets").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "secrets").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -301,13 +290,14 @@ const CAP_CHOWN: u64 = 1;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_get_their_own_pids_a_minimal_dev_and_the_capabilities_asked_for() {
-    if !prerequisites("containers_get_their_own_pids_a_minimal_dev_and_the_capabilities_asked_for") {
+    let Some(NodeTest { client, ns, node }) = on_local_node(
+        "containers_get_their_own_pids_a_minimal_dev_and_the_capabilities_asked_for",
+        "confine",
+    )
+    .await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "confine").await.expect("namespace");
-    let node = node().await;
+    };
     apply_yaml(&client, &ns, &sleeper("default", "", "")).await;
     apply_yaml(
         &client,
@@ -432,13 +422,9 @@ async fn containers_get_their_own_pids_a_minimal_dev_and_the_capabilities_asked_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_paths_are_refused() {
-    if !prerequisites("host_paths_are_refused") {
+    let Some(NodeTest { client, ns, .. }) = on_local_node("host_paths_are_refused", "hostpath").await else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "hostpath").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(
         &client,
         &ns,
@@ -458,13 +444,11 @@ const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capabilities_beyond_the_default_set_are_refused() {
-    if !prerequisites("capabilities_beyond_the_default_set_are_refused") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("capabilities_beyond_the_default_set_are_refused", "caps").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "caps").await.expect("namespace");
-    node().await;
+    };
     for (pod, cap) in [
         ("sys-admin", "SYS_ADMIN"),
         ("all", "ALL"),
@@ -563,13 +547,11 @@ fn host_identity(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_device_node_but_the_standard_ones_opens_in_a_pod() {
-    if !prerequisites("no_device_node_but_the_standard_ones_opens_in_a_pod") {
+    let Some(NodeTest { client, ns, node }) =
+        on_local_node("no_device_node_but_the_standard_ones_opens_in_a_pod", "devices").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "devices").await.expect("namespace");
-    let node = node().await;
+    };
     let (major, minor) = host_root_device();
     eprintln!("host root block device {major}:{minor}");
     // Device nodes of the host's root disk where a Pod can reach them without making one: in the
@@ -702,13 +684,11 @@ fn mount_options(mountinfo: &str, path: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kernel_is_masked_and_read_only_in_proc_and_sys() {
-    if !prerequisites("the_kernel_is_masked_and_read_only_in_proc_and_sys") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("the_kernel_is_masked_and_read_only_in_proc_and_sys", "kernel").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "kernel").await.expect("namespace");
-    node().await;
+    };
     apply_yaml(&client, &ns, &sleeper("default", "", "")).await;
     running(&client, &ns, "default").await;
     let run = |script: String| {
@@ -803,13 +783,11 @@ async fn the_kernel_is_masked_and_read_only_in_proc_and_sys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_the_node_cannot_honour_are_refused() {
-    if !prerequisites("settings_the_node_cannot_honour_are_refused") {
+    let Some(NodeTest { client, ns, .. }) =
+        on_local_node("settings_the_node_cannot_honour_are_refused", "unhonoured").await
+    else {
         return;
-    }
-    let cp = ControlPlane::shared();
-    let client = cp.client().await;
-    let ns = cp.namespace(&client, "unhonoured").await.expect("namespace");
-    node().await;
+    };
     let refused = [
         (
             "sysctls",

@@ -1,5 +1,6 @@
-//! Shared by the integration tests: one control plane and one local node per test binary, skip or
-//! fail on missing prerequisites, polling with measured time, and tiny protocol clients.
+//! Shared by the integration tests: one control plane and one local node per test binary, the
+//! opening that skips or fails on missing prerequisites, polling with measured time, and tiny
+//! protocol clients.
 #![allow(dead_code)]
 
 use std::{
@@ -19,9 +20,31 @@ use tokio::{
     net::TcpStream,
 };
 
-/// Whether the local node can run here (skip, or fail under `CI=true`, with the reason).
-pub fn prerequisites(test: &str) -> bool {
-    capstan_testenv::local_node_available(test)
+/// A test on the shared local node: the control plane's client, the test's namespace, the node.
+pub struct NodeTest {
+    pub client: Client,
+    pub ns: String,
+    pub node: &'static LocalNode,
+}
+
+/// The opening of a local-node test: `None` when the machine cannot run the local node (the test
+/// is reported SKIPPED with the reason, or fails under `CI=true`); otherwise a fresh namespace
+/// named after `prefix`, with the shared node running.
+pub async fn on_local_node(test: &str, prefix: &str) -> Option<NodeTest> {
+    let (client, ns) = namespace_for_own_node(test, prefix).await?;
+    let node = node().await;
+    Some(NodeTest { client, ns, node })
+}
+
+/// As [`on_local_node`], without starting the shared node: for a test that starts its own.
+pub async fn namespace_for_own_node(test: &str, prefix: &str) -> Option<(Client, String)> {
+    if !capstan_testenv::local_node_available(test) {
+        return None;
+    }
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = cp.namespace(&client, prefix).await.expect("namespace");
+    Some((client, ns))
 }
 
 /// The test binary's shared local node, started on first use and stopped when the binary exits.
