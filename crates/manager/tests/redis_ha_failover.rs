@@ -15,9 +15,9 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use capstan_redis_ha::{
     RedisHA,
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
+    healer::members::REVISION_LABEL,
+    healer::rollout_step,
     healer::{Role, Step},
-    healer_task::rollout_step,
-    members::REVISION_LABEL,
     observe::{Converged, Observer, pod_ip},
     redis_io::{
         Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,

@@ -5,8 +5,6 @@ pub mod build;
 pub mod config;
 pub mod crd;
 pub mod healer;
-pub mod healer_task;
-pub mod members;
 pub mod observe;
 pub mod reconcile;
 pub mod redis_io;
@@ -41,7 +39,7 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
     let budgets = reconcile::BudgetCache::owned(w);
     let pods = w.subscribe_trimmed::<Pod>(
         watcher::Config::default().labels(&labels::managed_selector(build::APP)),
-        members::trim_pod,
+        healer::members::trim_pod,
     );
     let pod_store = pods.store();
     let shared = shared::Shared::new(w.args().cluster_domain.clone());
@@ -53,7 +51,7 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
         owner_of_pod(&pod)
     });
     let trigger = w.trigger();
-    let healer = healer_task::Healer {
+    let healer = healer::Healer {
         redis_has: w.store(),
         pods: pod_store.clone(),
         stateful_sets: stateful_sets.clone(),

@@ -23,7 +23,7 @@ use crate::{
     RedisHA,
     build::{self, AuthError, Inputs, SpecError, build_children},
     config::sentinel_set,
-    members::removed_pods_never_ran,
+    healer::members::removed_pods_never_ran,
     shared::Shared,
     status::{Blocked, Health, build_status},
 };

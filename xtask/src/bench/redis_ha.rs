@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use capstan_redis_ha::{
     RedisHA,
     build::{APP, Children, Inputs, build_children},
-    healer_task::PASS_INTERVAL,
+    healer::PASS_INTERVAL,
     status::{Health, build_status},
 };
 use capstan_runtime::{

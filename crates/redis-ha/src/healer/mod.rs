@@ -9,11 +9,19 @@
 //! Passes run every few seconds, at once when one of the RedisHA's Pods changes, and every
 //! quarter second while something is in motion, so a failover shows in the labels (and the
 //! master Service) within a pass of Sentinel promoting a replica.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+mod decide;
+pub mod members;
+mod observation;
+mod plan;
+mod rollout;
+mod schedule;
+
+pub use decide::{decide, failover_blocker, newest_epoch, quorum_master};
+pub use observation::{Observation, RedisPod, Replication, Role, SentinelPod, SentinelView};
+pub use plan::{Action, Plan, Wait};
+pub use rollout::{PodState, Step, next_roll_step, next_scale_down_step, rollout_step};
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use capstan_runtime::{ChildCache, RefusedWrite, TaskContext, Trigger};
 use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
@@ -27,11 +35,11 @@ use crate::{
     RedisHA,
     build::ROLE_LABEL,
     config::Rendering,
-    healer::{Action, Plan, Step, Wait, decide, next_roll_step, next_scale_down_step},
-    members::{members, pod_states},
     redis_io::{self, Cluster, Performed, Timeouts},
     shared::{Key, Shared},
 };
+use members::members;
+use schedule::HealSchedule;
 use tokio::time::Instant;
 
 /// How often each RedisHA is observed when all is quiet.
@@ -40,7 +48,7 @@ pub const PASS_INTERVAL: Duration = Duration::from_secs(3);
 pub const FAST_PASS_INTERVAL: Duration = Duration::from_millis(250);
 /// Consecutive fast passes before falling back to [`PASS_INTERVAL`]: a state that never settles
 /// is not polled hot forever.
-const MAX_FAST_PASSES: u32 = 240;
+pub(crate) const MAX_FAST_PASSES: u32 = 240;
 /// After a wake-up, a moment for the burst of Pod events that usually comes with it.
 const WAKE_COALESCE: Duration = Duration::from_millis(100);
 
@@ -69,77 +77,6 @@ pub const MAX_CONCURRENT_HEALS: usize = 8;
 /// The longest one pass over one RedisHA may take (a planned failover waits up to 15 s for the
 /// Sentinels to see priorities, plus its bounded Redis calls).
 pub const HEAL_DEADLINE: Duration = Duration::from_secs(60);
-
-/// When each RedisHA is due for its next pass, and which are being healed now. Pure: the task
-/// feeds it the time.
-#[derive(Debug, Default)]
-struct HealSchedule {
-    due: HashMap<Key, Instant>,
-    fast_passes: HashMap<Key, u32>,
-    in_flight: HashSet<Key>,
-}
-
-impl HealSchedule {
-    /// New RedisHAs are due at once; deleted ones are forgotten.
-    fn sync<'a>(&mut self, live: impl Iterator<Item = &'a Key>, now: Instant) {
-        let live: HashSet<&Key> = live.collect();
-        self.due.retain(|key, _| live.contains(key));
-        self.fast_passes.retain(|key, _| live.contains(key));
-        for key in live {
-            self.due.entry(key.clone()).or_insert(now);
-        }
-    }
-
-    /// A Pod changed: every RedisHA is due now (its pass tells whether the change was its).
-    fn wake_all(&mut self, now: Instant) {
-        for due in self.due.values_mut() {
-            *due = (*due).min(now);
-        }
-    }
-
-    /// The RedisHAs due by `now` and not being healed, as many as fit beside those in flight;
-    /// they count as in flight from here.
-    fn take_due(&mut self, now: Instant, limit: usize) -> Vec<Key> {
-        let room = limit.saturating_sub(self.in_flight.len());
-        let mut due: Vec<(&Key, &Instant)> = self
-            .due
-            .iter()
-            .filter(|(key, at)| **at <= now && !self.in_flight.contains(*key))
-            .collect();
-        due.sort_by_key(|(_, at)| **at);
-        let taken: Vec<Key> = due.into_iter().take(room).map(|(key, _)| key.clone()).collect();
-        self.in_flight.extend(taken.iter().cloned());
-        taken
-    }
-
-    /// A pass ended: next due after the fast interval while in motion (bounded), else the normal one.
-    fn finished(&mut self, key: &Key, in_motion: bool, now: Instant) {
-        self.in_flight.remove(key);
-        let fast = self.fast_passes.entry(key.clone()).or_default();
-        *fast = if in_motion { fast.saturating_add(1) } else { 0 };
-        let interval = if in_motion && *fast <= MAX_FAST_PASSES {
-            FAST_PASS_INTERVAL
-        } else {
-            PASS_INTERVAL
-        };
-        if let Some(due) = self.due.get_mut(key) {
-            *due = now + interval;
-        }
-    }
-
-    /// The earliest time a RedisHA not in flight is due; None while `limit` are in flight
-    /// (the next to end makes room), so a full schedule never spins on a time already past.
-    fn next_due(&self, limit: usize) -> Option<Instant> {
-        if self.in_flight.len() >= limit {
-            return None;
-        }
-        self.due
-            .iter()
-            .filter(|(key, _)| !self.in_flight.contains(*key))
-            .map(|(_, at)| *at)
-            .min()
-    }
-}
 
 impl Healer {
     /// Heals every RedisHA on its own schedule until leadership is lost (the runtime then drops
@@ -456,198 +393,5 @@ impl Healer {
                 Ok(true)
             }
         }
-    }
-}
-
-/// The next scale-down or roll step for a RedisHA whose Redis StatefulSet is `set`. Waits while
-/// the StatefulSet has not caught up with its spec or a Pod is missing (deleted, not recreated
-/// yet), so one Pod goes at a time.
-pub fn rollout_step(rha: &RedisHA, set: &StatefulSet, pods: &[Pod], master: Option<&str>) -> Step {
-    let observed = set.status.as_ref().and_then(|s| s.observed_generation);
-    if observed.is_none() || observed < set.metadata.generation {
-        return Step::WaitForReady;
-    }
-    let states = pod_states(set, pods);
-    let want = set.spec.replicas.unwrap_or(0);
-    if i32::try_from(states.len()).unwrap_or(i32::MAX) < want {
-        return Step::WaitForReady;
-    }
-    let desired = u32::try_from(rha.spec.replicas).unwrap_or(0);
-    // A scale-down moves the master before any roll, except onto a single kept Pod that is
-    // outdated: the surge Pod of a single Redis hands back only to the rolled Pod (handing back
-    // first, the roll would fail over to the surge Pod again, and so on).
-    let sole_kept_outdated = desired == 1 && states.iter().any(|p| p.ordinal == 0 && !p.up_to_date);
-    match next_scale_down_step(&states, master, desired) {
-        Step::Done => next_roll_step(&states, master),
-        Step::Failover { .. } if sole_kept_outdated => next_roll_step(&states, master),
-        step => step,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn rha(replicas: i32) -> RedisHA {
-        serde_yaml::from_str(&format!(
-            "apiVersion: cache.capstan.dev/v1alpha1\nkind: RedisHA\nmetadata: {{name: cache, namespace: apps}}\nspec: {{replicas: {replicas}}}\n"
-        ))
-        .expect("redis-ha")
-    }
-
-    fn set(replicas: i32, generation: i64, observed: i64) -> StatefulSet {
-        serde_yaml::from_str(&format!(
-            "metadata: {{name: cache, generation: {generation}}}\nspec: {{replicas: {replicas}, selector: {{}}, serviceName: cache-headless, template: {{}}}}\nstatus: {{replicas: {replicas}, observedGeneration: {observed}, updateRevision: cache-new}}\n"
-        ))
-        .expect("set")
-    }
-
-    fn pod(ordinal: u32, revision: &str) -> Pod {
-        serde_yaml::from_str(&format!(
-            "metadata:\n  name: cache-{ordinal}\n  labels: {{app.kubernetes.io/component: redis, controller-revision-hash: {revision}}}\nstatus:\n  conditions: [{{type: Ready, status: \"True\"}}]\n"
-        ))
-        .expect("pod")
-    }
-
-    #[test]
-    fn a_roll_waits_for_the_statefulset_to_see_its_spec_and_for_every_pod() {
-        let pods = [pod(0, "cache-old"), pod(1, "cache-old"), pod(2, "cache-old")];
-        assert_eq!(
-            rollout_step(&rha(3), &set(3, 2, 1), &pods, Some("cache-0")),
-            Step::WaitForReady,
-            "the StatefulSet controller has not computed the new revision yet"
-        );
-        assert_eq!(
-            rollout_step(&rha(3), &set(3, 2, 2), &pods[..2], Some("cache-0")),
-            Step::WaitForReady,
-            "a deleted Pod not recreated yet: never a second one at once"
-        );
-        assert_eq!(
-            rollout_step(&rha(3), &set(3, 2, 2), &pods, Some("cache-0")),
-            Step::DeletePod("cache-2".into())
-        );
-        let mut terminating = pods.clone();
-        terminating[2].metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
-        assert_eq!(
-            rollout_step(&rha(3), &set(3, 2, 2), &terminating, Some("cache-0")),
-            Step::WaitForReady,
-            "a terminating Pod is not ready, whatever its last probe said"
-        );
-    }
-
-    fn key(name: &str) -> Key {
-        ("apps".to_owned(), name.to_owned())
-    }
-
-    #[test]
-    fn a_slow_redis_ha_delays_no_other_and_concurrency_is_bounded() {
-        let start = Instant::now();
-        let mut schedule = HealSchedule::default();
-        let keys: Vec<Key> = ["a", "b", "c"].into_iter().map(key).collect();
-        schedule.sync(keys.iter(), start);
-        assert_eq!(schedule.take_due(start, 2).len(), 2, "at most two at once");
-        let rest = schedule.take_due(start, 2);
-        assert!(rest.is_empty(), "no room while two are in flight: {rest:?}");
-        assert_eq!(schedule.next_due(2), None, "full: wait for one to end, do not spin");
-        // One pass ends (in motion): that RedisHA is due again after the fast interval, and the
-        // third gets the free place although the other is still in flight (slow).
-        let mut first = keys.clone();
-        first.retain(|k| schedule.in_flight.contains(k));
-        let (slow, quick) = (first[0].clone(), first[1].clone());
-        schedule.finished(&quick, true, start);
-        let third = schedule.take_due(start, 2);
-        assert_eq!(third.len(), 1);
-        assert!(!third.contains(&slow) && !third.contains(&quick));
-        schedule.finished(&third[0], false, start);
-        let later = start + FAST_PASS_INTERVAL;
-        assert_eq!(
-            schedule.next_due(2),
-            Some(later),
-            "the quick one, fast; the slow one is in flight"
-        );
-        assert_eq!(schedule.take_due(later, 2), std::slice::from_ref(&quick));
-        assert!(!schedule.take_due(later, 8).contains(&slow), "never twice at once");
-        // A Pod change makes all due now, a deleted RedisHA is forgotten.
-        schedule.wake_all(later);
-        schedule.sync(keys[..2].iter(), later);
-        assert!(!schedule.due.contains_key(&keys[2]));
-    }
-
-    #[test]
-    fn a_state_that_never_settles_falls_back_to_the_normal_interval() {
-        let start = Instant::now();
-        let mut schedule = HealSchedule::default();
-        let k = key("a");
-        schedule.sync([k.clone()].iter(), start);
-        for _ in 0..=MAX_FAST_PASSES {
-            schedule.take_due(start, 1);
-            schedule.finished(&k, true, start);
-        }
-        assert_eq!(schedule.next_due(1), Some(start + PASS_INTERVAL));
-        schedule.take_due(start + PASS_INTERVAL, 1);
-        schedule.finished(&k, false, start);
-        schedule.take_due(start, 1);
-        schedule.finished(&k, true, start);
-        assert_eq!(
-            schedule.next_due(1),
-            Some(start + FAST_PASS_INTERVAL),
-            "settling resets the count"
-        );
-    }
-
-    #[test]
-    fn a_single_redis_rolls_through_a_surge_pod_and_gets_it_back_rolled() {
-        // replicas: 1, template changed: the only Pod waits for the surge Pod.
-        assert_eq!(
-            rollout_step(&rha(1), &set(1, 2, 2), &[pod(0, "cache-old")], Some("cache-0")),
-            Step::WaitForReady
-        );
-        // The surge Pod (new template) is there: fail over to it.
-        let surged = [pod(0, "cache-old"), pod(1, "cache-new")];
-        assert_eq!(
-            rollout_step(&rha(1), &set(2, 3, 3), &surged, Some("cache-0")),
-            Step::Failover {
-                from: "cache-0".into(),
-                avoid: vec![]
-            }
-        );
-        // cache-1 is master: roll cache-0 before handing back to it.
-        assert_eq!(
-            rollout_step(&rha(1), &set(2, 3, 3), &surged, Some("cache-1")),
-            Step::DeletePod("cache-0".into())
-        );
-        let rolled = [pod(0, "cache-new"), pod(1, "cache-new")];
-        assert_eq!(
-            rollout_step(&rha(1), &set(2, 3, 3), &rolled, Some("cache-1")),
-            Step::Failover {
-                from: "cache-1".into(),
-                avoid: vec![]
-            },
-            "then hand back, so the set can shrink to one"
-        );
-        assert_eq!(
-            rollout_step(&rha(1), &set(2, 3, 3), &rolled, Some("cache-0")),
-            Step::Done
-        );
-    }
-
-    #[test]
-    fn a_scale_down_moves_the_master_before_any_roll() {
-        let pods: Vec<Pod> = (0..5).map(|o| pod(o, "cache-old")).collect();
-        assert_eq!(
-            rollout_step(&rha(3), &set(5, 2, 2), &pods, Some("cache-4")),
-            Step::Failover {
-                from: "cache-4".into(),
-                avoid: vec!["cache-3".into()]
-            }
-        );
-        let current: Vec<Pod> = (0..5).map(|o| pod(o, "cache-new")).collect();
-        assert_eq!(
-            rollout_step(&rha(3), &set(5, 2, 2), &current, Some("cache-1")),
-            Step::Done,
-            "the master stays: the StatefulSet may shrink"
-        );
     }
 }
