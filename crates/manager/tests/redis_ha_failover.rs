@@ -16,13 +16,13 @@ use capstan_redis_ha::{
     RedisHA,
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
     healer::members::REVISION_LABEL,
-    healer::rollout_step,
-    healer::{Role, Step},
-    observe::{Converged, Observer, pod_ip},
-    redis_io::{
+    healer::redis::{
         Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
         sentinel_master, sentinel_monitor, sentinel_sees_priority_zero, sentinel_set,
     },
+    healer::rollout_step,
+    healer::{Role, Step},
+    observe::{Converged, Observer, pod_ip},
     write_probe::{ProbeLog, Route, WriteProbe, count_existing},
 };
 use capstan_testenv::{ControlPlane, eventually, local_node_available};

@@ -7,7 +7,6 @@ pub mod crd;
 pub mod healer;
 pub mod observe;
 pub mod reconcile;
-pub mod redis_io;
 pub mod shared;
 pub mod status;
 pub mod write_probe;

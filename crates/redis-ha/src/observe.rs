@@ -13,7 +13,7 @@ use crate::{
     build::{COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL, ROLE_MASTER, ROLE_REPLICA, master_service_name},
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn},
     healer::Role,
-    redis_io::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
+    healer::redis::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
     status::FAILOVER_CAPABLE,
 };
 

@@ -20,8 +20,8 @@ use capstan_memcached::Memcached;
 use capstan_redis_ha::{
     RedisHA,
     config::{Endpoint, REDIS_PORT},
+    healer::redis::{Target, Timeouts, is_auth_refused, ping},
     observe::{Converged, Observer, pod_ip},
-    redis_io::{Target, Timeouts, is_auth_refused, ping},
 };
 use capstan_testenv::{ControlPlane, local_node_available};
 use k8s_openapi::{

@@ -21,8 +21,8 @@ use capstan_redis_ha::{
     RedisHA,
     build::{COMPONENT_REDIS, component_selector},
     config::{Endpoint, SENTINEL_PORT},
+    healer::redis::{Target, Timeouts, sentinel_master_address},
     observe::{Converged, Observer},
-    redis_io::{Target, Timeouts, sentinel_master_address},
     write_probe::{ProbeLog, WriteProbe, count_existing},
 };
 use k8s_openapi::api::{

@@ -12,7 +12,7 @@ use crate::{
     build::{APP, COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL},
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn, sentinel_set},
     healer::PodState,
-    redis_io::{RedisMember, SentinelMember},
+    healer::redis::{RedisMember, SentinelMember},
 };
 
 /// The label the StatefulSet controller puts on each Pod: the revision it was created from.

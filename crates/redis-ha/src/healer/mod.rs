@@ -13,6 +13,7 @@ mod decide;
 pub mod members;
 mod observation;
 mod plan;
+pub mod redis;
 mod rollout;
 mod schedule;
 
@@ -31,11 +32,11 @@ use kube::{
     runtime::reflector::{ObjectRef, Store},
 };
 
+use self::redis::{Cluster, Performed, Timeouts};
 use crate::{
     RedisHA,
     build::ROLE_LABEL,
     config::Rendering,
-    redis_io::{self, Cluster, Performed, Timeouts},
     shared::{Key, Shared},
 };
 use members::members;
@@ -171,7 +172,7 @@ impl Healer {
         };
         let regarding = rha.object_ref(&());
         let previous_password = self.shared.previous_password(&key);
-        let mut observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
+        let mut observation = task.leadership.while_leader(redis::observe(cluster)).await?;
         let mut rotated = false;
         if let Some(previous) = &previous_password {
             // The order matters: every Redis accepts the new password, then the Sentinels switch
@@ -185,7 +186,7 @@ impl Healer {
                 .collect();
             let adopted = task
                 .leadership
-                .while_leader(redis_io::adopt_password(cluster, &refusing, previous.as_deref()))
+                .while_leader(redis::adopt_password(cluster, &refusing, previous.as_deref()))
                 .await?;
             for (pod, outcome) in adopted {
                 match outcome {
@@ -208,7 +209,7 @@ impl Healer {
             }
             let sentinels_adopted = task
                 .leadership
-                .while_leader(redis_io::adopt_sentinel_password(cluster, previous.as_deref()))
+                .while_leader(redis::adopt_sentinel_password(cluster, previous.as_deref()))
                 .await?;
             let mut sentinels_refusing = false;
             for (pod, outcome) in sentinels_adopted {
@@ -233,14 +234,14 @@ impl Healer {
             }
             if rotated {
                 // What refused the new password a moment ago answers now: decide on that.
-                observation = task.leadership.while_leader(redis_io::observe(cluster)).await?;
+                observation = task.leadership.while_leader(redis::observe(cluster)).await?;
             }
             if refusing.is_empty()
                 && !sentinels_refusing
                 && self.shared.sentinels_need(&key, &password)
                 && task
                     .leadership
-                    .while_leader(redis_io::tell_sentinels_password(cluster))
+                    .while_leader(redis::tell_sentinels_password(cluster))
                     .await?
             {
                 self.shared.sentinels_told(key.clone(), password.clone());
@@ -251,7 +252,7 @@ impl Healer {
         let plan = decide(&observation);
         let mut refusals = Vec::new();
         for action in &plan.actions {
-            let done = task.leadership.while_leader(redis_io::perform(action, cluster)).await?;
+            let done = task.leadership.while_leader(redis::perform(action, cluster)).await?;
             match (done, action) {
                 (Ok(Performed::ForKubernetes), Action::LabelRole { pod, role }) => {
                     task.leadership.check()?;
@@ -374,7 +375,7 @@ impl Healer {
                 tracing::info!(%namespace, redis_ha = %name, %from, ?avoid, %why, "planned failover");
                 match task
                     .leadership
-                    .while_leader(redis_io::planned_failover(cluster, &from, &avoid))
+                    .while_leader(redis::planned_failover(cluster, &from, &avoid))
                     .await?
                 {
                     Ok(()) => task.events.normal(

@@ -1,0 +1,59 @@
+//! Reading and acting on Redis and Sentinel over the `redis` crate (tokio): connections
+//! (`conn`), reply parsing (pure), the commands, reading a RedisHA's members, carrying out an
+//! action, password rotation and the planned failover.
+mod commands;
+mod conn;
+mod failover;
+mod observe;
+mod parse;
+mod password;
+mod perform;
+
+pub use commands::{
+    config_set, info_replication, ping, replicaof, sentinel_failover, sentinel_master, sentinel_master_address,
+    sentinel_monitor, sentinel_remonitor, sentinel_remove, sentinel_replicas, sentinel_reset, sentinel_sentinels,
+    sentinel_set, sentinel_view,
+};
+pub use conn::{IoError, Target, Timeouts, is_auth_refused};
+pub use failover::{
+    PLANNED_FAILOVER_PAUSE_MARGIN, pause_writes, planned_failover, sentinel_sees_priority_zero, unpause,
+};
+pub use observe::observe;
+pub use parse::{ParseError, pairs, parse_info_replication, parse_sentinel_view, parse_tilt, sentinel_client_ids};
+pub use password::{
+    accept_new_password, adopt_password, adopt_sentinel_password, drop_sentinel_links, tell_sentinels_password,
+};
+pub use perform::{Performed, perform};
+
+use crate::config::{Endpoint, SentinelTimings};
+
+/// One Redis Pod to observe: its announced address (how Sentinels and replicas name it) and the
+/// address the operator reaches it at (the Pod IP when the operator does not resolve Pod FQDNs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisMember {
+    pub pod: String,
+    pub ordinal: u32,
+    pub announced: Endpoint,
+    pub connect: Endpoint,
+    pub role_label: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentinelMember {
+    pub pod: String,
+    pub connect: Endpoint,
+}
+
+/// Everything the healer needs to act on a RedisHA's Redis and Sentinels.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    pub master_set: &'a str,
+    pub redis: &'a [RedisMember],
+    pub sentinels: &'a [SentinelMember],
+    pub quorum: i32,
+    /// `spec.replicas`: the Redis count the spec wants.
+    pub desired_replicas: u32,
+    pub password: Option<&'a str>,
+    pub timings: SentinelTimings,
+    pub timeouts: Timeouts,
+}
