@@ -43,7 +43,7 @@ pub async fn sentinel_sees_priority_zero(
 /// How long a planned failover pauses writes on the master it leaves, beyond Sentinel's
 /// `failover-timeout`: the pause must outlast any failover Sentinel may still complete, or writes
 /// resuming on the old master could be acknowledged by a replica Sentinel then does not promote
-/// (seen once: Sentinel elected itself 17 s after the request, after a 15 s pause had ended).
+/// (a Sentinel can elect itself after a pause as long as `failover-timeout` alone has ended).
 /// The demotion unpauses at once; a failover that never happens stalls writes this long.
 pub const PLANNED_FAILOVER_PAUSE_MARGIN: Duration = Duration::from_secs(10);
 /// How long the replicas get to catch up with the paused master before Sentinel is asked.
