@@ -15,15 +15,15 @@ use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 use capstan_redis_ha::{
     RedisHA,
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
-    healer::members::REVISION_LABEL,
-    healer::redis::{
-        Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
-        sentinel_master, sentinel_monitor, sentinel_sees_priority_zero, sentinel_set,
+    testing::{
+        Converged, ConvergenceWatch, ProbeLog, Route, WriteProbe, count_existing,
+        healer::{REVISION_LABEL, Role, Step, rollout_step},
+        pod_ip,
+        redis_io::{
+            Target, Timeouts, config_set, info_replication, is_auth_refused, pause_writes, ping, sentinel_failover,
+            sentinel_master, sentinel_monitor, sentinel_sees_priority_zero, sentinel_set,
+        },
     },
-    healer::rollout_step,
-    healer::{Role, Step},
-    observe::{Converged, Observer, pod_ip},
-    write_probe::{ProbeLog, Route, WriteProbe, count_existing},
 };
 use capstan_testenv::{ControlPlane, eventually, local_node_available};
 use k8s_openapi::api::{
@@ -141,7 +141,7 @@ struct Fixture {
     ns: String,
     /// The password in force (a row rotates it).
     password: String,
-    observer: Observer,
+    observer: ConvergenceWatch,
     rhas: Api<RedisHA>,
     pods: Api<Pod>,
     client: Client,
@@ -164,7 +164,7 @@ impl Fixture {
             client: client.clone(),
             ns: ns.clone(),
             password: PASSWORD.to_owned(),
-            observer: Observer::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
+            observer: ConvergenceWatch::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
             node,
         };
         let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -245,7 +245,7 @@ impl Fixture {
 
     fn use_password(&mut self, password: &str) {
         self.password = password.to_owned();
-        self.observer = Observer::new(self.client.clone(), &self.ns, NAME, Some(password), "cluster.local");
+        self.observer = ConvergenceWatch::new(self.client.clone(), &self.ns, NAME, Some(password), "cluster.local");
     }
 
     async fn check_converged(&self, replicas: usize) -> Result<Converged, String> {

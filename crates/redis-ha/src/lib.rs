@@ -4,12 +4,12 @@
 pub mod build;
 pub mod config;
 pub mod crd;
-pub mod healer;
-pub mod observe;
+pub(crate) mod healer;
 pub mod reconcile;
 pub mod shared;
 pub mod status;
-pub mod write_probe;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use crd::{AuthSpec, RedisHA, RedisHASpec, RedisHAStatus, SentinelEndpoint, SentinelSpec, StorageSpec};
 pub use reconcile::{Error, RedisHAReconciler};

@@ -14,8 +14,10 @@ use std::{
 
 use capstan_redis_ha::{
     config::{self, Announce, Endpoint, Layout, Rendering, SentinelTimings},
-    healer::redis::{self as redis_io, Cluster, RedisMember, SentinelMember, Target, Timeouts},
-    healer::{self, Observation, Role},
+    testing::{
+        healer::{self, Observation, Role},
+        redis_io::{self, Cluster, RedisMember, SentinelMember, Target, Timeouts},
+    },
 };
 
 const MASTER_SET: &str = "itest";

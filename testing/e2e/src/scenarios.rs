@@ -11,7 +11,7 @@ use capstan_foo::{Foo, FooSpec};
 use capstan_memcached::{Memcached, MemcachedSpec};
 use capstan_redis_ha::{
     RedisHA,
-    write_probe::{count_existing, write_acknowledged},
+    testing::{count_existing, write_acknowledged},
 };
 use k8s_openapi::api::{
     apps::v1::{Deployment, StatefulSet},

@@ -20,8 +20,10 @@ use capstan_memcached::Memcached;
 use capstan_redis_ha::{
     RedisHA,
     config::{Endpoint, REDIS_PORT},
-    healer::redis::{Target, Timeouts, is_auth_refused, ping},
-    observe::{Converged, Observer, pod_ip},
+    testing::{
+        Converged, ConvergenceWatch, pod_ip,
+        redis_io::{Target, Timeouts, is_auth_refused, ping},
+    },
 };
 use capstan_testenv::{ControlPlane, local_node_available};
 use k8s_openapi::{
@@ -494,7 +496,7 @@ const ROTATED_PASSWORD: &str = "rotated-under-the-chart-identity";
 /// with one planned failover takes about a minute here).
 const DAY_TWO: Duration = Duration::from_secs(300);
 
-async fn redis_ha_converged(observer: &Observer, what: &str, replicas: usize) -> Converged {
+async fn redis_ha_converged(observer: &ConvergenceWatch, what: &str, replicas: usize) -> Converged {
     let started = Instant::now();
     let converged = wait_for(what, DAY_TWO, || async {
         // What is missing is printed by the timeout's last error.
@@ -506,12 +508,12 @@ async fn redis_ha_converged(observer: &Observer, what: &str, replicas: usize) ->
     converged
 }
 
-async fn redis_uids(observer: &Observer) -> BTreeSet<String> {
+async fn redis_uids(observer: &ConvergenceWatch) -> BTreeSet<String> {
     observer.redis_pods().await.iter().filter_map(|p| p.uid()).collect()
 }
 
 /// Waits until `replicas` Redis Pods run, none of them one of `before`.
-async fn every_redis_pod_replaced(observer: &Observer, before: &BTreeSet<String>, replicas: usize, what: &str) {
+async fn every_redis_pod_replaced(observer: &ConvergenceWatch, before: &BTreeSet<String>, replicas: usize, what: &str) {
     wait_for(what, DAY_TWO, || async {
         let pods = observer.redis_pods().await;
         Ok((pods.len() == replicas
@@ -543,7 +545,7 @@ async fn redis_ha_day_two(client: &Client, ns: &str) {
             .expect("patch the RedisHA's spec");
         }
     };
-    let observer = Observer::new(
+    let observer = ConvergenceWatch::new(
         client.clone(),
         ns,
         SAMPLE_REDIS_HA,
@@ -567,7 +569,7 @@ async fn redis_ha_day_two(client: &Client, ns: &str) {
         .await
         .expect("rotate the password");
     every_redis_pod_replaced(&observer, &before, 3, "the rotation restarted every Redis Pod").await;
-    let rotated = Observer::new(
+    let rotated = ConvergenceWatch::new(
         client.clone(),
         ns,
         SAMPLE_REDIS_HA,
@@ -614,7 +616,7 @@ async fn refused_roll_is_reported_and_resumes(client: &Client, ns: &str) {
         .replace(RELEASE, &PostParams::default(), &without_delete)
         .await
         .expect("take delete on Pods away");
-    let observer = Observer::new(
+    let observer = ConvergenceWatch::new(
         client.clone(),
         ns,
         SAMPLE_REDIS_HA,

@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use capstan_redis_ha::{
     RedisHA,
     build::{APP, Children, Inputs, build_children},
-    healer::PASS_INTERVAL,
     status::{Health, build_status},
+    testing::healer::PASS_INTERVAL,
 };
 use capstan_runtime::{
     ServedApis, apply, apply_status, compat::PodDisruptionBudgetV1Beta1, controller_owner_ref, labels,

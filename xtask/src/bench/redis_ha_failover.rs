@@ -3,7 +3,7 @@
 //! `SET` + `WAIT 1` through `<name>-master` every 100 ms ([`WriteProbe`]). Each fault — the
 //! master Pod deleted, the master's redis-server SIGKILLed, its network cut, it frozen (SIGSTOP)
 //! for 12 s — runs `--failover-runs` times (20 by default); each run waits for the RedisHA to
-//! converge again ([`Observer`], the same checks as the failover test). The p50 and max outage
+//! converge again ([`ConvergenceWatch`], the same checks as the failover test). The p50 and max outage
 //! per fault are printed against the goals, which are reported, not asserted.
 use std::time::Duration;
 
@@ -11,8 +11,7 @@ use anyhow::{Context, anyhow, bail};
 use capstan_localnode::{LocalNode, LocalNodeConfig};
 use capstan_redis_ha::{
     RedisHA,
-    observe::{Converged, Observer},
-    write_probe::{ProbeLog, WriteProbe, count_existing},
+    testing::{Converged, ConvergenceWatch, ProbeLog, WriteProbe, count_existing},
 };
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -150,7 +149,7 @@ async fn with_node(bench: &Bench<'_>, node: &LocalNode) -> anyhow::Result<Scenar
         .await
         .context("creating the RedisHA")?;
     let manager = start_manager(bench, &namespace, SCENARIO).await?;
-    let observer = Observer::new(client.clone(), &namespace, NAME, Some(PASSWORD), CLUSTER_DOMAIN);
+    let observer = ConvergenceWatch::new(client.clone(), &namespace, NAME, Some(PASSWORD), CLUSTER_DOMAIN);
     let measured = faults(
         &observer,
         node,
@@ -214,7 +213,7 @@ async fn missing_keys(address: std::net::SocketAddr, keys: &[String]) -> anyhow:
 }
 
 async fn faults(
-    observer: &Observer,
+    observer: &ConvergenceWatch,
     node: &LocalNode,
     pods: &Api<Pod>,
     namespace: &str,
@@ -361,7 +360,11 @@ async fn inject(fault: Fault, node: &LocalNode, pods: &Api<Pod>, namespace: &str
 }
 
 /// Waits (at most `bound`) until the RedisHA has converged with 3 Redis Pods.
-pub(super) async fn converged_within(observer: &Observer, what: &str, bound: Duration) -> anyhow::Result<Converged> {
+pub(super) async fn converged_within(
+    observer: &ConvergenceWatch,
+    what: &str,
+    bound: Duration,
+) -> anyhow::Result<Converged> {
     let started = Instant::now();
     let mut missing = String::new();
     while started.elapsed() < bound {
@@ -381,7 +384,7 @@ pub(super) async fn converged_within(observer: &Observer, what: &str, bound: Dur
     bail!("{what}: not converged within {}s: {missing}", bound.as_secs())
 }
 
-async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged> {
+async fn converged(observer: &ConvergenceWatch, what: &str) -> anyhow::Result<Converged> {
     converged_within(observer, what, CONVERGE).await
 }
 

@@ -21,9 +21,10 @@ use capstan_redis_ha::{
     RedisHA,
     build::{COMPONENT_REDIS, component_selector},
     config::{Endpoint, SENTINEL_PORT},
-    healer::redis::{Target, Timeouts, sentinel_master_address},
-    observe::{Converged, Observer},
-    write_probe::{ProbeLog, WriteProbe, count_existing},
+    testing::{
+        Converged, ConvergenceWatch, ProbeLog, WriteProbe, count_existing,
+        redis_io::{Target, Timeouts, sentinel_master_address},
+    },
 };
 use k8s_openapi::api::{
     apps::v1::StatefulSet,
@@ -139,8 +140,8 @@ struct Stage<'a> {
 }
 
 impl Stage<'_> {
-    fn observer(&self, name: &str) -> Observer {
-        Observer::new(
+    fn observer(&self, name: &str) -> ConvergenceWatch {
+        ConvergenceWatch::new(
             self.client.clone(),
             &self.namespace,
             name,
@@ -249,7 +250,7 @@ async fn phases(stage: &Stage<'_>) -> anyhow::Result<Measured> {
         for name in batch {
             create_redis_ha(&stage.client, &stage.namespace, name).await?;
         }
-        let observers: Vec<(String, Observer)> = batch.iter().map(|n| (n.clone(), stage.observer(n))).collect();
+        let observers: Vec<(String, ConvergenceWatch)> = batch.iter().map(|n| (n.clone(), stage.observer(n))).collect();
         futures::future::try_join_all(observers.iter().map(|(name, observer)| converged(observer, name))).await?;
         eprintln!(
             "batch {} ({} RedisHAs, {} in all) converged {:.1}s into the setup",
@@ -297,7 +298,7 @@ async fn phases(stage: &Stage<'_>) -> anyhow::Result<Measured> {
 /// SIGKILLs `old`'s redis-server and measures until the client writes through the new master.
 async fn kill_and_measure(
     stage: &Stage<'_>,
-    measured: &Observer,
+    measured: &ConvergenceWatch,
     probe: &WriteProbe,
     old: &str,
     loaded: bool,
@@ -499,7 +500,7 @@ async fn rolling(stage: &Stage<'_>) -> anyhow::Result<bool> {
         .any(|pod| pod.labels().get("controller-revision-hash") != Some(&update_revision)))
 }
 
-async fn converged(observer: &Observer, what: &str) -> anyhow::Result<Converged> {
+async fn converged(observer: &ConvergenceWatch, what: &str) -> anyhow::Result<Converged> {
     super::redis_ha_failover::converged_within(observer, what, CONVERGE).await
 }
 

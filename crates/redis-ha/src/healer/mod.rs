@@ -9,18 +9,18 @@
 //! Passes run every few seconds, at once when one of the RedisHA's Pods changes, and every
 //! quarter second while something is in motion, so a failover shows in the labels (and the
 //! master Service) within a pass of Sentinel promoting a replica.
-mod decide;
-pub mod members;
+pub(crate) mod decide;
+pub(crate) mod members;
 mod observation;
 mod plan;
-pub mod redis;
+pub(crate) mod redis;
 mod rollout;
 mod schedule;
 
-pub use decide::{decide, failover_blocker, newest_epoch, quorum_master};
+pub use decide::decide;
 pub use observation::{Observation, RedisPod, Replication, Role, SentinelPod, SentinelView};
 pub use plan::{Action, Plan, Wait};
-pub use rollout::{PodState, Step, next_roll_step, next_scale_down_step, rollout_step};
+pub use rollout::{PodState, Step, rollout_step};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

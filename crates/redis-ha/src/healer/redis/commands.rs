@@ -106,7 +106,8 @@ pub async fn sentinel_replicas(target: Target<'_>, master_set: &str) -> Result<V
     sentinel_list(target, "SENTINEL REPLICAS", "REPLICAS", master_set).await
 }
 
-/// `SENTINEL SENTINELS set`: each other known Sentinel's fields.
+/// `SENTINEL SENTINELS set`: each other known Sentinel's fields (only the tests ask).
+#[cfg(feature = "testing")]
 pub async fn sentinel_sentinels(
     target: Target<'_>,
     master_set: &str,

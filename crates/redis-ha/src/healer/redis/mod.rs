@@ -1,28 +1,18 @@
 //! Reading and acting on Redis and Sentinel over the `redis` crate (tokio): connections
 //! (`conn`), reply parsing (pure), the commands, reading a RedisHA's members, carrying out an
 //! action, password rotation and the planned failover.
-mod commands;
-mod conn;
-mod failover;
+pub(crate) mod commands;
+pub(crate) mod conn;
+pub(crate) mod failover;
 mod observe;
 mod parse;
-mod password;
+pub(crate) mod password;
 mod perform;
 
-pub use commands::{
-    config_set, info_replication, ping, replicaof, sentinel_failover, sentinel_master, sentinel_master_address,
-    sentinel_monitor, sentinel_remonitor, sentinel_remove, sentinel_replicas, sentinel_reset, sentinel_sentinels,
-    sentinel_set, sentinel_view,
-};
-pub use conn::{IoError, Target, Timeouts, is_auth_refused};
-pub use failover::{
-    PLANNED_FAILOVER_PAUSE_MARGIN, pause_writes, planned_failover, sentinel_sees_priority_zero, unpause,
-};
+pub use conn::Timeouts;
+pub use failover::planned_failover;
 pub use observe::observe;
-pub use parse::{ParseError, pairs, parse_info_replication, parse_sentinel_view, parse_tilt, sentinel_client_ids};
-pub use password::{
-    accept_new_password, adopt_password, adopt_sentinel_password, drop_sentinel_links, tell_sentinels_password,
-};
+pub use password::{adopt_password, adopt_sentinel_password, tell_sentinels_password};
 pub use perform::{Performed, perform};
 
 use crate::config::{Endpoint, SentinelTimings};

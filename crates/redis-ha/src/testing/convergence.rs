@@ -1,7 +1,6 @@
-//! A RedisHA as a client sees it from outside: its Pods, what each Redis and Sentinel says, and
-//! where the `<name>-master` Service routes. One observation per call, no waiting: the failover
-//! test (crates/manager/tests/redis_ha_failover.rs) and `cargo xtask bench`'s failover scenario
-//! poll these with their own bounds.
+//! Whether a RedisHA has converged, as a client sees it from outside: its Pods, what each Redis
+//! and Sentinel says, and where the `<name>-master` Service routes. One look per call, no
+//! waiting: the failover tests and the bench poll with their own bounds.
 use std::net::{IpAddr, SocketAddr};
 
 use capstan_runtime::{conditions::is_true, labels};
@@ -13,8 +12,8 @@ use crate::{
     build::{COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL, ROLE_MASTER, ROLE_REPLICA, master_service_name},
     config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn},
     healer::Role,
-    healer::redis::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
     status::FAILOVER_CAPABLE,
+    testing::redis_io::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
 };
 
 /// A converged RedisHA: one master, named by its status, the Sentinels and the master Service.
@@ -26,9 +25,9 @@ pub struct Converged {
     pub epoch: u64,
 }
 
-/// Observes one RedisHA in one namespace.
+/// Watches one RedisHA in one namespace converge.
 #[derive(Clone)]
-pub struct Observer {
+pub struct ConvergenceWatch {
     client: Client,
     namespace: String,
     name: String,
@@ -36,7 +35,7 @@ pub struct Observer {
     cluster_domain: String,
 }
 
-impl Observer {
+impl ConvergenceWatch {
     /// `password` is the one in the RedisHA's auth Secret (None without `spec.auth`);
     /// `cluster_domain` is the manager's `--cluster-domain`.
     pub fn new(client: Client, namespace: &str, name: &str, password: Option<&str>, cluster_domain: &str) -> Self {

@@ -183,9 +183,12 @@ async fn master_from_sentinels(
     let mut last = "no Sentinel".to_owned();
     for sentinel in sentinels {
         let endpoint = crate::config::Endpoint::new(sentinel.ip().to_string(), sentinel.port());
-        let target =
-            crate::healer::redis::Target::sentinel(&endpoint, password, crate::healer::redis::Timeouts::default());
-        match crate::healer::redis::sentinel_master_address(target, master_set).await {
+        let target = crate::testing::redis_io::Target::sentinel(
+            &endpoint,
+            password,
+            crate::testing::redis_io::Timeouts::default(),
+        );
+        match crate::testing::redis_io::sentinel_master_address(target, master_set).await {
             Ok(Some(master)) => {
                 let ip = resolve(&master.host, dns).await?;
                 return Ok(SocketAddr::new(ip, master.port));
