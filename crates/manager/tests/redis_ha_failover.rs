@@ -141,7 +141,7 @@ struct Fixture {
     ns: String,
     /// The password in force (a row rotates it).
     password: String,
-    observer: ConvergenceWatch,
+    watch: ConvergenceWatch,
     rhas: Api<RedisHA>,
     pods: Api<Pod>,
     client: Client,
@@ -164,7 +164,7 @@ impl Fixture {
             client: client.clone(),
             ns: ns.clone(),
             password: PASSWORD.to_owned(),
-            observer: ConvergenceWatch::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
+            watch: ConvergenceWatch::new(client.clone(), &ns, NAME, Some(PASSWORD), "cluster.local"),
             node,
         };
         let secret: Secret = serde_json::from_value(serde_json::json!({
@@ -194,11 +194,11 @@ impl Fixture {
     }
 
     async fn redis_pods(&self) -> Vec<Pod> {
-        self.observer.redis_pods().await
+        self.watch.redis_pods().await
     }
 
     async fn sentinel_ips(&self) -> Vec<String> {
-        self.observer.sentinel_ips().await
+        self.watch.sentinel_ips().await
     }
 
     /// The Sentinels' addresses, sorted, as the Sentinel-aware client is given them.
@@ -223,11 +223,11 @@ impl Fixture {
     }
 
     fn fqdn(&self, pod: &str) -> String {
-        self.observer.fqdn(pod)
+        self.watch.fqdn(pod)
     }
 
     async fn master_service(&self) -> SocketAddr {
-        self.observer.master_service().await.expect("the master Service")
+        self.watch.master_service().await.expect("the master Service")
     }
 
     async fn pod_ip(&self, pod: &str) -> String {
@@ -245,11 +245,11 @@ impl Fixture {
 
     fn use_password(&mut self, password: &str) {
         self.password = password.to_owned();
-        self.observer = ConvergenceWatch::new(self.client.clone(), &self.ns, NAME, Some(password), "cluster.local");
+        self.watch = ConvergenceWatch::new(self.client.clone(), &self.ns, NAME, Some(password), "cluster.local");
     }
 
     async fn check_converged(&self, replicas: usize) -> Result<Converged, String> {
-        self.observer.converged(replicas).await
+        self.watch.converged(replicas).await
     }
 
     async fn converged(&self, what: &str, replicas: usize) -> Converged {
@@ -274,7 +274,7 @@ impl Fixture {
     /// it alone.
     async fn new_master_routed(&self, old: &str) -> String {
         eventually("a new master behind the master Service", CONVERGE, || async {
-            self.observer.new_master_routed(old).await
+            self.watch.new_master_routed(old).await
         })
         .await
     }

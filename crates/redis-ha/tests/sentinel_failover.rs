@@ -1,6 +1,6 @@
 //! Real `redis-server` and `redis-sentinel` processes (Debian's) on 127.0.0.1, started by the
 //! scripts and configuration `config.rs` renders (127.0.0.1 and a port per process standing in
-//! for the Pods' FQDNs): the observer reads the truth, a `SENTINEL FAILOVER` requested through
+//! for the Pods' FQDNs): the survey reads the truth, a `SENTINEL FAILOVER` requested through
 //! `redis_io` promotes a replica, and a master restarted in place hands over instead of serving.
 use std::{
     collections::BTreeMap,
@@ -15,7 +15,7 @@ use std::{
 use capstan_redis_ha::{
     config::{self, Announce, Endpoint, Layout, Rendering, SentinelTimings},
     testing::{
-        healer::{self, Observation, Role},
+        healer::{self, Role, Survey},
         redis_io::{self, Cluster, RedisMember, SentinelMember, Target, Timeouts},
     },
 };
@@ -150,26 +150,26 @@ async fn wait_for(
     what: &str,
     bound: Duration,
     cluster: Cluster<'_>,
-    done: impl Fn(&Observation) -> bool,
-) -> (Observation, Duration) {
+    done: impl Fn(&Survey) -> bool,
+) -> (Survey, Duration) {
     let started = Instant::now();
     loop {
-        let observation = redis_io::observe(cluster).await;
-        if done(&observation) {
+        let survey = redis_io::survey(cluster).await;
+        if done(&survey) {
             let elapsed = started.elapsed();
             println!("{what}: after {elapsed:?}");
-            return (observation, elapsed);
+            return (survey, elapsed);
         }
         assert!(
             started.elapsed() < bound,
-            "{what}: not within {bound:?}; last observation:\n{observation:#?}"
+            "{what}: not within {bound:?}; last survey:\n{survey:#?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn master_of(observation: &Observation) -> Vec<&str> {
-    observation
+fn master_of(survey: &Survey) -> Vec<&str> {
+    survey
         .redis
         .iter()
         .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Master))
@@ -179,17 +179,17 @@ fn master_of(observation: &Observation) -> Vec<&str> {
 
 /// One master (`pod`), every replica linked to it, every Sentinel naming it with the full counts
 /// and no failover in progress.
-fn settled_on(observation: &Observation, pod: &str) -> bool {
-    let Some(master) = observation.redis.iter().find(|p| p.pod == pod) else {
+fn settled_on(survey: &Survey, pod: &str) -> bool {
+    let Some(master) = survey.redis.iter().find(|p| p.pod == pod) else {
         return false;
     };
-    master_of(observation) == [pod]
-        && observation.redis.iter().filter(|p| p.pod != pod).all(|p| {
+    master_of(survey) == [pod]
+        && survey.redis.iter().filter(|p| p.pod != pod).all(|p| {
             p.replication
                 .as_ref()
                 .is_some_and(|r| r.link_up && r.master.as_ref() == Some(&master.address))
         })
-        && observation.sentinels.iter().all(|s| {
+        && survey.sentinels.iter().all(|s| {
             s.view.as_ref().is_some_and(|v| {
                 v.master.as_ref() == Some(&master.address)
                     && !v.failover_in_progress
@@ -313,14 +313,14 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         timeouts: Timeouts::default(),
     };
 
-    let (observation, _) = wait_for(
+    let (survey, _) = wait_for(
         "bootstrap: itest-0 master, two linked replicas, Sentinels agree",
         Duration::from_secs(90),
         cluster,
         |o| settled_on(o, "itest-0"),
     )
     .await;
-    let plan = healer::decide(&observation);
+    let plan = healer::decide(&survey);
     assert_eq!(plan.master.as_deref(), Some("itest-0"));
     assert!(
         plan.actions
@@ -396,7 +396,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let (observation, elapsed) = wait_for(
+    let (survey, elapsed) = wait_for(
         "SENTINEL FAILOVER: a replica promoted, the old master its replica",
         Duration::from_secs(60),
         cluster,
@@ -404,7 +404,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     )
     .await;
     assert!(elapsed < Duration::from_secs(60));
-    let new_master = master_of(&observation)[0].to_owned();
+    let new_master = master_of(&survey)[0].to_owned();
     let new_index: usize = new_master.trim_start_matches("itest-").parse().expect("ordinal");
     let mut promoted = client(redis_ports[new_index])
         .get_multiplexed_async_connection()
@@ -424,7 +424,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // Restart safety: the master's process dies and its start script runs again at once, while
     // the Sentinels still name it. It must never answer as master; it has them fail over and joins
     // the new master as a replica.
-    let epoch_before = healer::newest_epoch(&redis_io::observe(cluster).await);
+    let epoch_before = healer::newest_epoch(&redis_io::survey(cluster).await);
     let (process, script) = &redis_processes[new_index];
     let script = script.clone();
     processes.kill(*process);
@@ -451,10 +451,10 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
                 Role::Replica,
                 "a restarted master served as master: {replication:?}"
             );
-            let observation = redis_io::observe(cluster).await;
-            if let [m] = master_of(&observation)[..]
+            let survey = redis_io::survey(cluster).await;
+            if let [m] = master_of(&survey)[..]
                 && m != new_master
-                && settled_on(&observation, m)
+                && settled_on(&survey, m)
             {
                 break m.to_owned();
             }
@@ -473,7 +473,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     );
     // Handed over by the Sentinels on their own once they saw it down, or at its request when
     // they did not: one failover either way (a request racing theirs would be a second).
-    let epoch_after = healer::newest_epoch(&redis_io::observe(cluster).await);
+    let epoch_after = healer::newest_epoch(&redis_io::survey(cluster).await);
     println!(
         "restart hand-over: config-epoch {epoch_before} -> {epoch_after}; asked: {}",
         restart_log.contains("SENTINEL FAILOVER itest via")
@@ -501,11 +501,11 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     redis_io::replicaof(Target::new(&stray.connect, Some(PASSWORD), Timeouts::default()), None)
         .await
         .expect("REPLICAOF NO ONE");
-    let observation = redis_io::observe(cluster).await;
-    let mut two = master_of(&observation);
+    let survey = redis_io::survey(cluster).await;
+    let mut two = master_of(&survey);
     two.sort_unstable();
-    assert_eq!(two.len(), 2, "two masters now: {observation:#?}");
-    let plan = healer::decide(&observation);
+    assert_eq!(two.len(), 2, "two masters now: {survey:#?}");
+    let plan = healer::decide(&survey);
     assert_eq!(plan.master.as_deref(), Some(final_master.as_str()), "{plan:#?}");
     let final_address = members[final_index].announced.clone();
     assert!(
@@ -539,8 +539,8 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     )
     .await
     .expect("re-monitor a replica");
-    let observation = redis_io::observe(cluster).await;
-    let plan = healer::decide(&observation);
+    let survey = redis_io::survey(cluster).await;
+    let plan = healer::decide(&survey);
     let fix = healer::Action::SentinelMonitor {
         sentinel: sentinels[2].pod.clone(),
         master: final_address.clone(),
@@ -642,7 +642,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     let frozen = (0..members.len())
         .find(|i| *i != final_index && *i != new_index)
         .expect("a third Redis");
-    let epoch_before = healer::newest_epoch(&redis_io::observe(rotated).await);
+    let epoch_before = healer::newest_epoch(&redis_io::survey(rotated).await);
     let mut writer = redis_client(redis_ports[final_index], NEW_PASSWORD)
         .get_multiplexed_async_connection()
         .await
@@ -699,7 +699,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     )
     .await;
     assert_eq!(
-        healer::newest_epoch(&redis_io::observe(rotated).await),
+        healer::newest_epoch(&redis_io::survey(rotated).await),
         epoch_before,
         "Sentinel was never asked"
     );
@@ -743,16 +743,16 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     // The old master stays master until its process stops (the kubelet's next step), its writes
     // paused; what matters is that the Sentinels, and so every client asking them, moved on.
     let asked = Instant::now();
-    let (observation, named) = loop {
-        let observation = redis_io::observe(cluster).await;
-        let named: Vec<_> = observation
+    let (survey, named) = loop {
+        let survey = redis_io::survey(cluster).await;
+        let named: Vec<_> = survey
             .sentinels
             .iter()
             .filter_map(|s| s.view.as_ref().and_then(|v| v.master.clone()))
             .collect();
         let moved_on = named.len() >= 2 && named.iter().all(|m| m != old_address);
         if moved_on || asked.elapsed() > Duration::from_secs(10) {
-            break (observation, named);
+            break (survey, named);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
@@ -762,9 +762,9 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     );
     assert!(
         named.len() >= 2 && named.iter().all(|m| m != old_address),
-        "within 10 s of the handover a Sentinel quorum names a new master: {observation:#?}"
+        "within 10 s of the handover a Sentinel quorum names a new master: {survey:#?}"
     );
-    let promoted = observation
+    let promoted = survey
         .redis
         .iter()
         .find(|p| Some(&p.address) == named.first())

@@ -149,9 +149,9 @@ async fn with_node(bench: &Bench<'_>, node: &LocalNode) -> anyhow::Result<Scenar
         .await
         .context("creating the RedisHA")?;
     let manager = start_manager(bench, &namespace, SCENARIO).await?;
-    let observer = ConvergenceWatch::new(client.clone(), &namespace, NAME, Some(PASSWORD), CLUSTER_DOMAIN);
+    let watch = ConvergenceWatch::new(client.clone(), &namespace, NAME, Some(PASSWORD), CLUSTER_DOMAIN);
     let measured = faults(
-        &observer,
+        &watch,
         node,
         &Api::namespaced(client, &namespace),
         &namespace,
@@ -213,15 +213,15 @@ async fn missing_keys(address: std::net::SocketAddr, keys: &[String]) -> anyhow:
 }
 
 async fn faults(
-    observer: &ConvergenceWatch,
+    watch: &ConvergenceWatch,
     node: &LocalNode,
     pods: &Api<Pod>,
     namespace: &str,
     runs_per_fault: usize,
 ) -> anyhow::Result<Measured> {
-    let first = converged(observer, "created").await?;
+    let first = converged(watch, "created").await?;
     let mut state = first.clone();
-    let master_service = observer.master_service().await.map_err(|e| anyhow!(e))?;
+    let master_service = watch.master_service().await.map_err(|e| anyhow!(e))?;
     eprintln!("writing through {master_service} (the master Service) every 100 ms");
     let probe = WriteProbe::start(
         master_service,
@@ -245,7 +245,7 @@ async fn faults(
                 "a new master is behind the master Service",
                 CONVERGE,
                 ROUTED_POLL,
-                || async { Ok(observer.new_master_routed(&old).await.map(|_| Instant::now())) },
+                || async { Ok(watch.new_master_routed(&old).await.map(|_| Instant::now())) },
             )
             .await
             .with_context(|| what.clone())?;
@@ -276,7 +276,7 @@ async fn faults(
                 }
                 Fault::PodDeleted => {}
             }
-            state = converged(observer, &what).await?;
+            state = converged(watch, &what).await?;
             let log = probe.snapshot();
             let newly_lost: Vec<String> = missing_keys(master_service, &log.acknowledged)
                 .await?
@@ -361,14 +361,14 @@ async fn inject(fault: Fault, node: &LocalNode, pods: &Api<Pod>, namespace: &str
 
 /// Waits (at most `bound`) until the RedisHA has converged with 3 Redis Pods.
 pub(super) async fn converged_within(
-    observer: &ConvergenceWatch,
+    watch: &ConvergenceWatch,
     what: &str,
     bound: Duration,
 ) -> anyhow::Result<Converged> {
     let started = Instant::now();
     let mut missing = String::new();
     while started.elapsed() < bound {
-        match observer.converged(3).await {
+        match watch.converged(3).await {
             Ok(converged) => {
                 eprintln!(
                     "{what}: converged after {:.1}s (master {})",
@@ -384,8 +384,8 @@ pub(super) async fn converged_within(
     bail!("{what}: not converged within {}s: {missing}", bound.as_secs())
 }
 
-async fn converged(observer: &ConvergenceWatch, what: &str) -> anyhow::Result<Converged> {
-    converged_within(observer, what, CONVERGE).await
+async fn converged(watch: &ConvergenceWatch, what: &str) -> anyhow::Result<Converged> {
+    converged_within(watch, what, CONVERGE).await
 }
 
 /// Waits until the probe has `count` acknowledged writes completed after `since`.

@@ -14,14 +14,14 @@
 use std::collections::BTreeMap;
 
 use super::{
-    observation::{Observation, RedisPod, Replication, Role, SentinelView},
     plan::{Action, Plan, Wait},
+    survey::{RedisPod, Replication, Role, SentinelView, Survey},
 };
 use crate::config::Endpoint;
 
 /// The highest `config-epoch` any answering Sentinel reports: one more per failover.
-pub fn newest_epoch(observation: &Observation) -> u64 {
-    observation
+pub fn newest_epoch(survey: &Survey) -> u64 {
+    survey
         .sentinels
         .iter()
         .filter_map(|s| s.view.as_ref())
@@ -40,10 +40,10 @@ fn is_catching_up(view: &SentinelView, newest: u64) -> bool {
 /// The master the Sentinels' newest configuration names, if a quorum of answering Sentinels
 /// names it — or if it comes from a failover (epoch above 0), which a majority of Sentinels
 /// authorized by electing its leader, while the others have not caught up yet.
-pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
-    let newest = newest_epoch(observation);
+pub fn quorum_master(survey: &Survey) -> Option<Endpoint> {
+    let newest = newest_epoch(survey);
     let mut votes: BTreeMap<&Endpoint, usize> = BTreeMap::new();
-    for master in observation
+    for master in survey
         .sentinels
         .iter()
         .filter_map(|s| s.view.as_ref())
@@ -52,7 +52,7 @@ pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
     {
         *votes.entry(master).or_default() += 1;
     }
-    let needed = if newest > 0 { 1 } else { observation.quorum.max(1) };
+    let needed = if newest > 0 { 1 } else { survey.quorum.max(1) };
     votes
         .into_iter()
         .filter(|(_, count)| *count >= needed)
@@ -60,11 +60,11 @@ pub fn quorum_master(observation: &Observation) -> Option<Endpoint> {
         .map(|(master, _)| master.clone())
 }
 
-/// Decides what to do about the observed state.
-pub fn decide(observation: &Observation) -> Plan {
+/// Decides what to do about the surveyed state.
+pub fn decide(survey: &Survey) -> Plan {
     Plan {
-        failover_blocker: failover_blocker(observation),
-        ..decide_actions(observation)
+        failover_blocker: failover_blocker(survey),
+        ..decide_actions(survey)
     }
 }
 
@@ -73,13 +73,13 @@ pub fn decide(observation: &Observation) -> Plan {
 /// seconds after they appear, and until then `SENTINEL FAILOVER` is refused (`NOGOODSLAVE`) and a
 /// lost master is not replaced. Every answering Sentinel must know every answering replica and
 /// every other answering Sentinel, and none may be in TILT mode.
-pub fn failover_blocker(observation: &Observation) -> Option<String> {
-    let replicas = observation
+pub fn failover_blocker(survey: &Survey) -> Option<String> {
+    let replicas = survey
         .redis
         .iter()
         .filter(|p| p.replication.as_ref().is_some_and(|r| r.role == Role::Replica))
         .count();
-    let answering: Vec<(&str, &SentinelView)> = observation
+    let answering: Vec<(&str, &SentinelView)> = survey
         .sentinels
         .iter()
         .filter_map(|s| Some((s.pod.as_str(), s.view.as_ref()?)))
@@ -124,11 +124,11 @@ struct Chosen<'a> {
 /// chosen (promoted when there is none, kept among several); then, around that master, the
 /// replicas, their priorities, the master's replica requirement, the role labels and the
 /// Sentinels.
-fn decide_actions(observation: &Observation) -> Plan {
-    if let Some(plan) = during_sentinel_failover(observation) {
+fn decide_actions(survey: &Survey) -> Plan {
+    if let Some(plan) = during_sentinel_failover(survey) {
         return plan;
     }
-    let reachable: Vec<Answering<'_>> = observation
+    let reachable: Vec<Answering<'_>> = survey
         .redis
         .iter()
         .filter_map(|p| p.replication.as_ref().map(|r| (p, r)))
@@ -136,10 +136,10 @@ fn decide_actions(observation: &Observation) -> Plan {
     if reachable.is_empty() {
         return Plan::waiting(Wait::NothingReachable);
     }
-    let named = quorum_master(observation);
+    let named = quorum_master(survey);
     let masters: Vec<&Answering<'_>> = reachable.iter().filter(|(_, r)| r.role == Role::Master).collect();
     let chosen = match masters.as_slice() {
-        [] => match promote_without_master(observation, &reachable, named.as_ref()) {
+        [] => match promote_without_master(survey, &reachable, named.as_ref()) {
             Ok(chosen) => chosen,
             Err(wait) => return Plan::waiting(wait),
         },
@@ -148,7 +148,7 @@ fn decide_actions(observation: &Observation) -> Plan {
             actions: Vec::new(),
             warnings: Vec::new(),
         },
-        several => keep_one_of_several_masters(observation, several, named.as_ref()),
+        several => keep_one_of_several_masters(survey, several, named.as_ref()),
     };
     let Chosen {
         master,
@@ -159,14 +159,14 @@ fn decide_actions(observation: &Observation) -> Plan {
     let repointed = repoint_replicas(&reachable, master, &actions);
     actions.extend(repointed);
     actions.extend(restore_priorities(&reachable, master));
-    actions.extend(require_replicas(observation, &reachable, master));
-    actions.extend(role_labels(observation, master));
-    let sentinels_repointed = repoint_sentinels(observation, master);
+    actions.extend(require_replicas(survey, &reachable, master));
+    actions.extend(role_labels(survey, master));
+    let sentinels_repointed = repoint_sentinels(survey, master);
     let sentinel_fixed = !sentinels_repointed.is_empty();
     actions.extend(sentinels_repointed);
-    actions.extend(restore_sentinel_settings(observation, master));
+    actions.extend(restore_sentinel_settings(survey, master));
     if !sentinel_fixed {
-        actions.extend(reset_a_stale_sentinel(observation));
+        actions.extend(reset_a_stale_sentinel(survey));
     }
 
     Plan {
@@ -179,8 +179,8 @@ fn decide_actions(observation: &Observation) -> Plan {
 }
 
 /// While a Sentinel reports a failover in progress: the plan that waits for it.
-fn during_sentinel_failover(observation: &Observation) -> Option<Plan> {
-    let (sentinel, view) = observation
+fn during_sentinel_failover(survey: &Survey) -> Option<Plan> {
+    let (sentinel, view) = survey
         .sentinels
         .iter()
         .filter_map(|s| Some((s, s.view.as_ref()?)))
@@ -190,14 +190,14 @@ fn during_sentinel_failover(observation: &Observation) -> Option<Plan> {
     // clients switch to); the labels follow the same answer at once, so clients of the master
     // Service are not kept waiting until the other replicas are reconfigured.
     let promoted = view.master.as_ref().and_then(|address| {
-        observation
+        survey
             .redis
             .iter()
             .find(|p| &p.address == address && p.replication.as_ref().is_some_and(|r| r.role == Role::Master))
     });
     Some(Plan {
         master: promoted.map(|p| p.pod.clone()),
-        actions: promoted.map(|p| role_labels(observation, p)).unwrap_or_default(),
+        actions: promoted.map(|p| role_labels(survey, p)).unwrap_or_default(),
         ..Plan::waiting(Wait::FailoverInProgress {
             sentinel: sentinel.pod.clone(),
         })
@@ -207,17 +207,17 @@ fn during_sentinel_failover(observation: &Observation) -> Option<Plan> {
 /// No master answers: wait for the Sentinels or for a master something says is alive, else
 /// promote the replica holding the most data.
 fn promote_without_master<'a>(
-    observation: &Observation,
+    survey: &Survey,
     reachable: &[Answering<'a>],
     named: Option<&Endpoint>,
 ) -> Result<Chosen<'a>, Wait> {
     if let Some(named) = named {
         let named_answers = reachable.iter().any(|(p, _)| &p.address == named);
-        if !named_answers && sentinels_can_fail_over(observation, named) {
+        if !named_answers && sentinels_can_fail_over(survey, named) {
             return Err(Wait::SentinelsToFailOver { named: named.clone() });
         }
     }
-    if let Some(evidence) = live_master_evidence(observation) {
+    if let Some(evidence) = live_master_evidence(survey) {
         return Err(Wait::MasterNotVisible { evidence });
     }
     // No master, no evidence of one anywhere, and no Sentinel quorum to fail over (or the
@@ -243,7 +243,7 @@ fn promote_without_master<'a>(
 
 /// Several masters answer: keep one, demote the others.
 fn keep_one_of_several_masters<'a>(
-    observation: &Observation,
+    survey: &Survey,
     several: &[&Answering<'a>],
     named: Option<&Endpoint>,
 ) -> Chosen<'a> {
@@ -252,9 +252,9 @@ fn keep_one_of_several_masters<'a>(
     // right after a failover only its leader has switched (the others follow within
     // seconds, by hello messages), and the old master, writes paused, may show the higher
     // offset. Keeping it would fight Sentinel.
-    let newest = newest_epoch(observation);
+    let newest = newest_epoch(survey);
     let votes = |pod: &RedisPod| {
-        observation
+        survey
             .sentinels
             .iter()
             .filter_map(|s| s.view.as_ref())
@@ -339,9 +339,9 @@ fn restore_priorities(reachable: &[Answering<'_>], master: &RedisPod) -> Vec<Act
 }
 
 /// The master requires a replica's acknowledgement exactly while the spec wants several Redis.
-fn require_replicas(observation: &Observation, reachable: &[Answering<'_>], master: &RedisPod) -> Option<Action> {
+fn require_replicas(survey: &Survey, reachable: &[Answering<'_>], master: &RedisPod) -> Option<Action> {
     let (_, replication) = reachable.iter().find(|(p, _)| p.pod == master.pod)?;
-    let want = observation.desired_replicas > 1;
+    let want = survey.desired_replicas > 1;
     // Turned on only once a replica is connected: until then it would refuse every write.
     (replication.role == Role::Master
         && replication.requires_replicas != want
@@ -353,8 +353,8 @@ fn require_replicas(observation: &Observation, reachable: &[Answering<'_>], mast
 }
 
 /// Sentinels monitoring another master (or none) monitor this one.
-fn repoint_sentinels(observation: &Observation, master: &RedisPod) -> Vec<Action> {
-    observation
+fn repoint_sentinels(survey: &Survey, master: &RedisPod) -> Vec<Action> {
+    survey
         .sentinels
         .iter()
         .filter(|s| {
@@ -371,12 +371,9 @@ fn repoint_sentinels(observation: &Observation, master: &RedisPod) -> Vec<Action
 
 /// Sentinels monitoring the right master with other timings or quorum than rendered get them
 /// back.
-fn restore_sentinel_settings(observation: &Observation, master: &RedisPod) -> Vec<Action> {
-    let expected = (
-        observation.timings,
-        u32::try_from(observation.quorum).unwrap_or(u32::MAX),
-    );
-    observation
+fn restore_sentinel_settings(survey: &Survey, master: &RedisPod) -> Vec<Action> {
+    let expected = (survey.timings, u32::try_from(survey.quorum).unwrap_or(u32::MAX));
+    survey
         .sentinels
         .iter()
         .filter(|s| {
@@ -395,9 +392,9 @@ fn restore_sentinel_settings(observation: &Observation, master: &RedisPod) -> Ve
 /// other Sentinels are being fixed (the caller's check), so a quorum always remains able to fail
 /// over. A reset Sentinel knows no other until their hello messages reach it (seconds): while
 /// one is rediscovering, no second reset, or a quorum could be out of reach at once.
-fn reset_a_stale_sentinel(observation: &Observation) -> Option<Action> {
-    let other_sentinels = observation.sentinels.len().saturating_sub(1);
-    let rediscovering = observation
+fn reset_a_stale_sentinel(survey: &Survey) -> Option<Action> {
+    let other_sentinels = survey.sentinels.len().saturating_sub(1);
+    let rediscovering = survey
         .sentinels
         .iter()
         .filter_map(|s| s.view.as_ref())
@@ -405,8 +402,8 @@ fn reset_a_stale_sentinel(observation: &Observation) -> Option<Action> {
     if rediscovering {
         return None;
     }
-    let replicas = observation.redis.len().saturating_sub(1);
-    let stale = observation.sentinels.iter().find(|s| {
+    let replicas = survey.redis.len().saturating_sub(1);
+    let stale = survey.sentinels.iter().find(|s| {
         s.view
             .as_ref()
             .is_some_and(|v| v.known_replicas as usize > replicas || v.known_sentinels as usize > other_sentinels)
@@ -422,16 +419,16 @@ fn reset_a_stale_sentinel(observation: &Observation) -> Option<Action> {
 /// Sentinel, not behind the newest configuration, that names such a Redis without flagging it
 /// down. A replica never connected since its start (-1) and a link to the waiting placeholder
 /// are no evidence: nothing else would ever end the wait.
-fn live_master_evidence(observation: &Observation) -> Option<String> {
-    let seen: Vec<&Endpoint> = observation
+fn live_master_evidence(survey: &Survey) -> Option<String> {
+    let seen: Vec<&Endpoint> = survey
         .redis
         .iter()
         .filter(|p| p.replication.is_some())
         .map(|p| &p.address)
         .collect();
     let unseen = |address: &Endpoint| !seen.contains(&address);
-    let down_after = i64::from(observation.timings.down_after_ms / 1000);
-    for pod in &observation.redis {
+    let down_after = i64::from(survey.timings.down_after_ms / 1000);
+    for pod in &survey.redis {
         let Some(replication) = &pod.replication else { continue };
         let Some(master) = replication.master.as_ref().filter(|m| unseen(m)) else {
             continue;
@@ -452,8 +449,8 @@ fn live_master_evidence(observation: &Observation) -> Option<String> {
             ));
         }
     }
-    let newest = newest_epoch(observation);
-    observation.sentinels.iter().find_map(|sentinel| {
+    let newest = newest_epoch(survey);
+    survey.sentinels.iter().find_map(|sentinel| {
         let view = sentinel.view.as_ref()?;
         let master = view.master.as_ref().filter(|m| unseen(m))?;
         (!is_catching_up(view, newest) && !view.master_down).then(|| {
@@ -468,22 +465,22 @@ fn live_master_evidence(observation: &Observation) -> Option<String> {
 /// Whether the Sentinels that answer could fail over from `named` themselves: enough of them,
 /// up to date, name it to reach the quorum and elect a leader (a majority of all Sentinels).
 /// Fewer could never replace it, so waiting for them would hold the set without a master.
-fn sentinels_can_fail_over(observation: &Observation, named: &Endpoint) -> bool {
-    let newest = newest_epoch(observation);
-    let naming = observation
+fn sentinels_can_fail_over(survey: &Survey, named: &Endpoint) -> bool {
+    let newest = newest_epoch(survey);
+    let naming = survey
         .sentinels
         .iter()
         .filter_map(|s| s.view.as_ref())
         .filter(|v| !is_catching_up(v, newest) && v.master.as_ref() == Some(named))
         .count();
-    naming >= observation.quorum.max(observation.sentinels.len() / 2 + 1)
+    naming >= survey.quorum.max(survey.sentinels.len() / 2 + 1)
 }
 
 /// The label changes that make `master` the only Pod labelled master. Labels follow every Pod,
 /// answering or not: an isolated old master still passes its local readiness check, and must not
 /// stay behind the master Service.
-fn role_labels(observation: &Observation, master: &RedisPod) -> Vec<Action> {
-    observation
+fn role_labels(survey: &Survey, master: &RedisPod) -> Vec<Action> {
+    survey
         .redis
         .iter()
         .filter_map(|pod| {

@@ -1,4 +1,4 @@
-//! The healer as a background task of the leading manager: for each RedisHA, observe its Redis and
+//! The healer as a background task of the leading manager: for each RedisHA, survey its Redis and
 //! Sentinels, [`decide`](crate::healer::decide), carry the actions out (Redis and Sentinel
 //! commands behind the leader guard, role labels with a leader-checked patch), warn, and queue a
 //! reconcile when the plan changed so the status follows. While a Sentinel reports a failover in
@@ -11,16 +11,16 @@
 //! master Service) within a pass of Sentinel promoting a replica.
 pub(crate) mod decide;
 pub(crate) mod members;
-mod observation;
 mod plan;
 pub(crate) mod redis;
 mod rollout;
 mod schedule;
+mod survey;
 
 pub use decide::decide;
-pub use observation::{Observation, RedisPod, Replication, Role, SentinelPod, SentinelView};
 pub use plan::{Action, Plan, Wait};
 pub use rollout::{PodState, Step, rollout_step};
+pub use survey::{RedisPod, Replication, Role, SentinelPod, SentinelView, Survey};
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -43,7 +43,7 @@ use members::members;
 use schedule::HealSchedule;
 use tokio::time::Instant;
 
-/// How often each RedisHA is observed when all is quiet.
+/// How often each RedisHA is surveyed when all is quiet.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(3);
 /// How often while something is in motion (a failover, an action just taken, a roll step).
 pub const FAST_PASS_INTERVAL: Duration = Duration::from_millis(250);
@@ -135,7 +135,7 @@ impl Healer {
     }
 
     /// One pass over one RedisHA; true when something is in motion. A Redis that does not
-    /// answer is part of the observation, not an error; only a lost leadership ends the task.
+    /// answer is part of the survey, not an error; only a lost leadership ends the task.
     async fn heal(&self, rha: &Arc<RedisHA>, task: &TaskContext) -> Result<bool, HealError> {
         let (Some(namespace), name) = (rha.namespace(), rha.name_any()) else {
             return Ok(false);
@@ -172,13 +172,13 @@ impl Healer {
         };
         let regarding = rha.object_ref(&());
         let previous_password = self.shared.previous_password(&key);
-        let mut observation = task.leadership.while_leader(redis::observe(cluster)).await?;
+        let mut survey = task.leadership.while_leader(redis::survey(cluster)).await?;
         let mut rotated = false;
         if let Some(previous) = &previous_password {
             // The order matters: every Redis accepts the new password, then the Sentinels switch
             // to it, then Pods restart with it. A Sentinel told first drops its links and reopens
             // them with a password the master refuses, and holds it down after down-after.
-            let mut refusing: Vec<String> = observation
+            let mut refusing: Vec<String> = survey
                 .redis
                 .iter()
                 .filter(|p| p.replication.is_none())
@@ -234,7 +234,7 @@ impl Healer {
             }
             if rotated {
                 // What refused the new password a moment ago answers now: decide on that.
-                observation = task.leadership.while_leader(redis::observe(cluster)).await?;
+                survey = task.leadership.while_leader(redis::survey(cluster)).await?;
             }
             if refusing.is_empty()
                 && !sentinels_refusing
@@ -249,7 +249,7 @@ impl Healer {
         }
         // No Pod restarts with the new password before the Sentinels authenticate with it.
         let sentinels_behind = previous_password.is_some() && self.shared.sentinels_need(&key, &password);
-        let plan = decide(&observation);
+        let plan = decide(&survey);
         let mut refusals = Vec::new();
         for action in &plan.actions {
             let done = task.leadership.while_leader(redis::perform(action, cluster)).await?;

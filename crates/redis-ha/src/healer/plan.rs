@@ -1,5 +1,5 @@
 //! What the healer decided: the actions to carry out, or why it waits.
-use super::observation::Role;
+use super::survey::Role;
 use crate::config::Endpoint;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@ pub use write_probe::{ProbeLog, Route, WriteProbe, count_existing, write_acknowl
 /// The healer's decisions, roll planning and pace, as the tests and the bench use them.
 pub mod healer {
     pub use crate::healer::{
-        Action, Observation, PASS_INTERVAL, Plan, Role, Step,
+        Action, PASS_INTERVAL, Plan, Role, Step, Survey,
         decide::{decide, newest_epoch},
         members::REVISION_LABEL,
         rollout_step,
@@ -29,6 +29,6 @@ pub mod redis_io {
         },
         conn::{IoError, Target, is_auth_refused},
         failover::{pause_writes, sentinel_sees_priority_zero},
-        observe, perform, planned_failover, tell_sentinels_password,
+        perform, planned_failover, survey, tell_sentinels_password,
     };
 }

@@ -95,10 +95,10 @@ pub async fn planned_failover<'a>(cluster: Cluster<'a>, from: &str, avoid: &[Str
         .iter()
         .filter(|m| m.pod != from && !avoid.contains(&m.pod))
         .collect();
-    let observed = futures::future::join_all(others.iter().map(|r| info_replication(target(r)))).await;
+    let answers = futures::future::join_all(others.iter().map(|r| info_replication(target(r)))).await;
     let mut avoided: Vec<&RedisMember> = cluster.redis.iter().filter(|m| avoid.contains(&m.pod)).collect();
     let mut candidates = Vec::new();
-    for (member, replication) in others.into_iter().zip(observed) {
+    for (member, replication) in others.into_iter().zip(answers) {
         match replication {
             Err(error) => {
                 return Err(IoError::NotVerified {

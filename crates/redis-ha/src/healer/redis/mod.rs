@@ -4,20 +4,20 @@
 pub(crate) mod commands;
 pub(crate) mod conn;
 pub(crate) mod failover;
-mod observe;
 mod parse;
 pub(crate) mod password;
 mod perform;
+mod survey;
 
 pub use conn::Timeouts;
 pub use failover::planned_failover;
-pub use observe::observe;
 pub use password::{adopt_password, adopt_sentinel_password, tell_sentinels_password};
 pub use perform::{Performed, perform};
+pub use survey::survey;
 
 use crate::config::{Endpoint, SentinelTimings};
 
-/// One Redis Pod to observe: its announced address (how Sentinels and replicas name it) and the
+/// One Redis Pod to survey: its announced address (how Sentinels and replicas name it) and the
 /// address the operator reaches it at (the Pod IP when the operator does not resolve Pod FQDNs).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisMember {

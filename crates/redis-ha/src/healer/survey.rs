@@ -1,4 +1,4 @@
-//! What the healer reads of a RedisHA's members: each Redis's `INFO replication` and each
+//! The survey: what the healer reads of a RedisHA's members in one pass: each Redis's `INFO replication` and each
 //! Sentinel's view of the master set.
 use crate::config::{Endpoint, SentinelTimings, WAITING_MASTER_HOST};
 
@@ -47,7 +47,7 @@ impl Replication {
     }
 }
 
-/// One Redis Pod as observed.
+/// One Redis Pod as surveyed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisPod {
     pub pod: String,
@@ -93,7 +93,7 @@ pub struct SentinelPod {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
+pub struct Survey {
     pub redis: Vec<RedisPod>,
     pub sentinels: Vec<SentinelPod>,
     /// Sentinels that must agree (`spec.sentinel.quorum` in force).

@@ -1,14 +1,14 @@
-//! Reading every Redis and Sentinel of a RedisHA at once.
+//! The survey: reading every Redis and Sentinel of a RedisHA at once.
 use super::{
     Cluster,
     commands::{info_replication, sentinel_view},
     conn::Target,
 };
-use crate::healer::{Observation, RedisPod, SentinelPod};
+use crate::healer::{RedisPod, SentinelPod, Survey};
 
-/// Observes every Redis and Sentinel concurrently; one that does not answer within the bound is
-/// observed as unreachable (None), never waited for longer.
-pub async fn observe(cluster: Cluster<'_>) -> Observation {
+/// Surveys every Redis and Sentinel concurrently; one that does not answer within the bound is
+/// recorded as unreachable (None), never waited for longer.
+pub async fn survey(cluster: Cluster<'_>) -> Survey {
     let redis = futures::future::join_all(cluster.redis.iter().map(|member| async move {
         let replication = info_replication(Target::new(&member.connect, cluster.password, cluster.timeouts))
             .await
@@ -36,7 +36,7 @@ pub async fn observe(cluster: Cluster<'_>) -> Observation {
         }
     }));
     let (redis, sentinels) = futures::future::join(redis, sentinels).await;
-    Observation {
+    Survey {
         redis,
         sentinels,
         quorum: usize::try_from(cluster.quorum).unwrap_or(1),
