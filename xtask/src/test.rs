@@ -1,9 +1,13 @@
 //! `cargo xtask test`: the one command CI and people run. Phases run in order and stop at the first
 //! failure; each one's wall time is printed, since the CI budget is counted in them.
 
-use std::time::{Duration, Instant};
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 
 use crate::{cmd, envtest, prerequisites};
 
@@ -14,6 +18,7 @@ pub fn run() -> anyhow::Result<()> {
         phases.run("clippy", || {
             cmd::run(cmd::cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
         })?;
+        phases.run("shellcheck", shellcheck_scripts)?;
         phases.run("envtest", || envtest::ensure().map(|_| ()))?;
         phases.run("localnode", prerequisites::ensure)?;
         phases.run("helm", || {
@@ -37,6 +42,43 @@ pub fn run() -> anyhow::Result<()> {
     })();
     phases.print_summary(result.is_ok());
     result
+}
+
+/// `shellcheck -s sh` over every script the RedisHA Pods run, as rendered for sample RedisHAs
+/// (the scripts are static files, but only the rendered text with its variables header is what
+/// a Pod runs). Without shellcheck it is skipped (a failure under CI=true).
+fn shellcheck_scripts() -> anyhow::Result<()> {
+    if !prerequisites::ensure_programs(&[("shellcheck", "shellcheck")])? {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            bail!("shellcheck is missing (CI=true): apt-get install shellcheck");
+        }
+        eprintln!("SKIPPED shellcheck: shellcheck is not installed (Debian: apt-get install shellcheck)");
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for (name, text) in capstan_redis_ha::render::sample_scripts() {
+        let mut child = Command::new("shellcheck")
+            .args(["--shell=sh", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("running shellcheck")?;
+        child
+            .stdin
+            .take()
+            .context("shellcheck's stdin")?
+            .write_all(text.as_bytes())
+            .context("writing the script to shellcheck")?;
+        let output = child.wait_with_output().context("waiting for shellcheck")?;
+        if !output.status.success() {
+            eprintln!("shellcheck {name}:\n{}", String::from_utf8_lossy(&output.stdout));
+            failed.push(name);
+        }
+    }
+    if !failed.is_empty() {
+        bail!("shellcheck found problems in {}", failed.join(", "));
+    }
+    Ok(())
 }
 
 #[derive(Default)]

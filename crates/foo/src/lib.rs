@@ -10,7 +10,7 @@ mod reconcile;
 
 pub use crd::{Foo, FooSpec, FooStatus};
 pub use index::FriendIndex;
-pub use reconcile::{Error, FooReconciler, build_status};
+pub use reconcile::{Desired, Error, FooReconciler, Inputs, desired};
 
 use capstan_runtime::{ControllerEntry, Names, Watches};
 use k8s_openapi::api::core::v1::Pod;

@@ -36,7 +36,28 @@ impl FooReconciler {
 }
 
 /// The status a Foo should have given whether its friend exists.
-pub fn build_status(foo: &Foo, friend_exists: bool, now: Timestamp) -> FooStatus {
+/// What the reconcile has read for a Foo: whether its friend Pod exists, and the time its
+/// conditions change at.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs {
+    pub friend_exists: bool,
+    pub now: Timestamp,
+}
+
+/// What a Foo should look like: only its status (a Foo owns no children).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    pub status: FooStatus,
+}
+
+/// The pure step of the reconcile, from the Foo and what was read to what is written.
+pub fn desired(foo: &Foo, inputs: &Inputs) -> Desired {
+    Desired {
+        status: build_status(foo, inputs.friend_exists, inputs.now),
+    }
+}
+
+pub(crate) fn build_status(foo: &Foo, friend_exists: bool, now: Timestamp) -> FooStatus {
     let friend = &foo.spec.name;
     let ready = if friend_exists {
         DesiredCondition::new(READY, true, "FriendFound", format!("Pod {friend} exists"))
@@ -64,7 +85,11 @@ impl Reconciler for FooReconciler {
     async fn reconcile(&self, foo: Arc<Foo>, ctx: &Context) -> Result<Action, Error> {
         let namespace = foo.namespace().ok_or(Error::NotNamespaced)?;
         let friend_exists = self.pods.read(|pods| pods.contains(&namespace, &foo.spec.name));
-        let status = build_status(&foo, friend_exists, Timestamp::now());
+        let inputs = Inputs {
+            friend_exists,
+            now: Timestamp::now(),
+        };
+        let Desired { status } = desired(&foo, &inputs);
         ctx.apply_status(foo.as_ref(), foo.status.as_ref(), &status)
             .await
             .map_err(Error::Status)?;

@@ -1,18 +1,20 @@
 //! RedisHA: Redis with Sentinel failover. The CRD, the rendered Redis/Sentinel configuration and
 //! scripts, the desired objects, the healer's decisions and the Redis/Sentinel I/O they act
 //! through are pure or runtime-free modules; [`controller`] wires them into the runtime.
-pub mod build;
+mod build;
 pub mod config;
 pub mod crd;
 pub(crate) mod healer;
+pub mod names;
 pub mod reconcile;
+pub mod render;
 pub mod shared;
-pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use build::{Children, Inputs as ChildInputs, REDIS_UID};
 pub use crd::{AuthSpec, RedisHA, RedisHASpec, RedisHAStatus, SentinelEndpoint, SentinelSpec, StorageSpec};
-pub use reconcile::{Error, RedisHAReconciler};
+pub use reconcile::{Desired, Error, FAILOVER_CAPABLE, Health, Inputs, RedisHAReconciler, SpecError, desired};
 
 use capstan_runtime::{ControllerEntry, Watches, labels};
 use k8s_openapi::api::{
@@ -37,7 +39,7 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
     let config_maps = w.owns::<ConfigMap>();
     let budgets = reconcile::BudgetCache::owned(w);
     let pods = w.subscribe_trimmed::<Pod>(
-        watcher::Config::default().labels(&labels::managed_selector(build::APP)),
+        watcher::Config::default().labels(&labels::managed_selector(names::APP)),
         healer::members::trim_pod,
     );
     let pod_store = pods.store();
@@ -64,7 +66,7 @@ pub fn controller(w: &mut Watches<'_, RedisHA>) -> RedisHAReconciler {
 /// The RedisHA a Pod belongs to, from the labels its StatefulSet's template gives it.
 fn owner_of_pod(pod: &Pod) -> Option<ObjectRef<RedisHA>> {
     let pod_labels = pod.metadata.labels.as_ref()?;
-    if pod_labels.get(labels::NAME).map(String::as_str) != Some(build::APP) {
+    if pod_labels.get(labels::NAME).map(String::as_str) != Some(names::APP) {
         return None;
     }
     let instance = pod_labels.get(labels::INSTANCE)?;

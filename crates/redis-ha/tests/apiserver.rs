@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use capstan_redis_ha::{
-    CONTROLLER, RedisHA,
-    build::{self, COMPONENT_REDIS, COMPONENT_SENTINEL, Inputs},
-    crd,
+    CONTROLLER, ChildInputs, Health, Inputs, REDIS_UID, RedisHA, crd, desired,
+    names::{AUTH_HASH_ANNOTATION, COMPONENT_REDIS, COMPONENT_SENTINEL},
 };
 use capstan_runtime::{ServedApis, compat::PodDisruptionBudgetV1Beta1};
 use capstan_testenv::namespace_with_crds;
@@ -166,9 +165,8 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
         .await
         .expect("create");
     let owner = created.controller_owner_ref(&()).expect("owner reference");
-    let children = build::build_children(
-        &created,
-        Inputs {
+    let inputs = Inputs {
+        children: ChildInputs {
             owner: &owner,
             cluster_domain: "cluster.local",
             auth_hash: Some("0123456789abcdef"),
@@ -176,8 +174,10 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
             redis_replicas: created.spec.replicas,
             recorded_master: None,
         },
-    )
-    .expect("builds");
+        health: Health::default(),
+        now: k8s_openapi::jiff::Timestamp::now(),
+    };
+    let children = desired(&created, &inputs).expect("builds").children;
 
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     for config_map in &children.config_maps {
@@ -251,7 +251,7 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
     let redis_pod = pods.get("cache-0").await.expect("cache-0");
     let annotations = redis_pod.annotations();
     assert_eq!(
-        annotations.get(build::AUTH_HASH_ANNOTATION).map(String::as_str),
+        annotations.get(AUTH_HASH_ANNOTATION).map(String::as_str),
         Some("0123456789abcdef")
     );
     let spec = redis_pod.spec.as_ref().expect("pod spec");
@@ -260,10 +260,7 @@ async fn every_built_child_is_accepted_owned_and_collected_with_the_redis_ha() {
         Some("cache-headless"),
         "FQDN under the headless Service"
     );
-    assert_eq!(
-        spec.security_context.as_ref().and_then(|s| s.fs_group),
-        Some(build::REDIS_UID)
-    );
+    assert_eq!(spec.security_context.as_ref().and_then(|s| s.fs_group), Some(REDIS_UID));
     let claims = spec
         .volumes
         .iter()

@@ -4,7 +4,7 @@
 //! instead of policy/v1), a scale is applied (down too, over Pods that never ran), deletion
 //! garbage-collects the children, and a missing
 //! auth Secret is reported as Degraded without a hot loop.
-use capstan_redis_ha::{CONTROLLER, RedisHA, build};
+use capstan_redis_ha::{CONTROLLER, RedisHA, names};
 use capstan_runtime::compat::PodDisruptionBudgetV1Beta1;
 use capstan_testenv::{ControllerTest, RunningManager, eventually, http_get};
 use k8s_openapi::{
@@ -121,7 +121,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
         .and_then(|m| m.annotations.clone())
         .unwrap_or_default();
     assert!(
-        template_annotations.contains_key(build::AUTH_HASH_ANNOTATION),
+        template_annotations.contains_key(names::AUTH_HASH_ANNOTATION),
         "the Secret's hash is in the Pod template: {template_annotations:?}"
     );
     assert_eq!(sentinel_set.spec.replicas, Some(3));
@@ -139,7 +139,7 @@ async fn every_child_appears_owned_a_scale_is_applied_and_deletion_collects_them
         master
             .spec
             .and_then(|s| s.selector)
-            .and_then(|s| s.get(build::ROLE_LABEL).cloned())
+            .and_then(|s| s.get(names::ROLE_LABEL).cloned())
             .as_deref(),
         Some("master")
     );

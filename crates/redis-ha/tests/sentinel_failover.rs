@@ -14,6 +14,7 @@ use std::{
 
 use capstan_redis_ha::{
     config::{self, Announce, Endpoint, Layout, Rendering, SentinelTimings},
+    render::{redis_config_data, sentinel_config_data},
     testing::{
         healer::{self, Role, Survey},
         redis_io::{self, Cluster, RedisMember, SentinelMember, Target, Timeouts},
@@ -239,7 +240,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     for (i, port) in sentinel_ports.iter().enumerate() {
         let dir = temp.path().join(format!("sentinel-{i}"));
         let r = rendering(&base, &dir, 0, *port);
-        write_files(&dir, config::sentinel_config_data(&r));
+        write_files(&dir, sentinel_config_data(&r));
         let script = dir.join("config").join(config::SENTINEL_INIT);
         let pod = format!("{MASTER_SET}-sentinel-{i}");
         let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
@@ -277,7 +278,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     for (i, port) in redis_ports.iter().enumerate() {
         let dir = temp.path().join(format!("redis-{i}"));
         let r = rendering(&base, &dir, *port, 0);
-        write_files(&dir, config::redis_config_data(&r).expect("renders"));
+        write_files(&dir, redis_config_data(&r).expect("renders"));
         let pod = format!("{MASTER_SET}-{i}");
         let mut env = vec![(config::ENV_POD_NAME, pod.as_str())];
         env.extend(env_password);
@@ -724,7 +725,7 @@ async fn rendered_redis_and_sentinels_fail_over_and_a_restarted_master_hands_ove
     }
     let absent = temp.path().join("absent");
     let absent_rendering = rendering(&base, &absent, free_port(), 0);
-    write_files(&absent, config::redis_config_data(&absent_rendering).expect("renders"));
+    write_files(&absent, redis_config_data(&absent_rendering).expect("renders"));
     let (ok, output) = run_script(&absent.join("config").join(config::REDIS_READY), "itest-9");
     assert!(!ok, "a Redis that does not answer is not ready: {output}");
 

@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::Context;
-use capstan_foo::{Foo, FooSpec, build_status};
+use capstan_foo::{Foo, FooSpec, Inputs, desired};
 use capstan_runtime::apply_status;
 use k8s_openapi::{
     api::core::v1::{Container, Pod, PodSpec},
@@ -226,7 +226,11 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
         limit,
         run_all(bench.n, bench.concurrency, |i| async move {
             let (i, foo) = create_foo(foos, i).await?;
-            apply_status(foos, &foo, None, &build_status(&foo, false, Timestamp::now())).await?;
+            let inputs = Inputs {
+                friend_exists: false,
+                now: Timestamp::now(),
+            };
+            apply_status(foos, &foo, None, &desired(&foo, &inputs).status).await?;
             Ok((i, foo))
         }),
     )
@@ -247,7 +251,11 @@ async fn floor(bench: &Bench<'_>) -> anyhow::Result<Floor> {
             async move {
                 let foo = foo.context("every Foo was created")?;
                 create_pod(pods, i).await?;
-                apply_status(foos, foo, None, &build_status(foo, true, Timestamp::now())).await?;
+                let inputs = Inputs {
+                    friend_exists: true,
+                    now: Timestamp::now(),
+                };
+                apply_status(foos, foo, None, &desired(foo, &inputs).status).await?;
                 Ok(())
             }
         }),

@@ -10,10 +10,7 @@ use std::{
 
 use anyhow::{Context, bail};
 use capstan_redis_ha::{
-    RedisHA,
-    build::{APP, Children, Inputs, build_children},
-    status::{Health, build_status},
-    testing::healer::PASS_INTERVAL,
+    ChildInputs, Children, Desired, Health, Inputs, RedisHA, desired, names::APP, testing::healer::PASS_INTERVAL,
 };
 use capstan_runtime::{
     ServedApis, apply, apply_status, compat::PodDisruptionBudgetV1Beta1, controller_owner_ref, labels,
@@ -99,7 +96,7 @@ pub async fn run(bench: &Bench<'_>) -> anyhow::Result<ScenarioResult> {
     let mut sample = default_redis_ha(&name(0))?;
     sample.metadata.namespace = Some("bench".to_owned());
     sample.metadata.uid = Some("bench".to_owned());
-    let counts = ChildCounts::of(&build(&sample)?);
+    let counts = ChildCounts::of(&build(&sample)?.children);
     let managed = with_manager(bench, counts).await?;
     let floor = floor(bench, counts).await?;
     Ok(result(bench, counts, &managed, &floor))
@@ -299,18 +296,23 @@ async fn create(redis_has: &Api<RedisHA>, i: usize) -> anyhow::Result<RedisHA> {
         .with_context(|| format!("creating RedisHA {name}"))
 }
 
-/// The children the manager builds for `rha`, with the controller's own builder.
-fn build(rha: &RedisHA) -> anyhow::Result<Children> {
+/// The children and first status the manager builds for `rha` (no Pod ready yet), with the
+/// controller's own pure step.
+fn build(rha: &RedisHA) -> anyhow::Result<Desired> {
     let owner = controller_owner_ref(rha).context("the owner reference")?;
     let inputs = Inputs {
-        owner: &owner,
-        cluster_domain: CLUSTER_DOMAIN,
-        auth_hash: None,
-        sentinel_auth_hash: None,
-        redis_replicas: rha.spec.replicas,
-        recorded_master: None,
+        children: ChildInputs {
+            owner: &owner,
+            cluster_domain: CLUSTER_DOMAIN,
+            auth_hash: None,
+            sentinel_auth_hash: None,
+            redis_replicas: rha.spec.replicas,
+            recorded_master: None,
+        },
+        health: Health::default(),
+        now: Timestamp::now(),
     };
-    build_children(rha, inputs).context("building the children")
+    desired(rha, &inputs).context("building the children")
 }
 
 /// What the floor took for the same work.
@@ -367,7 +369,7 @@ async fn floor(bench: &Bench<'_>, counts: ChildCounts) -> anyhow::Result<Floor> 
 /// functions, nothing cached to compare with (and none of the manager's reads).
 async fn floor_one(client: &Client, redis_has: &Api<RedisHA>, namespace: &str, i: usize) -> anyhow::Result<()> {
     let created = create(redis_has, i).await?;
-    let children = build(&created)?;
+    let Desired { children, status } = build(&created)?;
     let config_maps = Api::<ConfigMap>::namespaced(client.clone(), namespace);
     for config_map in &children.config_maps {
         apply(&config_maps, config_map, None).await?;
@@ -384,14 +386,6 @@ async fn floor_one(client: &Client, redis_has: &Api<RedisHA>, namespace: &str, i
     for pdb in &children.pod_disruption_budgets {
         apply(&pdbs, &PodDisruptionBudgetV1Beta1::from(pdb.clone()), None).await?;
     }
-    let health = Health {
-        redis_ready: 0,
-        sentinels_ready: 0,
-        plan: None,
-        refused: None,
-        scale_down_held: None,
-    };
-    let status = build_status(&created, Ok(health), Timestamp::now());
     apply_status(redis_has, &created, None, &status).await?;
     Ok(())
 }

@@ -19,8 +19,8 @@ use anyhow::{Context, anyhow, bail};
 use capstan_localnode::{LocalNode, LocalNodeConfig};
 use capstan_redis_ha::{
     RedisHA,
-    build::{COMPONENT_REDIS, component_selector},
     config::{Endpoint, SENTINEL_PORT},
+    names::{COMPONENT_REDIS, component_selector},
     testing::{
         Converged, ConvergenceWatch, ProbeLog, WriteProbe, count_existing,
         redis_io::{Target, Timeouts, sentinel_master_address},

@@ -9,10 +9,10 @@ use k8s_openapi::api::{
 use kube::ResourceExt;
 
 use crate::{
-    build::{APP, COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL},
-    config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn, sentinel_set},
+    config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
     healer::PodState,
     healer::redis::{RedisMember, SentinelMember},
+    names::{APP, COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL, headless_service, pod_fqdn, sentinel_set},
 };
 
 /// The label the StatefulSet controller puts on each Pod: the revision it was created from.

@@ -35,8 +35,8 @@ use kube::{
 use self::redis::{Cluster, Performed, Timeouts};
 use crate::{
     RedisHA,
-    build::ROLE_LABEL,
     config::Rendering,
+    names::ROLE_LABEL,
     shared::{Key, Shared},
 };
 use members::members;

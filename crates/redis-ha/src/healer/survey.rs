@@ -9,11 +9,11 @@ pub enum Role {
 }
 
 impl Role {
-    /// The value of [`crate::build::ROLE_LABEL`].
+    /// The value of [`crate::names::ROLE_LABEL`].
     pub fn label(self) -> &'static str {
         match self {
-            Role::Master => crate::build::ROLE_MASTER,
-            Role::Replica => crate::build::ROLE_REPLICA,
+            Role::Master => crate::names::ROLE_MASTER,
+            Role::Replica => crate::names::ROLE_REPLICA,
         }
     }
 }

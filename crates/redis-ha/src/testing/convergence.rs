@@ -8,11 +8,13 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use kube::{Api, Client, ResourceExt, api::ListParams};
 
 use crate::{
-    RedisHA,
-    build::{COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL, ROLE_MASTER, ROLE_REPLICA, master_service_name},
-    config::{Endpoint, REDIS_PORT, SENTINEL_PORT, headless_service, pod_fqdn},
+    FAILOVER_CAPABLE, RedisHA,
+    config::{Endpoint, REDIS_PORT, SENTINEL_PORT},
     healer::Role,
-    status::FAILOVER_CAPABLE,
+    names::{
+        COMPONENT_REDIS, COMPONENT_SENTINEL, ROLE_LABEL, ROLE_MASTER, ROLE_REPLICA, headless_service,
+        master_service_name, pod_fqdn,
+    },
     testing::redis_io::{Target, Timeouts, info_replication, sentinel_master, sentinel_master_address},
 };
 

@@ -6,9 +6,11 @@ use capstan_runtime::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
-    build::{AuthError, SpecError, sentinel_service_name},
+    build::AuthError,
     crd::{DEGRADED, FAILOVER_IN_PROGRESS, RedisHA, RedisHAStatus, SentinelEndpoint},
     healer::{Plan, Wait},
+    names::sentinel_service_name,
+    reconcile::validate::SpecError,
 };
 
 /// Whether the Sentinels could replace a lost master now: one Redis cannot, and Sentinels that
@@ -17,7 +19,7 @@ pub const FAILOVER_CAPABLE: &str = "FailoverCapable";
 
 /// What stops the RedisHA from being acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Blocked<'a> {
+pub(crate) enum Blocked<'a> {
     InvalidSpec(&'a SpecError),
     /// `spec.auth` names a Secret that does not exist.
     SecretMissing(&'a str),
@@ -32,7 +34,7 @@ pub enum Blocked<'a> {
 }
 
 /// What was observed of the running set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health<'a> {
     /// Ready Pods of the Redis StatefulSet.
     pub redis_ready: i32,
@@ -83,7 +85,7 @@ fn failover_condition(rha: &RedisHA, plan: Option<&Plan>) -> DesiredCondition {
 
 /// Builds the status: `Ready`, `Degraded`, `FailoverInProgress` and `FailoverCapable`, keeping
 /// `lastTransitionTime` of unchanged conditions, and `lastFailoverTime` when the master changed.
-pub fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now: Timestamp) -> RedisHAStatus {
+pub(crate) fn build_status(rha: &RedisHA, outcome: Result<Health<'_>, Blocked<'_>>, now: Timestamp) -> RedisHAStatus {
     let previous = rha.status.clone().unwrap_or_default();
     let name = rha.metadata.name.clone().unwrap_or_default();
     let generation = rha.metadata.generation;

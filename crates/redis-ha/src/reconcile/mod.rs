@@ -1,5 +1,15 @@
 //! The reconcile: reads (auth Secret by `get` only) → validates → builds → applies every child
 //! with the runtime's refusing child apply → prunes → writes the status.
+mod desired;
+pub(crate) mod status;
+pub(crate) mod validate;
+
+pub use self::{
+    desired::{Desired, Inputs, desired},
+    status::{FAILOVER_CAPABLE, Health},
+    validate::SpecError,
+};
+
 use std::{sync::Arc, time::Duration};
 
 use capstan_runtime::{
@@ -21,11 +31,14 @@ use kube::{
 
 use crate::{
     RedisHA,
-    build::{self, AuthError, Inputs, SpecError, build_children},
-    config::sentinel_set,
+    build::{self, AuthError},
     healer::members::removed_pods_never_ran,
+    names::{bootstrap_config_map_name, sentinel_set},
+    reconcile::{
+        status::{Blocked, build_status},
+        validate::{check_auth_kept, validate},
+    },
     shared::Shared,
-    status::{Blocked, Health, build_status},
 };
 
 /// How long a RedisHA waits for its missing or unusable auth Secret before looking again (Secrets
@@ -123,13 +136,9 @@ impl RedisHAReconciler {
         Ok(Ok(Some((password, hash))))
     }
 
-    async fn write_status(
-        &self,
-        rha: &RedisHA,
-        ctx: &Context,
-        outcome: Result<Health<'_>, Blocked<'_>>,
-    ) -> Result<(), Error> {
-        let status = build_status(rha, outcome, Timestamp::now());
+    /// Writes the status of a RedisHA that cannot be acted on as it stands.
+    async fn write_status(&self, rha: &RedisHA, ctx: &Context, blocked: Blocked<'_>) -> Result<(), Error> {
+        let status = build_status(rha, Err(blocked), Timestamp::now());
         ctx.apply_status(rha, rha.status.as_ref(), &status)
             .await
             .map_err(Error::Status)?;
@@ -144,7 +153,7 @@ impl RedisHAReconciler {
             other => other.invalid_message().map(Blocked::Rejected),
         };
         if let Some(blocked) = blocked
-            && let Err(status_error) = self.write_status(rha, ctx, Err(blocked)).await
+            && let Err(status_error) = self.write_status(rha, ctx, blocked).await
         {
             return status_error;
         }
@@ -169,9 +178,8 @@ impl Reconciler for RedisHAReconciler {
         let namespace = rha.namespace().unwrap_or_default();
         let key = (namespace.clone(), name.clone());
         let running = self.stateful_sets.get(&ObjectRef::new(&name).within(&namespace));
-        if let Err(invalid) = build::validate(&rha).and_then(|()| build::check_auth_kept(&rha, running.as_deref())) {
-            self.write_status(&rha, ctx, Err(Blocked::InvalidSpec(&invalid)))
-                .await?;
+        if let Err(invalid) = validate(&rha).and_then(|()| check_auth_kept(&rha, running.as_deref())) {
+            self.write_status(&rha, ctx, Blocked::InvalidSpec(&invalid)).await?;
             return Err(invalid.into());
         }
         let (password, auth_hash) = match self.read_auth(&rha, ctx).await? {
@@ -194,7 +202,7 @@ impl Reconciler for RedisHAReconciler {
                     ),
                 };
                 ctx.events().warning(&rha.object_ref(&()), reason, "ReadSecret", note);
-                self.write_status(&rha, ctx, Err(blocked)).await?;
+                self.write_status(&rha, ctx, blocked).await?;
                 // Nothing is deleted; the running Pods keep their password.
                 return Ok(Action::requeue(SECRET_RETRY));
             }
@@ -213,7 +221,7 @@ impl Reconciler for RedisHAReconciler {
         // while none is known (a failover in progress).
         let recorded = self
             .config_maps
-            .get(&ObjectRef::new(&build::bootstrap_config_map_name(&name)).within(&namespace))
+            .get(&ObjectRef::new(&bootstrap_config_map_name(&name)).within(&namespace))
             .and_then(|c| c.data.as_ref()?.get(crate::config::BOOTSTRAP_MASTER_KEY).cloned());
         let verified_master = plan
             .as_ref()
@@ -240,7 +248,17 @@ impl Reconciler for RedisHAReconciler {
             stored_redis.as_deref(),
             stored_sentinels.as_deref(),
         );
-        let inputs = Inputs {
+        // Read before the applies, which change none of it: the ready counts are the
+        // StatefulSets' status, the plan and a refused write the healer's.
+        let refused = self.shared.refusal(&key);
+        let health = Health {
+            redis_ready: self.ready_replicas(&namespace, &name),
+            sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),
+            plan: plan.as_ref(),
+            refused: refused.as_ref(),
+            scale_down_held,
+        };
+        let children = build::Inputs {
             owner: &owner,
             cluster_domain: &self.shared.cluster_domain,
             auth_hash: auth_hash.as_deref(),
@@ -248,11 +266,18 @@ impl Reconciler for RedisHAReconciler {
             redis_replicas,
             recorded_master: verified_master.as_deref(),
         };
-        let desired = match build_children(&rha, inputs) {
+        let inputs = Inputs {
+            children,
+            health,
+            now: Timestamp::now(),
+        };
+        let Desired {
+            children: desired,
+            status,
+        } = match desired(&rha, &inputs) {
             Ok(desired) => desired,
             Err(invalid) => {
-                self.write_status(&rha, ctx, Err(Blocked::InvalidSpec(&invalid)))
-                    .await?;
+                self.write_status(&rha, ctx, Blocked::InvalidSpec(&invalid)).await?;
                 return Err(invalid.into());
             }
         };
@@ -294,15 +319,9 @@ impl Reconciler for RedisHAReconciler {
             }
         }
         children.prune_all().await.map_err(Error::Apply)?;
-        let refused = self.shared.refusal(&key);
-        let health = Health {
-            redis_ready: self.ready_replicas(&namespace, &name),
-            sentinels_ready: self.ready_replicas(&namespace, &sentinel_set(&name)),
-            plan: plan.as_ref(),
-            refused: refused.as_ref(),
-            scale_down_held,
-        };
-        self.write_status(&rha, ctx, Ok(health)).await?;
+        ctx.apply_status(rha.as_ref(), rha.status.as_ref(), &status)
+            .await
+            .map_err(Error::Status)?;
         // StatefulSet, Pod and healer-plan changes wake this; the auth Secret is only read, so a
         // RedisHA with one looks again for a password change.
         Ok(if rha.spec.auth.is_some() {
